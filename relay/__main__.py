@@ -1,0 +1,45 @@
+"""relay: a durable HTTP relay from log shippers to the Profound custom-log API.
+
+Each subcommand lives in its own module exposing
+`configure(parser)` and `run(args) -> int`; this file only wires them."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("relay.app", "run the relay"),
+    "check-config": ("relay.check", "validate the config and print what each source does"),
+    "map": ("relay.mapping.cli", "dry-run a mapping on sample records"),
+    "mock-upstream": ("relay.upstream_mock", "run a local stand-in of the upstream API"),
+    "bench": ("relay.bench", "measure end-to-end throughput"),
+    "dead-letter": ("relay.deadletter_cli", "inspect and re-send what upstream refused"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="relay", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue  # not built yet
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        module.configure(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
