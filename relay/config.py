@@ -1,0 +1,272 @@
+"""Typed configuration: the only reader of config files.
+
+A config is one TOML (or YAML) file. `${VAR}` and `${VAR:-default}` in any
+string are replaced from the environment before the values are typed, so
+secrets never sit in the file. Sizes ("16MiB") and durations ("500ms", "30s")
+are strings. Every error names the file and the dotted key at fault.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+import yaml
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG_PATH = "configs/relay.toml"
+DEFAULT_ADDRESS = "0.0.0.0:8080"
+DEFAULT_MAX_BODY_SIZE = 16 * 2**20
+DEFAULT_READ_TIMEOUT = 30.0
+DEFAULT_SHUTDOWN_GRACE = 30.0
+DEFAULT_QUEUE_PATH = "data/queue"
+DEFAULT_QUEUE_MAX_SIZE = 4 * 2**30
+DEFAULT_UPSTREAM_URL = "https://artemis.api.tryprofound.com/v1/logs/custom"
+MAX_BATCH_ENTRIES = 1000  # the upstream's hard limit per request
+
+
+class Size(int):
+    """A byte count written as "16MiB", "512KB", "1GiB" or a plain integer."""
+
+
+class Duration(float):
+    """Seconds, written as "500ms", "30s", "5m", "1h", "7d" or a plain number."""
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
+               "gb": 10**9, "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20,
+               "gib": 2**30, "tib": 2**40}
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
+                   "h": 3600.0, "d": 86400.0}
+_QUANTITY = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Zµ]*)\s*$")
+_ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+def parse_size(text: str | int) -> Size:
+    if isinstance(text, int):
+        return Size(text)
+    match = _QUANTITY.match(text)
+    unit = match and _SIZE_UNITS.get(match.group(2).lower())
+    if not match or unit is None:
+        raise ValueError(f"invalid size {text!r}: write it like \"16MiB\", \"512KB\" or \"1GiB\"")
+    return Size(int(float(match.group(1)) * unit))
+
+
+def parse_duration(text: str | float) -> Duration:
+    if isinstance(text, (int, float)):
+        return Duration(text)
+    match = _QUANTITY.match(text)
+    unit = match and _DURATION_UNITS.get(match.group(2) or "s")
+    if not match or unit is None:
+        raise ValueError(f"invalid duration {text!r}: write it like \"500ms\", \"30s\", \"5m\" or \"1h\"")
+    return Duration(float(match.group(1)) * unit)
+
+
+def _dec_hook(type_: type, value: Any) -> Any:
+    if type_ is Size and isinstance(value, (str, int)):
+        return parse_size(value)
+    if type_ is Duration and isinstance(value, (str, int, float)):
+        return parse_duration(value)
+    raise NotImplementedError
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base of every config section: an unknown key is an error, never ignored."""
+
+
+class ServerConfig(_Section):
+    address: str = DEFAULT_ADDRESS
+    max_body_size: Size = Size(DEFAULT_MAX_BODY_SIZE)  # compressed and decompressed
+    read_timeout: Duration = Duration(DEFAULT_READ_TIMEOUT)
+    shutdown_grace: Duration = Duration(DEFAULT_SHUTDOWN_GRACE)
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    admin_token: str | None = None
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.address.rpartition(":")
+        return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class QueueConfig(_Section):
+    path: str = DEFAULT_QUEUE_PATH
+    max_size: Size = Size(DEFAULT_QUEUE_MAX_SIZE)
+    sync: Literal["full", "normal"] = "full"
+
+
+class ValidationConfig(_Section):
+    on_invalid: Literal["repair", "reject"] = "repair"
+    max_age: Duration = Duration(30 * 86400.0)
+    max_future: Duration = Duration(86400.0)
+    now: str | None = None  # pin the clock (ISO 8601) for tests and replays of old logs
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+class SourceConfig(_Section):
+    path: str | None = None  # served in addition to /ingest/<name>
+    mapping: str = "profound"
+    tokens: list[str] = []
+    sinks: list[str] | None = None  # None: every sink
+    host: str | None = None  # for formats that carry no virtual host
+    tag_header: str | None = None  # request header holding the shipper's tag (Fluent Bit header_tag)
+
+
+class SinkConfig(_Section):
+    url: str = DEFAULT_UPSTREAM_URL
+    api_key: str
+    batch_max_entries: int = MAX_BATCH_ENTRIES
+    batch_timeout: Duration = Duration(1.0)
+    compression: Literal["gzip", "none"] = "gzip"
+    compression_level: int = 1
+    concurrency: int = 4
+    request_timeout: Duration = Duration(30.0)
+    retry_initial_backoff: Duration = Duration(0.5)
+    retry_max_backoff: Duration = Duration(30.0)
+
+
+class Config(_Section):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    queue: QueueConfig = msgspec.field(default_factory=QueueConfig)
+    validation: ValidationConfig = msgspec.field(default_factory=ValidationConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
+    sources: dict[str, SourceConfig] = {}
+    sinks: dict[str, SinkConfig] = {}
+    mappings: dict[str, dict[str, Any]] = {}
+    file: str | None = None  # where it was read from; not a config key
+
+    def source_sinks(self, name: str) -> list[str]:
+        chosen = self.sources[name].sinks
+        return list(self.sinks) if chosen is None else chosen
+
+
+def expand_env(value: Any, env: dict[str, str], key: str = "") -> Any:
+    """Replace ${VAR} and ${VAR:-default} in every string of a parsed config tree."""
+    if isinstance(value, dict):
+        return {k: expand_env(v, env, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, env, f"{key}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str) or "$" not in value:
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        if env.get(name):
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"environment variable {name} is not set "
+                          f"(write ${{{name}:-default}} to give a default)", key=key)
+
+    return _ENV_REF.sub(substitute, value)
+
+
+def _read_tree(path: Path) -> dict[str, Any]:
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            tree = yaml.safe_load(text) or {}
+        else:
+            tree = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot parse: {exc}", file=str(path)) from None
+    if not isinstance(tree, dict):
+        raise ConfigError("the top level must be a table of sections", file=str(path))
+    return tree
+
+
+def _key_of(error: msgspec.ValidationError) -> tuple[str | None, str]:
+    """Turn msgspec's "... - at `$.sinks.a.concurrency`" into ("sinks.a.concurrency", "...")."""
+    message = str(error)
+    message, _, where = message.partition(" - at `")
+    key = where.rstrip("`").removeprefix("$").lstrip(".") or None
+    unknown = re.match(r"Object contains unknown field `(.+)`", message)
+    if unknown:
+        field = unknown.group(1)
+        return (f"{key}.{field}" if key else field), "unknown key"
+    return key, message[0].lower() + message[1:] if message else message
+
+
+def load(path: str | os.PathLike[str] = DEFAULT_CONFIG_PATH, env: dict[str, str] | None = None) -> Config:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError("config file not found", file=str(path))
+    tree = _read_tree(path)
+    try:
+        tree = expand_env(tree, dict(os.environ) if env is None else env)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, key=exc.key, file=str(path)) from None
+    tree.pop("file", None)
+    try:
+        config = msgspec.convert(tree, Config, dec_hook=_dec_hook)
+    except msgspec.ValidationError as exc:
+        key, message = _key_of(exc)
+        raise ConfigError(message, key=key, file=str(path)) from None
+    config.file = str(path)
+    check(config)
+    return config
+
+
+_SOURCE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def check(config: Config) -> None:
+    """Rules that types alone cannot say. Raises ConfigError naming the key."""
+    file = config.file
+
+    def fail(key: str, message: str) -> None:
+        raise ConfigError(message, key=key, file=file)
+
+    try:
+        config.server.host_port
+    except ValueError:
+        fail("server.address", f"expected host:port, got {config.server.address!r}")
+    if (config.server.tls_cert is None) != (config.server.tls_key is None):
+        fail("server.tls_cert", "tls_cert and tls_key must be set together")
+    if not config.sinks:
+        fail("sinks", "at least one [sinks.NAME] is needed")
+    if not config.sources:
+        fail("sources", "at least one [sources.NAME] is needed")
+    paths: dict[str, str] = {}
+    for name, source in config.sources.items():
+        if not _SOURCE_NAME.match(name):
+            fail(f"sources.{name}", "a source name may hold only letters, digits, '.', '_' and '-'")
+        for sink in source.sinks or []:
+            if sink not in config.sinks:
+                fail(f"sources.{name}.sinks", f"no sink named {sink!r} (sinks: {', '.join(config.sinks)})")
+        if source.sinks == []:
+            fail(f"sources.{name}.sinks", "an empty list routes nowhere; leave it out to use every sink")
+        for route in filter(None, [f"/ingest/{name}", source.path]):
+            if not route.startswith("/"):
+                fail(f"sources.{name}.path", f"must start with '/', got {route!r}")
+            if route in paths:
+                fail(f"sources.{name}.path", f"{route} is already served by source {paths[route]!r}")
+            paths[route] = name
+        if any(not token for token in source.tokens):
+            fail(f"sources.{name}.tokens", "a token may not be empty")
+    for name, sink in config.sinks.items():
+        if not 1 <= sink.batch_max_entries <= MAX_BATCH_ENTRIES:
+            fail(f"sinks.{name}.batch_max_entries", f"must be 1..{MAX_BATCH_ENTRIES}, got {sink.batch_max_entries}")
+        if sink.concurrency < 1:
+            fail(f"sinks.{name}.concurrency", "must be at least 1")
+        if not sink.url.startswith(("http://", "https://")):
+            fail(f"sinks.{name}.url", f"must be an http:// or https:// URL, got {sink.url!r}")
+        if not sink.api_key:
+            fail(f"sinks.{name}.api_key", "is empty")
+        if not 0 <= sink.compression_level <= 3:
+            fail(f"sinks.{name}.compression_level", "must be 0..3 (the isal gzip levels)")
+    if config.server.max_body_size > 512 * 2**20:
+        fail("server.max_body_size", "must be at most 512MiB")
+    if config.queue.max_size < 4 * config.server.max_body_size:
+        fail("queue.max_size", "must hold at least four bodies of server.max_body_size")

@@ -1,0 +1,423 @@
+"""The durable queue: one diskcache (SQLite) database, driven by one thread.
+
+Layout (all keys in one Cache so that sealing a batch is one transaction):
+
+    i/<sink>/<seq:020d>.<count>.<bytes>  inbox item: entries accepted for <sink>, not yet batched
+    c/<sink>                             the sink's cursor: first unsealed (seq, offset), next batch id
+    b/<sink>/<id:020d>.<count>.<bytes>   sealed batch: a compressed upstream body, deleted on 2xx
+    d/<sink>/<id:020d>.<count>           dead letter: entries upstream refused, with the reason
+    q/<original key>                     quarantined: an item whose checksum failed
+
+Counts and sizes ride in the keys so that start-up rebuilds every figure from
+the key index alone, without reading a gigabyte of values.
+
+Why one thread: every diskcache call blocks, and SQLite serialises writers
+anyway. Appends that arrive while a commit is running are written together in
+the next transaction (group commit), so concurrent requests share one fsync.
+Traps in diskcache 5.6.3 handled here: `eviction_policy='none'` (it would evict
+past 1 GiB), values kept inside SQLite (`disk_min_file_size`), since the
+separate files it writes for large values are never fsynced; and nothing uses
+`pull()`, which deletes before the caller has the value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue as thread_queue
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import diskcache
+import msgspec
+
+from .errors import CorruptItem, QueueError, QueueFull
+
+log = logging.getLogger("relay.queue")
+T = TypeVar("T")
+
+_VALUES_IN_SQLITE = 2**40  # never spill values to unsynced side files
+_GROUP_MAX = 512  # appends per transaction; bounds one commit's latency
+
+
+class InboxItem(msgspec.Struct, array_like=True, gc=False):
+    count: int
+    entries: bytes  # encoded entries, one JSON object per line, each line ending in "\n"
+    crc: int
+    created: float
+
+
+class SealedBatch(msgspec.Struct, array_like=True, gc=False):
+    count: int
+    body: bytes  # the exact upstream request body (compressed when encoding is set)
+    encoding: str | None
+    crc: int
+    oldest: float  # arrival time of its oldest entry
+
+
+class DeadLetter(msgspec.Struct, array_like=True, gc=False):
+    count: int
+    entries: bytes  # as in InboxItem
+    reason: str
+    status: int | None
+    failed_at: float
+
+
+class Cursor(msgspec.Struct, array_like=True, gc=False):
+    seq: int = 0  # first inbox item not wholly sealed
+    offset: int = 0  # entries of that item already sealed
+    next_batch: int = 0
+
+
+class BatchRef(msgspec.Struct, frozen=True, gc=False):
+    key: str
+    count: int
+    nbytes: int
+
+
+class InboxRef(msgspec.Struct, frozen=True, gc=False):
+    seq: int
+    count: int
+    nbytes: int
+
+
+class SinkSnapshot(msgspec.Struct, gc=False):
+    """What start-up found on disk for one sink."""
+
+    cursor: Cursor
+    inbox: list[InboxRef]
+    batches: list[BatchRef]
+    dead: list[BatchRef]
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode_item = msgspec.msgpack.Decoder(InboxItem).decode
+_decode_batch = msgspec.msgpack.Decoder(SealedBatch).decode
+_decode_dead = msgspec.msgpack.Decoder(DeadLetter).decode
+_decode_cursor = msgspec.msgpack.Decoder(Cursor).decode
+
+
+def inbox_key(sink: str, seq: int, count: int, nbytes: int) -> str:
+    return f"i/{sink}/{seq:020d}.{count}.{nbytes}"
+
+
+def batch_key(sink: str, batch_id: int, count: int, nbytes: int) -> str:
+    return f"b/{sink}/{batch_id:020d}.{count}.{nbytes}"
+
+
+def dead_key(sink: str, dead_id: int, count: int) -> str:
+    return f"d/{sink}/{dead_id:020d}.{count}"
+
+
+def checksum(data: bytes) -> int:
+    return zlib.crc32(data)
+
+
+class _Job:
+    __slots__ = ("fn", "future", "loop", "nbytes", "is_append", "on_commit")
+
+    def __init__(self, fn: Callable[[], Any], future: asyncio.Future[Any] | None,
+                 loop: asyncio.AbstractEventLoop | None, nbytes: int = 0, is_append: bool = False) -> None:
+        self.fn, self.future, self.loop = fn, future, loop
+        self.nbytes, self.is_append = nbytes, is_append
+        self.on_commit: Callable[[Any], None] | None = None
+
+
+class DiskQueue:
+    """Owns the Cache and the thread that runs every call on it."""
+
+    def __init__(self, path: str, *, max_size: int, sync: str = "full") -> None:
+        self.path = path
+        self.max_size = max_size
+        self.sync = sync
+        self.used_bytes = 0  # queued data (inbox + batches + dead letters), owned by the DB thread
+        self._jobs: thread_queue.SimpleQueue[_Job | None] = thread_queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._cache: diskcache.Cache | None = None
+        self.quarantined = 0
+
+    # ---- life cycle -------------------------------------------------------------------
+
+    def open(self) -> dict[str, SinkSnapshot]:
+        """Open the database and scan it; call before the event loop starts using it."""
+        self._cache = diskcache.Cache(
+            self.path, eviction_policy="none", size_limit=2**62, cull_limit=0,
+            disk_min_file_size=_VALUES_IN_SQLITE, statistics=False, tag_index=False,
+            sqlite_synchronous=2 if self.sync == "full" else 1,
+            sqlite_cache_size=2**13, timeout=60,
+        )
+        snapshot = self._scan()
+        self._thread = threading.Thread(target=self._run, name="relay-queue", daemon=True)
+        self._thread.start()
+        return snapshot
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join()
+            self._thread = None
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
+
+    def _scan(self) -> dict[str, SinkSnapshot]:
+        cache = self._cache
+        assert cache is not None
+        sinks: dict[str, SinkSnapshot] = {}
+
+        def sink(name: str) -> SinkSnapshot:
+            if name not in sinks:
+                sinks[name] = SinkSnapshot(Cursor(), [], [], [])
+            return sinks[name]
+
+        for key in cache.iterkeys():
+            if not isinstance(key, str) or key[1:2] != "/":
+                continue
+            kind, _, rest = key.partition("/")
+            name, _, tail = rest.rpartition("/")
+            try:
+                if kind == "c":
+                    sink(rest).cursor = _decode_cursor(cache[key])
+                elif kind == "i":
+                    seq, count, nbytes = tail.split(".")
+                    sink(name).inbox.append(InboxRef(int(seq), int(count), int(nbytes)))
+                    self.used_bytes += int(nbytes)
+                elif kind == "b":
+                    _, count, nbytes = tail.split(".")
+                    sink(name).batches.append(BatchRef(key, int(count), int(nbytes)))
+                    self.used_bytes += int(nbytes)
+                elif kind == "d":
+                    _, count = tail.split(".")
+                    sink(name).dead.append(BatchRef(key, int(count), 0))
+            except (ValueError, msgspec.DecodeError):
+                log.error("queue: ignoring unreadable key %r", key)
+        return sinks
+
+    # ---- the DB thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        jobs = self._jobs
+        while True:
+            job = jobs.get()
+            if job is None:
+                return
+            group = [job]
+            while len(group) < _GROUP_MAX:
+                try:
+                    more = jobs.get_nowait()
+                except thread_queue.Empty:
+                    break
+                if more is None:
+                    jobs.put(None)  # finish this group, then stop
+                    break
+                group.append(more)
+            appends = [j for j in group if j.is_append]
+            if appends:
+                self._commit_appends(appends)
+            for other in group:
+                if not other.is_append:
+                    self._run_one(other)
+
+    def _commit_appends(self, appends: list[_Job]) -> None:
+        cache = self._cache
+        assert cache is not None
+        admitted: list[_Job] = []
+        budget = self.max_size - self.used_bytes
+        for job in appends:
+            if job.nbytes > budget:
+                _resolve(job, error=QueueFull(
+                    f"the queue is full ({self.used_bytes} of {self.max_size} bytes); retry later",
+                    retry_after=5.0))
+            else:
+                budget -= job.nbytes
+                admitted.append(job)
+        if not admitted:
+            return
+        results: list[Any] = []
+        try:
+            with cache.transact(retry=True):
+                results = [job.fn() for job in admitted]
+        except BaseException as exc:  # disk full, I/O error: nothing of this group was kept
+            log.error("queue: commit of %d requests failed: %s", len(admitted), exc)
+            error = QueueFull(f"the queue could not be written ({exc}); retry later", retry_after=5.0)
+            for job in admitted:
+                _resolve(job, error=error)
+            return
+        for job, result in zip(admitted, results):
+            self.used_bytes += job.nbytes
+            _resolve(job, result=result)
+
+    def _run_one(self, job: _Job) -> None:
+        try:
+            result = job.fn()
+        except BaseException as exc:
+            _resolve(job, error=exc)
+        else:
+            _resolve(job, result=result)
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        """Run fn on the DB thread and wait for its result."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put(_Job(fn, future, loop))
+        return await future
+
+    # ---- operations (each runs on the DB thread) ----------------------------------------
+
+    async def append(self, writes: list[tuple[str, int, int, bytes]],
+                     on_commit: Callable[[list[InboxRef]], None]) -> None:
+        """Commit one request's entries: writes are (sink, seq, count, encoded lines).
+
+        Returns once the group holding them is committed; raises QueueFull when the
+        disk budget cannot hold them (then nothing of this request is kept).
+        `on_commit` runs on the event loop in commit order, even if the caller was
+        cancelled meanwhile, so the outboxes learn of every item that reached disk."""
+        now = time.time()
+        encoded = [(sink, seq, count, _encode(InboxItem(count, lines, checksum(lines), now)))
+                   for sink, seq, count, lines in writes]
+        refs = [InboxRef(seq, count, len(value)) for _, seq, count, value in encoded]
+        nbytes = sum(ref.nbytes for ref in refs)
+        cache = self._cache
+        assert cache is not None
+
+        def write() -> list[InboxRef]:
+            for sink, seq, count, value in encoded:
+                cache.set(inbox_key(sink, seq, count, len(value)), value)
+            return refs
+
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        job = _Job(write, future, loop, nbytes=nbytes, is_append=True)
+        job.on_commit = on_commit
+        self._jobs.put(job)
+        await future
+
+    def read_inbox(self, sink: str, refs: Iterable[InboxRef]) -> list[tuple[InboxRef, InboxItem | None]]:
+        """DB thread: the items behind refs; None for a missing or corrupt one (quarantined)."""
+        cache = self._cache
+        assert cache is not None
+        out: list[tuple[InboxRef, InboxItem | None]] = []
+        for ref in refs:
+            key = inbox_key(sink, ref.seq, ref.count, ref.nbytes)
+            raw = cache.get(key)
+            item: InboxItem | None = None
+            try:
+                if raw is None:
+                    raise CorruptItem(f"{key} is missing")
+                item = _decode_item(raw)
+                if checksum(item.entries) != item.crc:
+                    raise CorruptItem(f"{key} failed its checksum")
+            except (CorruptItem, msgspec.DecodeError) as exc:
+                self._quarantine(key, raw, str(exc))
+                item = None
+            out.append((ref, item))
+        return out
+
+    def seal(self, sink: str, batch: SealedBatch | None, cursor: Cursor, batch_id: int,
+             consumed: list[InboxRef]) -> BatchRef | None:
+        """DB thread: store a sealed batch, advance the cursor, drop wholly sealed items."""
+        cache = self._cache
+        assert cache is not None
+        value = _encode(batch) if batch is not None else b""
+        key = batch_key(sink, batch_id, batch.count, len(value)) if batch is not None else ""
+        freed = 0
+        with cache.transact(retry=True):
+            if batch is not None:
+                cache.set(key, value)
+            cache.set(f"c/{sink}", _encode(cursor))
+            for ref in consumed:
+                cache.delete(inbox_key(sink, ref.seq, ref.count, ref.nbytes))
+                freed += ref.nbytes
+        self.used_bytes += len(value) - freed
+        return BatchRef(key, batch.count, len(value)) if batch is not None else None
+
+    def load_batch(self, ref: BatchRef) -> SealedBatch | None:
+        """DB thread: a sealed batch, or None when it is corrupt (then quarantined)."""
+        cache = self._cache
+        assert cache is not None
+        raw = cache.get(ref.key)
+        try:
+            if raw is None:
+                raise CorruptItem(f"{ref.key} is missing")
+            batch = _decode_batch(raw)
+            if checksum(batch.body) != batch.crc:
+                raise CorruptItem(f"{ref.key} failed its checksum")
+            return batch
+        except (CorruptItem, msgspec.DecodeError) as exc:
+            self._quarantine(ref.key, raw, str(exc))
+            self.used_bytes -= ref.nbytes
+            return None
+
+    def delete_batch(self, ref: BatchRef) -> None:
+        """DB thread: a delivered batch leaves the disk."""
+        cache = self._cache
+        assert cache is not None
+        if cache.delete(ref.key):
+            self.used_bytes -= ref.nbytes
+
+    def replace_batch(self, ref: BatchRef, dead: list[tuple[str, DeadLetter]],
+                      retry: list[tuple[str, SealedBatch]]) -> list[BatchRef]:
+        """DB thread: swap a refused batch for its dead letters and re-split halves, atomically."""
+        cache = self._cache
+        assert cache is not None
+        refs: list[BatchRef] = []
+        with cache.transact(retry=True):
+            for key, letter in dead:
+                value = _encode(letter)
+                cache.set(key, value)
+                self.used_bytes += len(value)
+            for key_prefix, batch in retry:
+                value = _encode(batch)
+                key = f"{key_prefix}.{batch.count}.{len(value)}"
+                cache.set(key, value)
+                self.used_bytes += len(value)
+                refs.append(BatchRef(key, batch.count, len(value)))
+            if cache.delete(ref.key):
+                self.used_bytes -= ref.nbytes
+        return refs
+
+    def _quarantine(self, key: str, raw: Any, why: str) -> None:
+        cache = self._cache
+        assert cache is not None
+        log.error("queue: quarantined %s: %s", key, why)
+        self.quarantined += 1
+        with cache.transact(retry=True):
+            if raw is not None:
+                cache.set(f"q/{key}", raw)
+            cache.delete(key)
+
+    def get_raw(self, key: str) -> Any:
+        assert self._cache is not None
+        return self._cache.get(key)
+
+    def set_raw(self, key: str, value: bytes) -> None:
+        assert self._cache is not None
+        self._cache.set(key, value)
+
+
+def _resolve(job: _Job, *, result: Any = None, error: BaseException | None = None) -> None:
+    future, loop = job.future, job.loop
+    if future is None or loop is None:
+        return
+
+    def settle() -> None:
+        if error is None and job.on_commit is not None:
+            job.on_commit(result)
+        if future.done():
+            return  # the caller went away (client disconnected); the write stands
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    try:
+        loop.call_soon_threadsafe(settle)
+    except RuntimeError:
+        pass  # loop closed during shutdown
+
+
+__all__ = ["BatchRef", "Cursor", "DeadLetter", "DiskQueue", "InboxItem", "InboxRef",
+           "QueueError", "SealedBatch", "SinkSnapshot", "batch_key", "dead_key", "inbox_key"]

@@ -1,0 +1,81 @@
+"""Logging set-up and the Prometheus metrics, in one registry per running relay."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        extra = getattr(record, "fields", None)
+        if extra:
+            line.update(extra)
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
+def setup_logging(level: str = "info", fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class _Gauges(Collector):
+    """Gauges computed at scrape time from live state (queue depth, ages)."""
+
+    def __init__(self, read: Callable[[], Iterable[tuple[str, str, dict[str, str], float]]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        families: dict[str, GaugeMetricFamily] = {}
+        for name, doc, labels, value in self._read():
+            family = families.get(name)
+            if family is None:
+                family = families[name] = GaugeMetricFamily(name, doc, labels=list(labels))
+            family.add_metric(list(labels.values()), value)
+        return list(families.values())
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("relay_requests", "Ingest requests by source and HTTP status", ["source", "code"], registry=r)
+        self.received_bytes = Counter("relay_received_bytes", "Request body bytes received (as sent)", ["source"], registry=r)
+        self.entries_received = Counter("relay_entries_received", "Records decoded from requests", ["source"], registry=r)
+        self.entries_accepted = Counter("relay_entries_accepted", "Entries committed to the queue", ["source"], registry=r)
+        self.entries_rejected = Counter("relay_entries_rejected", "Records rejected, by reason", ["source", "reason"], registry=r)
+        self.entries_filtered = Counter("relay_entries_filtered", "Records dropped by drop_if rules", ["source"], registry=r)
+        self.repairs = Counter("relay_entries_repaired", "Fields repaired, by field and rule", ["source", "field", "rule"], registry=r)
+        self.batches = Counter("relay_upstream_batches", "Upstream requests by sink and status (0: no answer)", ["sink", "code"], registry=r)
+        self.entries_delivered = Counter("relay_upstream_entries_delivered", "Entries upstream accepted", ["sink"], registry=r)
+        self.upstream_rejected = Counter("relay_upstream_entries_rejected", "Entries upstream skipped as invalid in a 200", ["sink"], registry=r)
+        self.retries = Counter("relay_upstream_retries", "Batch retries by reason", ["sink", "reason"], registry=r)
+        self.dead_lettered = Counter("relay_dead_letter_entries_added", "Entries moved to the dead-letter store", ["sink"], registry=r)
+        self.quarantined = Counter("relay_queue_quarantined_items", "Queue items that failed their checksum", registry=r)
+        self.latency = Histogram("relay_upstream_request_duration_seconds", "Upstream request latency", ["sink"],
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
+
+    def add_gauges(self, read: Callable[[], Iterable[tuple[str, str, dict[str, str], float]]]) -> None:
+        self.registry.register(_Gauges(read))
