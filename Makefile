@@ -1,0 +1,35 @@
+# Quick start: `make run` (set up and run the relay), `make test` (set up and run the tests).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CONFIG ?= configs/relay.toml
+
+.PHONY: run test soak check-config bench lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "relay needs Python 3.11+"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Without PROFOUND_API_KEY the relay delivers to a local `relay mock-upstream` it starts itself.
+run: $(STAMP)
+	$(BIN)/relay serve -c $(CONFIG) --with-mock-upstream
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+# Long crash/outage soak tests, skipped in CI.
+soak: $(STAMP)
+	RELAY_SOAK=1 $(BIN)/python -m pytest -q -m soak
+
+check-config: $(STAMP)
+	$(BIN)/relay check-config -c $(CONFIG)
+
+bench: $(STAMP)
+	$(BIN)/relay bench
+
+clean:
+	rm -rf $(VENV) data build *.egg-info
