@@ -121,7 +121,7 @@ class SourceConfig(_Section):
     tag_header: str | None = None  # request header holding the shipper's tag (Fluent Bit header_tag)
 
 
-class SinkConfig(_Section):
+class SinkConfig(_Section, kw_only=True):
     url: str = DEFAULT_UPSTREAM_URL
     api_key: str
     batch_max_entries: int = MAX_BATCH_ENTRIES
@@ -198,6 +198,24 @@ def _key_of(error: msgspec.ValidationError) -> tuple[str | None, str]:
     return key, message[0].lower() + message[1:] if message else message
 
 
+# Sections that are tables of named entries, whose errors msgspec reports as `[...]`.
+_TABLES: dict[str, type[_Section]] = {"sources": SourceConfig, "sinks": SinkConfig}
+
+
+def _locate(tree: dict[str, Any], error: msgspec.ValidationError) -> tuple[str | None, str]:
+    """msgspec writes `$.sinks[...].x` for dict entries: find which entry, to name it."""
+    key, message = _key_of(error)
+    section = (key or "").split("[", 1)[0]
+    if key and "[...]" in key and section in _TABLES and isinstance(tree.get(section), dict):
+        for name, value in tree[section].items():
+            try:
+                msgspec.convert(value, _TABLES[section], dec_hook=_dec_hook)
+            except msgspec.ValidationError as inner:
+                sub_key, message = _key_of(inner)
+                return f"{section}.{name}" + (f".{sub_key}" if sub_key else ""), message
+    return key, message
+
+
 def load(path: str | os.PathLike[str] = DEFAULT_CONFIG_PATH, env: dict[str, str] | None = None) -> Config:
     path = Path(path)
     if not path.exists():
@@ -211,7 +229,7 @@ def load(path: str | os.PathLike[str] = DEFAULT_CONFIG_PATH, env: dict[str, str]
     try:
         config = msgspec.convert(tree, Config, dec_hook=_dec_hook)
     except msgspec.ValidationError as exc:
-        key, message = _key_of(exc)
+        key, message = _locate(tree, exc)
         raise ConfigError(message, key=key, file=str(path)) from None
     config.file = str(path)
     check(config)

@@ -138,6 +138,7 @@ class DiskQueue:
         self._thread: threading.Thread | None = None
         self._cache: diskcache.Cache | None = None
         self.quarantined = 0
+        self.commits = 0  # group-commit transactions so far (one per group, not per request)
 
     # ---- life cycle -------------------------------------------------------------------
 
@@ -240,6 +241,7 @@ class DiskQueue:
         try:
             with cache.transact(retry=True):
                 results = [job.fn() for job in admitted]
+            self.commits += 1
         except BaseException as exc:  # disk full, I/O error: nothing of this group was kept
             log.error("queue: commit of %d requests failed: %s", len(admitted), exc)
             error = QueueFull(f"the queue could not be written ({exc}); retry later", retry_after=5.0)

@@ -1,0 +1,123 @@
+from pathlib import Path
+
+import pytest
+
+from relay.config import Config, load, parse_duration, parse_size
+from relay.errors import ConfigError
+
+MINIMAL = """
+[sources.fb]
+mapping = "fluentbit-nginx"
+host = "www.example.com"
+
+[sinks.up]
+url = "http://127.0.0.1:9/v1/logs/custom"
+api_key = "${KEY}"
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "relay.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_sizes_and_durations_are_strings_with_units() -> None:
+    assert parse_size("16MiB") == 16 * 2**20
+    assert parse_size("512KB") == 512_000
+    assert parse_size("4GiB") == 4 * 2**30
+    assert parse_size(1024) == 1024
+    assert parse_duration("500ms") == 0.5
+    assert parse_duration("30s") == 30
+    assert parse_duration("5m") == 300
+    assert parse_duration("7d") == 7 * 86400
+    assert parse_duration("2") == 2
+    with pytest.raises(ValueError, match="invalid size"):
+        parse_size("16 parsecs")
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration("soon")
+
+
+def test_loads_defaults_and_expands_environment(tmp_path: Path) -> None:
+    config = load(write(tmp_path, MINIMAL), env={"KEY": "secret"})
+    assert isinstance(config, Config)
+    assert config.sinks["up"].api_key == "secret"
+    assert config.sinks["up"].batch_max_entries == 1000
+    assert config.sinks["up"].batch_timeout == 1.0
+    assert config.server.max_body_size == 16 * 2**20
+    assert config.queue.sync == "full"
+    assert config.source_sinks("fb") == ["up"]
+
+
+def test_env_default_is_used_when_unset(tmp_path: Path) -> None:
+    text = MINIMAL.replace("${KEY}", "${KEY:-fallback}")
+    assert load(write(tmp_path, text), env={}).sinks["up"].api_key == "fallback"
+
+
+def test_unset_env_var_names_key_and_file(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL)
+    with pytest.raises(ConfigError) as info:
+        load(path, env={})
+    message = str(info.value)
+    assert str(path) in message and "sinks.up.api_key" in message and "KEY is not set" in message
+
+
+def test_unknown_key_is_an_error_naming_it(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "\n[server]\nadress = \"0.0.0.0:1\"\n")
+    with pytest.raises(ConfigError) as info:
+        load(path, env={"KEY": "k"})
+    assert "server.adress" in str(info.value) and "unknown key" in str(info.value)
+
+
+def test_wrong_type_names_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "concurrency = \"four\"\n")
+    with pytest.raises(ConfigError, match=r"sinks\.up\.concurrency: expected `int`, got `str`"):
+        load(path, env={"KEY": "k"})
+
+
+def test_bad_size_names_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "\n[queue]\nmax_size = \"lots\"\n")
+    with pytest.raises(ConfigError, match=r"queue\.max_size"):
+        load(path, env={"KEY": "k"})
+
+
+def test_batch_size_is_capped_at_the_upstream_limit(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "batch_max_entries = 1001\n")
+    with pytest.raises(ConfigError, match=r"sinks\.up\.batch_max_entries: must be 1\.\.1000"):
+        load(path, env={"KEY": "k"})
+
+
+def test_source_routing_to_unknown_sink_is_an_error(tmp_path: Path) -> None:
+    text = MINIMAL.replace('host = "www.example.com"', 'host = "www.example.com"\nsinks = ["nope"]')
+    with pytest.raises(ConfigError, match=r"sources\.fb\.sinks: no sink named 'nope'"):
+        load(write(tmp_path, text), env={"KEY": "k"})
+
+
+def test_two_sources_on_one_path_is_an_error(tmp_path: Path) -> None:
+    text = MINIMAL + '\n[sources.other]\npath = "/ingest/fb"\n'
+    with pytest.raises(ConfigError, match="already served by source 'fb'"):
+        load(write(tmp_path, text), env={"KEY": "k"})
+
+
+def test_yaml_is_accepted(tmp_path: Path) -> None:
+    text = """
+sources:
+  fb: {mapping: fluentbit-nginx, host: www.example.com}
+sinks:
+  up: {url: "http://127.0.0.1:9/x", api_key: "${KEY}", batch_timeout: 250ms}
+"""
+    config = load(write(tmp_path, text, "relay.yaml"), env={"KEY": "k"})
+    assert config.sinks["up"].batch_timeout == 0.25
+
+
+def test_toml_syntax_error_names_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "[server\n")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        load(path, env={})
+
+
+def test_default_config_loads() -> None:
+    root = Path(__file__).resolve().parents[2]
+    config = load(root / "configs" / "relay.toml", env={"PROFOUND_API_KEY": "k"})
+    assert set(config.sources) == {"fluentbit", "custom"}
+    assert config.sources["custom"].path == "/v1/logs/custom"
