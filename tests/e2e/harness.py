@@ -1,0 +1,130 @@
+"""The relay as a real process, and a load client, for the end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import textwrap
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Self
+
+import aiohttp
+
+from tests.support import Process, free_port, http_request, wait_until
+
+FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+PINNED_NOW = "2026-11-25T09:30:00+00:00"  # the fixtures' traffic is dated 2026-11-25
+
+
+def fixture(name: str) -> tuple[bytes, dict[str, str], list[Any]]:
+    """A captured Fluent Bit request: body bytes, headers, decoded records."""
+    import os
+
+    root = Path(os.environ.get("RELAY_FIXTURES", FIXTURES)) / "fluent-bit" / name
+    request = json.loads((root / "request.json").read_text())
+    headers = {k: v for k, v in request["headers"] if k.lower() in ("content-type", "content-encoding")}
+    records = [json.loads(line) for line in (root / "records.jsonl").read_text().splitlines() if line]
+    return (root / "body.bin").read_bytes(), headers, records
+
+
+def sink_toml(name: str, url: str, api_key: str = "test-key", **extra: Any) -> str:
+    options = {"batch_timeout": "200ms", "retry_initial_backoff": "50ms", "retry_max_backoff": "1s",
+               "request_timeout": "5s", **extra}
+    lines = [f"[sinks.{name}]", f'url = "{url}"', f'api_key = "{api_key}"']
+    lines += [f"{k} = {json.dumps(v)}" for k, v in options.items()]
+    return "\n".join(lines) + "\n"
+
+
+def relay_toml(tmp_dir: Path, sinks: str, port: int, *, sync: str = "normal", extra: str = "") -> str:
+    return textwrap.dedent(f"""\
+        [server]
+        address = "127.0.0.1:{port}"
+        shutdown_grace = "10s"
+
+        [queue]
+        path = "{tmp_dir / 'queue'}"
+        max_size = "1GiB"
+        sync = "{sync}"
+
+        [validation]
+        now = "{PINNED_NOW}"
+
+        [log]
+        level = "info"
+
+        [sources.fluentbit]
+        mapping = "fluentbit-nginx"
+        host = "www.example.com"
+
+        [sources.custom]
+        path = "/v1/logs/custom"
+        mapping = "profound"
+
+        """) + extra + "\n" + sinks
+
+
+class Relay(Process):
+    """`relay serve` on a free port with a config written into tmp_dir; start() waits for /healthz."""
+
+    def __init__(self, tmp_dir: Path, sinks: str, *, sync: str = "normal", extra: str = "",
+                 name: str = "relay", env: Mapping[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.config_path = Path(tmp_dir) / f"{name}.toml"
+        self.config_path.write_text(relay_toml(Path(tmp_dir), sinks, self.port, sync=sync, extra=extra))
+        super().__init__(["serve", "-c", str(self.config_path)], tmp_dir, name=name, env=env)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Self:
+        super().start()
+        wait_until(lambda: self._alive_or_fail() and http_request(self.base_url + "/healthz").status == 200,
+                   timeout=20, ignore=(OSError,), message=lambda: f"relay /healthz\n{self.log_tail()}")
+        return self
+
+    def metrics(self) -> str:
+        return http_request(self.base_url + "/metrics").body.decode()
+
+
+def entries(start: int, n: int, **overrides: Any) -> list[dict[str, Any]]:
+    """n valid upstream entries whose path carries a unique number."""
+    return [{"timestamp": "2026-11-25T09:00:00Z", "method": "GET", "host": "www.example.com",
+             "path": f"/e2e/{i}", "status_code": 200, "ip": "192.0.2.1", "user_agent": "e2e",
+             **overrides} for i in range(start, start + n)]
+
+
+async def post_all(url: str, bodies: Sequence[tuple[Any, bytes]], *, headers: Mapping[str, str],
+                   concurrency: int = 8, stop_on_error: bool = False) -> list[tuple[Any, int, Any]]:
+    """POST each (tag, body) with `concurrency` clients; returns (tag, status, json or None).
+
+    A connection error counts as status 0 (the request may or may not have been committed)."""
+    results: list[tuple[Any, int, Any]] = []
+    pending = list(reversed(bodies))
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        while pending:
+            tag, body = pending.pop()
+            try:
+                async with session.post(url, data=body, headers=headers) as response:
+                    payload = await response.read()
+                    try:
+                        answer = json.loads(payload)
+                    except ValueError:
+                        answer = None
+                    results.append((tag, response.status, answer))
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+                results.append((tag, 0, None))
+                if stop_on_error:
+                    pending.clear()
+
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        await asyncio.gather(*(client(session) for _ in range(concurrency)))
+    return results
+
+
+def gz_json(value: Any) -> bytes:
+    return gzip.compress(json.dumps(value).encode(), compresslevel=1)
