@@ -1,0 +1,284 @@
+"""Compile a `MappingSpec` into one Python function that maps a whole batch.
+
+The function is generated as source and `compile()`d once per mapping: every
+rule becomes straight-line code on local variables (plain `record.get(key)`
+for plain keys, no per-record dicts), then one call to `Validator.check`,
+which builds the `Entry`. Its shape:
+
+    def map_batch(records, ctx, check, repairs):
+        ...per-batch values: ctx.host, $tag, $header.X...
+        for i, r in enumerate(records):
+            ...one block per target field (rule, then parser fallbacks, the
+               source's host, the default), drop_if, then check(...)
+        return entries, rejected, filtered
+
+`Mapper.source` keeps the generated text for debugging (`relay map --show-code`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from relay.mapping import timestamps
+from relay.mapping.lines import unescape
+from relay.mapping.parsers import PARSERS, parse_query
+from relay.mapping.paths import Path, header, resolve
+from relay.mapping.spec import KIND, MISSING, MappingSpec, Source
+from relay.mapping.values import RuleError, scaled, show, to_float, to_int, to_num, to_str
+from relay.models import Rejection
+from relay.schema import FIELDS, Entry
+
+BLANK = 'is None or {v} == "" or {v} == "-"'
+_CONVERT = {"str": "_to_str", "int": "_to_int", "float": "_to_float"}
+
+
+def _unwrap(record: Any) -> tuple[Any, Any]:
+    """A MessagePack event `[[time, meta], record]` or `[time, record]` -> (record, time)."""
+    if isinstance(record, Mapping):
+        return record, None
+    if (record.__class__ is list or record.__class__ is tuple) and len(record) == 2 and isinstance(record[1], Mapping):
+        head = record[0]
+        if head.__class__ is list or head.__class__ is tuple:
+            head = head[0] if head else None
+        return record[1], head
+    return None, None
+
+
+def _not_object(index: int, record: Any) -> Rejection:
+    return Rejection(index, None, "not_object", f"record is not a JSON object (got {type(record).__name__} {show(record, 60)})")
+
+
+def _fail(index: int, field: str | None, exc: Exception) -> Rejection:
+    if isinstance(exc, RuleError):
+        return Rejection(index, field, exc.reason, exc.message)
+    what = f"rule for {field}" if field else "validation"
+    return Rejection(index, field, "mapping_error", f"{what} failed: {type(exc).__name__}: {exc}")
+
+
+class _Writer:
+    """Collects generated lines and the constants they refer to."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.names: dict[str, Any] = {
+            "Entry": Entry, "_unwrap": _unwrap, "_not_object": _not_object, "_fail": _fail, "_get": resolve,
+            "_header": header, "_to_str": to_str, "_to_int": to_int, "_to_num": to_num, "_to_float": to_float,
+            "_scaled": scaled, "_query": parse_query, "_unescape": unescape,
+        }  # fmt: skip
+        self._ids: dict[int, str] = {}
+
+    def const(self, value: Any, prefix: str = "_c") -> str:
+        """A name in the generated module's globals bound to `value` (reused for the same object)."""
+        key = id(value)
+        if key not in self._ids:
+            name = f"{prefix}{len(self.names)}"
+            self.names[name] = value
+            self._ids[key] = name
+        return self._ids[key]
+
+    def emit(self, depth: int, text: str) -> None:
+        self.lines.append("    " * depth + text)
+
+
+class _Compiler:
+    def __init__(self, spec: MappingSpec) -> None:
+        self.spec = spec
+        self.w = _Writer()
+        self.headers: dict[str, str] = {}  # header name -> local
+        self.derived: dict[str, list[str]] = {}  # target -> locals holding parser outputs, in order
+        self.parse_count = 0
+
+    # -- lookups ------------------------------------------------------------------------
+
+    def lookup(self, path: Path) -> str:
+        if path.kind == "tag":
+            return "tag"
+        if path.kind == "time":
+            return "et"
+        if path.kind == "header":
+            name = path.steps[0]
+            if name not in self.headers:
+                self.headers[name] = f"hdr{len(self.headers)}"
+            return self.headers[name]
+        if path.simple:
+            return f"r.get({path.steps[0]!r})"
+        return f"_get(r, {self.w.const(path.steps, '_steps')}, {path.joinable})"
+
+    def read(self, depth: int, var: str, source: Source, target: str) -> None:
+        """`var` = the first present, non-empty, non-"-" value of the source's paths, converted; else None."""
+        emit, paths = self.w.emit, source.paths
+        for n, path in enumerate(paths):
+            emit(depth + n, f"{var} = {self.lookup(path)}")
+            emit(depth + n, f"if {var} {BLANK.format(v=var)}:")
+        emit(depth + len(paths), f"{var} = None")
+        if len(paths) == 1:
+            emit(depth, "else:")
+            self.convert(depth + 1, var, target, source)
+        else:
+            emit(depth, f"if {var} is not None:")
+            self.convert(depth + 1, var, target, source)
+
+    # -- conversions --------------------------------------------------------------------
+
+    def convert(self, depth: int, var: str, target: str, source: Source) -> None:
+        """Turn the (present) value in `var` into what `target` wants; parsers also fill derived locals."""
+        emit, kind = self.w.emit, KIND.get(target, "line")
+        if kind == "line":
+            emit(depth, f"{var} = _to_str({var})")
+            self.parse(depth, var, target, source.parse or "")
+            return
+        if source.type is not None:
+            emit(depth, f"{var} = {_CONVERT[source.type]}({var})")
+        elif kind == "str":
+            emit(depth, f"if {var}.__class__ is not str:")
+            emit(depth + 1, f"{var} = _to_str({var})")
+        elif kind == "int":
+            emit(depth, f"if {var}.__class__ is not int:")
+            emit(depth + 1, f"{var} = _to_int({var})")
+        elif kind == "num":
+            emit(depth, f"if {var}.__class__ is not float and {var}.__class__ is not int:")
+            emit(depth + 1, f"{var} = _to_num({var})")
+        elif kind == "timestamp":
+            read = self.w.const(timestamps.reader(source.format), "_ts")
+            if source.format in (None, "auto"):
+                emit(depth, f"if {var}.__class__ is not float or {var} >= 1e11:")
+                emit(depth + 1, f"{var} = {read}({var})")
+            else:
+                emit(depth, f"{var} = {read}({var})")
+        elif kind == "query" and source.parse is None:
+            emit(depth, f"if {var}.__class__ is str:")
+            emit(depth + 1, f"{var} = _query({var})")
+        if source.scale is not None and source.scale != 1:
+            emit(depth, f"{var} = _scaled({var}, {source.scale!r}, {kind == 'int'})")
+        if source.unescape:
+            emit(depth, f'if {var}.__class__ is str and "\\\\" in {var}:')
+            emit(depth + 1, f"{var} = _unescape({var})")
+        if source.parse is not None:
+            self.parse(depth, var, target, source.parse)
+
+    def parse(self, depth: int, var: str, target: str, name: str) -> None:
+        parser = PARSERS[name]
+        func = self.w.const(parser.func, "_parse")
+        out = f"p{self.parse_count}"
+        self.parse_count += 1
+        emit = self.w.emit
+        if name == "url" and target == "path":  # the common case costs one `in` when there is no query
+            emit(depth, f'if {var}.__class__ is str and ("?" in {var} or {var}[0] != "/"):')
+        else:
+            emit(depth, f"if {var}.__class__ is str:")
+        emit(depth + 1, f"{out} = {func}({var})")
+        for pos, produced in enumerate(parser.outputs):
+            if produced == target:
+                emit(depth + 1, f"{var} = {out}[{pos}]")
+            elif produced in self.wanted and produced in parser.fills | {"host"}:
+                local = f"d_{produced}_{out}"
+                self.derived.setdefault(produced, []).append(local)
+                emit(depth + 1, f"{local} = {out}[{pos}]")
+
+    # -- one target field ---------------------------------------------------------------
+
+    def field(self, depth: int, target: str) -> None:
+        var = f"v_{target}"
+        emit = self.w.emit
+        emit(depth, f'f = "{target}"')
+        rule = self.spec.fields.get(target)
+        chain: list[Source] = list(rule.sources) if rule else []
+        if rule and rule.default is not MISSING:
+            default = Source(const=rule.default)
+        else:
+            default = None
+        emit(depth, f"{var} = None")
+        for n, source in enumerate(chain):
+            inner = depth if n == 0 else depth + 1
+            if n:
+                emit(depth, f"if {var} is None:")
+            if source.const is not MISSING:
+                emit(inner, f"{var} = {self.w.const(source.const)}")
+                self.convert(inner, var, target, source)
+                continue
+            self.read(inner, var, source, target)
+        for local in self.derived.get(target, []):
+            emit(depth, f"if {var} is None:")
+            emit(depth + 1, f"{var} = {local}")
+        if target == "host":
+            emit(depth, f"if {var} is None:")
+            emit(depth + 1, f"{var} = ctx_host")
+        if default is not None:
+            emit(depth, f"if {var} is None:")
+            emit(depth + 1, f"{var} = {self.w.const(default.const)}")
+            self.convert(depth + 1, var, target, default)
+
+    # -- the function ---------------------------------------------------------------------
+
+    def order(self) -> list[str]:
+        """Fields whose rules parse come first, so that their by-products can fill the others."""
+        parsing = [t for t in FIELDS if (r := self.spec.fields.get(t)) and any(s.parse for s in r.sources)]
+        return parsing + [t for t in FIELDS if t not in parsing]
+
+    def build(self) -> tuple[str, dict[str, Any]]:
+        self.wanted = set(FIELDS)
+        emit = self.w.emit
+        spec = self.spec
+        # the loop body first, into self.w; the prologue needs the header names it used
+        if spec.line is not None:
+            emit(3, 'f = "line"')
+            self.read(3, "x_line", spec.line, "line")
+        for target in self.order():
+            self.field(3, target)
+        for n, cond in enumerate(spec.drop_if):
+            test = self.w.const(cond.test, "_drop")
+            subject = f"v_{cond.subject}" if cond.subject else self.lookup(cond.path)  # type: ignore[arg-type]
+            emit(3, 'f = "drop_if"')
+            emit(3, f"if {test}({subject}):")
+            emit(4, "filtered += 1")
+            emit(4, "continue")
+        emit(3, "f = None")
+        args = ", ".join(f"v_{t}" for t in FIELDS)
+        emit(3, f"e = check(i, {args}, repairs)")
+        loop = self.w.lines
+        derived_locals = sorted({local for locals_ in self.derived.values() for local in locals_})
+        head = [
+            "def map_batch(records, ctx, check, repairs):",
+            "    entries = []",
+            "    rejected = []",
+            "    filtered = 0",
+            "    add = entries.append",
+            "    ctx_host = ctx.host",
+            "    tag = ctx.tag",
+        ]
+        head += [f"    {local} = _header(ctx.headers, {name!r})" for name, local in self.headers.items()]
+        head += [
+            "    for i, r in enumerate(records):",
+            "        et = None",
+            "        if r.__class__ is not dict:",
+            "            r, et = _unwrap(r)",
+            "            if r is None:",
+            "                rejected.append(_not_object(i, records[i]))",
+            "                continue",
+        ]
+        head += [f"        {local} = None" for local in derived_locals]
+        head += ["        try:"]
+        tail = [
+            "        except Exception as exc:",
+            "            rejected.append(_fail(i, f, exc))",
+            "            continue",
+            "        if e.__class__ is Entry:",
+            "            add(e)",
+            "        else:",
+            "            rejected.append(e)",
+            "    return entries, rejected, filtered",
+        ]
+        return "\n".join(head + loop + tail) + "\n", self.w.names
+
+
+Batch = Callable[[list[Any], Any, Callable[..., Any], dict[str, int]], tuple[list[Any], list[Rejection], int]]
+
+
+def compile_spec(spec: MappingSpec) -> tuple[Batch, str]:
+    """The batch function for `spec`, and its source text."""
+    source, names = _Compiler(spec).build()
+    code = compile(source, f"<mapping {spec.name}>", "exec")
+    namespace = dict(names)
+    exec(code, namespace)  # noqa: S102 - our own generated source, built from checked rules
+    return namespace["map_batch"], source

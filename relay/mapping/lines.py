@@ -1,0 +1,144 @@
+"""Whole-line parsers for records that carry an unparsed access-log line (`log`, `message`).
+
+Each returns the tuple `LINE_OUTPUTS` (timestamp as Unix seconds, numbers as
+ints), or raises `RuleError` naming the format. A line is split into tokens:
+bare words, `[bracketed]` and `"quoted"` fields; quoted fields are unescaped
+the way nginx escapes them (`\\"`, `\\\\`, `\\xHH` bytes, decoded as UTF-8).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from relay.mapping.parsers import Parser, parse_url, register
+from relay.mapping.timestamps import parse_clf, parse_iso
+from relay.mapping.values import RuleError, show
+from relay.schema import strip_ip_port
+
+LINE_OUTPUTS = (
+    "timestamp", "method", "host", "path", "query_params", "status_code", "ip",
+    "user_agent", "referer", "bytes_sent", "duration_ms",
+)  # fmt: skip
+_TOKEN = re.compile(r'"((?:[^"\\]|\\.)*)"|\[([^\]]*)\]|(\S+)')
+_ESCAPE = re.compile(rb'\\x([0-9A-Fa-f]{2})|\\(.)', re.DOTALL)
+
+
+def unescape(text: str) -> str:
+    """nginx's escaping undone: `\\x22` -> `"`, `\\xC3\\xAF` -> `ï`, `\\"` -> `"`, `\\\\` -> `\\`."""
+    if "\\" not in text:
+        return text
+    raw = _ESCAPE.sub(lambda m: bytes([int(m[1], 16)]) if m[1] else m[2], text.encode("utf-8", "surrogateescape"))
+    return raw.decode("utf-8", "replace")
+
+
+def tokens(line: str) -> list[str]:
+    """`a "b c" [d e]` -> ["a", "b c", "d e"], quoted fields unescaped."""
+    out = []
+    for quoted, bracketed, bare in _TOKEN.findall(line):
+        out.append(unescape(quoted) if quoted else bracketed or bare)
+    return out
+
+
+def _num(text: str) -> int | None:
+    return int(text) if text.isdigit() else None
+
+
+def _missing(text: str) -> str | None:
+    return None if not text or text == "-" else text
+
+
+def _request(text: str) -> tuple[str | None, str | None, dict[str, str] | None, str | None]:
+    """The quoted request: `GET /a?b HTTP/1.1` (or ALB's absolute URL) -> method, path, query, host."""
+    parts = text.split(" ")
+    if len(parts) < 2 or not parts[0].isalpha():
+        return None, None, None, None
+    path, query, host = parse_url(parts[1])
+    return parts[0], path, query, host
+
+
+def _fail(fmt: str, line: str, expected: str) -> RuleError:
+    return RuleError("parse", f'parse "{fmt}": not {expected}: {show(line)}')
+
+
+def parse_combined(line: str, fmt: str = "combined") -> tuple[Any, ...]:
+    """nginx/Apache `combined` (and `common`, whose last two fields are absent)."""
+    parts = tokens(line)
+    if len(parts) < 7 or not parts[3][:2].isdigit():
+        raise _fail(fmt, line, f"an nginx/Apache {fmt} log line")
+    try:
+        epoch = parse_clf(parts[3])
+    except (ValueError, KeyError) as exc:
+        raise _fail(fmt, line, f"a {fmt} log line (bad [time])") from exc
+    method, path, query, host = _request(parts[4])
+    referer = _missing(parts[7]) if len(parts) > 7 else None
+    agent = parts[8] if len(parts) > 8 else None
+    status = _num(parts[5])
+    return (epoch, method, host, path, query, status if status is not None else parts[5], strip_ip_port(parts[0]),
+            _missing(agent) if agent is not None else None, referer, _num(parts[6]), None)  # fmt: skip
+
+
+def parse_common(line: str) -> tuple[Any, ...]:
+    return parse_combined(line, "common")
+
+
+def _seconds_sum(*texts: str) -> float | None:
+    """ALB processing times (s, -1 when the request did not reach a target) -> total ms."""
+    total = 0.0
+    for text in texts:
+        value = float(text)
+        if value < 0:
+            return None
+        total += value
+    return round(total * 1000, 3)
+
+
+def parse_alb(line: str) -> tuple[Any, ...]:
+    """AWS ALB access log (space-separated, positional)."""
+    parts = tokens(line)
+    if len(parts) < 14 or parts[1][4:5] != "-":
+        raise _fail("alb", line, "an AWS ALB access log line")
+    try:
+        epoch = parse_iso(parts[1])
+        duration = _seconds_sum(parts[5], parts[6], parts[7])
+    except ValueError as exc:
+        raise _fail("alb", line, "an AWS ALB access log line") from exc
+    method, path, query, host = _request(parts[12])
+    if host and host.endswith((":443", ":80")):
+        host = host.rpartition(":")[0]
+    if not host and len(parts) > 18:
+        host = _missing(parts[18])  # domain_name: the TLS SNI
+    status = _num(parts[8])
+    return (epoch, method, host, path, query, status if status is not None else parts[8],
+            _missing(strip_ip_port(parts[3])), _missing(parts[13]), None, _num(parts[11]), duration)  # fmt: skip
+
+
+def parse_envoy(line: str) -> tuple[Any, ...]:
+    """Envoy's default text format:
+    `[START_TIME] "METHOD PATH PROTO" CODE FLAGS RX TX DURATION UPSTREAM_TIME "XFF" "UA" "ID" "AUTHORITY" "UPSTREAM"`."""
+    parts = tokens(line)
+    if len(parts) < 14 or parts[0][4:5] != "-":
+        raise _fail("envoy", line, "an Envoy default-format access log line")
+    try:
+        epoch = parse_iso(parts[0])
+    except ValueError as exc:
+        raise _fail("envoy", line, "an Envoy access log line (bad [START_TIME])") from exc
+    method, path, query, _ = _request(parts[1])
+    forwarded = _missing(parts[9])
+    ip = strip_ip_port(forwarded.partition(",")[0].strip()) if forwarded else None
+    status = _num(parts[2])
+    return (epoch, method, _missing(parts[13]), path, query, status if status is not None else parts[2], ip,
+            _missing(parts[10]), None, _num(parts[5]), _num(parts[6]))  # fmt: skip
+
+
+_ALL = frozenset(LINE_OUTPUTS)
+for _name, _func, _fills, _doc in (
+    ("combined", parse_combined, _ALL - {"host", "duration_ms"},
+     "nginx/Apache combined line -> every field but host and duration"),
+    ("common", parse_common, _ALL - {"host", "duration_ms", "user_agent", "referer"},
+     "Common Log Format line -> timestamp, method, path, query_params, status_code, ip, bytes_sent"),
+    ("alb", parse_alb, _ALL - {"referer"}, "AWS ALB access log line -> every field but referer"),
+    ("envoy", parse_envoy, _ALL - {"referer"}, "Envoy default text access log line -> every field but referer"),
+):  # fmt: skip
+    register(Parser(_name, LINE_OUTPUTS, _func, _doc, _fills))
+LINE_PARSERS = ("combined", "common", "alb", "envoy")

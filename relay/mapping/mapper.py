@@ -1,0 +1,58 @@
+"""A compiled mapping: records of one request -> validated entries, rejections, repairs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from relay.mapping.codegen import compile_spec
+from relay.mapping.spec import MISSING, MappingSpec
+from relay.models import MapResult, RecordContext, Rejection
+from relay.schema import FIELDS, Validator
+
+
+class Mapper:
+    """One mapping, compiled once; `map_records` is called once per request."""
+
+    def __init__(self, spec: MappingSpec, origin: str = "config") -> None:
+        self.name = spec.name
+        self.spec = spec
+        self.origin = origin  # "preset" or "config"
+        self._batch, self.source = compile_spec(spec)
+        # no rule reads a host from the record: the source must set `host = "..."` (check-config warns)
+        self.needs_host = spec.fields.get("host") is None
+
+    def map_records(
+        self, records: list[Any], ctx: RecordContext, validator: Validator, indexes: list[int] | None = None
+    ) -> MapResult:
+        """Map and validate one batch. `indexes`: the records' positions in the request, when
+        some were dropped before mapping (`Decoded.indexes`), so rejections still name the right one."""
+        validator.begin()
+        repairs: dict[str, int] = {}
+        entries, rejections, filtered = self._batch(records, ctx, validator.check, repairs)
+        if indexes is not None and rejections:
+            rejections = [Rejection(indexes[r.index], r.field, r.reason, r.message) for r in rejections]
+        return MapResult(entries, rejections, filtered, repairs)
+
+    def describe(self) -> str:
+        """What fills each target field, in a few lines (for `relay check-config` and `relay map`)."""
+        spec = self.spec
+        head = f"{self.origin} {self.name}" + (f" (extends {spec.extends})" if spec.extends else "")
+        head += f": {spec.description}" if spec.description else ""
+        derived = spec.derived()
+        parts = []
+        if spec.line is not None:
+            parts.append(f"line <- {spec.line.describe()}")
+        for target in FIELDS:
+            rule = spec.fields.get(target)
+            sources = [s.describe() for s in rule.sources] if rule else []
+            sources += [f"[{d}]" for d in derived.get(target, [])]
+            if target == "host":
+                sources.append("source `host` setting")
+            if rule and rule.default is not MISSING:
+                sources.append(f"default {rule.default!r}")
+            if sources:
+                parts.append(f"{target} <- {' or '.join(sources)}")
+        lines = [head, "  " + "; ".join(parts)]
+        if spec.drop_if:
+            lines.append("  drop_if: " + " or ".join(c.text for c in spec.drop_if))
+        return "\n".join(lines)

@@ -1,0 +1,106 @@
+"""Field parsers: one source value -> several target fields.
+
+Each parser is a pure function returning a tuple in the order of its
+`outputs`; the mapping uses the output of the field it is attached to and
+offers the others as fallbacks to fields that have no rule of their own (or
+whose rule found nothing). A value a parser cannot read raises `RuleError`.
+
+Query strings (`query`, and the query part found by `url` and
+`request_line`): `&`-separated, percent-decoded (invalid UTF-8 replaced), `+`
+read as a space; a key without `=` gets ""; empty keys are skipped; a key
+that repeats keeps all its values joined by "," in order (`tag=red&tag=blue`
+-> `{"tag": "red,blue"}`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+from urllib.parse import unquote_plus
+
+from relay.mapping.values import RuleError, show
+from relay.schema import strip_ip_port
+
+
+class Parser(NamedTuple):
+    name: str
+    outputs: tuple[str, ...]  # target fields, in the order of the returned tuple
+    func: Callable[[str], tuple[Any, ...]]
+    doc: str
+    fills: frozenset[str] = frozenset()  # outputs it normally fills (for "has a source" checks); default: all
+
+
+
+
+def parse_query(text: str) -> dict[str, str] | None:
+    """`a=1&b=x+y&c&tag=red&tag=blue` -> {"a": "1", "b": "x y", "c": "", "tag": "red,blue"}; None when empty."""
+    if text[:1] == "?":
+        text = text[1:]
+    if not text:
+        return None
+    out: dict[str, str] = {}
+    for part in text.split("&"):
+        key, _, value = part.partition("=")
+        if "%" in key or "+" in key:
+            key = unquote_plus(key, errors="replace")
+        if not key:
+            continue
+        if "%" in value or "+" in value:
+            value = unquote_plus(value, errors="replace")
+        seen = out.get(key)
+        out[key] = value if seen is None else f"{seen},{value}"
+    return out or None
+
+
+def parse_url(text: str) -> tuple[str | None, dict[str, str] | None, str | None]:
+    """`/a?b=1` or `https://h:8443/a?b=1#f` -> (path, query_params, host); host only from absolute URLs."""
+    host = None
+    if text[:1] != "/" and "://" in text[:12]:
+        rest = text.partition("://")[2]
+        cut = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+        host = rest[:cut].rpartition("@")[2] or None
+        text = rest[cut:]
+        if text[:1] != "/":
+            text = "/" + text
+    path, _, query = text.partition("?")
+    if "#" in query:
+        query = query.partition("#")[0]
+    elif "#" in path:
+        path = path.partition("#")[0]
+    return path or None, parse_query(query) if query else None, host
+
+
+def parse_request_line(text: str) -> tuple[str, str | None, dict[str, str] | None, str | None]:
+    """`GET /a?b=1 HTTP/1.1` -> (method, path, query_params, host)."""
+    parts = text.split(" ")
+    if len(parts) < 2 or len(parts) > 3 or not parts[0].isalpha() or not parts[1]:
+        raise RuleError("parse", f'parse "request_line": not an HTTP request line (METHOD TARGET PROTOCOL): {show(text)}')
+    path, query, host = parse_url(parts[1])
+    return parts[0], path, query, host
+
+
+def first_ip(text: str) -> tuple[str | None]:
+    """`203.0.113.10, 10.0.0.1` / `1.2.3.4:5678` / `[2001:db8::1]:80` / `for="[::1]:80"` -> the first client IP."""
+    item = text.partition(",")[0].strip()
+    if item[:4].lower() == "for=":  # RFC 7239 Forwarded
+        item = item[4:].partition(";")[0].strip().strip('"')
+    item = strip_ip_port(item)
+    return (None if not item or item == "-" or item.lower() == "unknown" else item,)
+
+
+PARSERS: dict[str, Parser] = {}
+
+
+def register(parser: Parser) -> Parser:
+    if not parser.fills:
+        parser = parser._replace(fills=frozenset(parser.outputs))
+    PARSERS[parser.name] = parser
+    return parser
+
+
+register(Parser("url", ("path", "query_params", "host"), parse_url,
+                "URL or path -> path, query_params (and host for absolute URLs)"))  # fmt: skip
+register(Parser("request_line", ("method", "path", "query_params", "host"), parse_request_line,
+                '"GET /a?b=1 HTTP/1.1" -> method, path, query_params'))  # fmt: skip
+register(Parser("query", ("query_params",), lambda text: (parse_query(text),), "query string -> query_params"))
+register(Parser("first_ip", ("ip",), first_ip, "X-Forwarded-For / ip:port / [v6]:port -> the first IP"))
