@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "mock-upstream": ("relay.upstream_mock", "run a local stand-in of the upstream API"),
     "bench": ("relay.bench", "measure end-to-end throughput"),
     "dead-letter": ("relay.deadletter_cli", "inspect and re-send what upstream refused"),
+    "status": ("relay.status", "live view of a running relay"),
 }
 
 
