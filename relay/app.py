@@ -153,7 +153,8 @@ async def serve(config: Config) -> int:
     runtime.open_queue()
     server = config.server
     app = build_app(runtime)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None,
+    # auto_decompress=False: decode.py undoes Content-Encoding itself, with its own bomb limits.
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, auto_decompress=False,
                            shutdown_timeout=max(server.shutdown_grace * 0.5, 0.1))
     await runner.setup()
     ssl_context = None
