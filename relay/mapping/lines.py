@@ -114,21 +114,25 @@ def parse_alb(line: str) -> tuple[Any, ...]:
 
 
 def parse_envoy(line: str) -> tuple[Any, ...]:
-    """Envoy's default text format:
-    `[START_TIME] "METHOD PATH PROTO" CODE FLAGS RX TX DURATION UPSTREAM_TIME "XFF" "UA" "ID" "AUTHORITY" "UPSTREAM"`."""
+    """Envoy's default text format, and Istio's (three more columns after the flags):
+    `[START_TIME] "METHOD PATH PROTO" CODE FLAGS [DETAILS TERMINATION "FAILURE"] RX TX DURATION
+    UPSTREAM_TIME "XFF" "UA" "REQUEST_ID" "AUTHORITY" "UPSTREAM_HOST" ...`."""
     parts = tokens(line)
-    if len(parts) < 14 or parts[0][4:5] != "-":
+    if len(parts) < 12 or parts[0][4:5] != "-":
         raise _fail("envoy", line, "an Envoy default-format access log line")
     try:
         epoch = parse_iso(parts[0])
     except ValueError as exc:
         raise _fail("envoy", line, "an Envoy access log line (bad [START_TIME])") from exc
+    at = 4 if parts[4].isdigit() else 7  # BYTES_RECEIVED: Envoy's column 4, Istio's column 7
+    if len(parts) < at + 8:
+        raise _fail("envoy", line, "an Envoy or Istio access log line (too few columns)")
     method, path, query, _ = _request(parts[1])
-    forwarded = _missing(parts[9])
+    forwarded = _missing(parts[at + 4])
     ip = strip_ip_port(forwarded.partition(",")[0].strip()) if forwarded else None
     status = _num(parts[2])
-    return (epoch, method, _missing(parts[13]), path, query, status if status is not None else parts[2], ip,
-            _missing(parts[10]), None, _num(parts[5]), _num(parts[6]))  # fmt: skip
+    return (epoch, method, _missing(parts[at + 7]), path, query, status if status is not None else parts[2], ip,
+            _missing(parts[at + 5]), None, _num(parts[at + 1]), _num(parts[at + 2]))  # fmt: skip
 
 
 _ALL = frozenset(LINE_OUTPUTS)

@@ -19,7 +19,7 @@ class Mapper:
         self.origin = origin  # "preset" or "config"
         self._batch, self.source = compile_spec(spec)
         # no rule reads a host from the record: the source must set `host = "..."` (check-config warns)
-        self.needs_host = spec.fields.get("host") is None
+        self.needs_host = spec.fields.get("host") is None and "host" not in spec.derived(sure=True)
 
     def map_records(
         self, records: list[Any], ctx: RecordContext, validator: Validator, indexes: list[int] | None = None

@@ -98,9 +98,12 @@ def register(parser: Parser) -> Parser:
     return parser
 
 
+# url and request_line find a host only in absolute URLs: not counted as filling it (see Mapper.needs_host)
 register(Parser("url", ("path", "query_params", "host"), parse_url,
-                "URL or path -> path, query_params (and host for absolute URLs)"))  # fmt: skip
+                "URL or path -> path, query_params (and host for absolute URLs)",
+                frozenset({"path", "query_params"})))  # fmt: skip
 register(Parser("request_line", ("method", "path", "query_params", "host"), parse_request_line,
-                '"GET /a?b=1 HTTP/1.1" -> method, path, query_params'))  # fmt: skip
+                '"GET /a?b=1 HTTP/1.1" -> method, path, query_params (and host for absolute URLs)',
+                frozenset({"method", "path", "query_params"})))  # fmt: skip
 register(Parser("query", ("query_params",), lambda text: (parse_query(text),), "query string -> query_params"))
 register(Parser("first_ip", ("ip",), first_ip, "X-Forwarded-For / ip:port / [v6]:port -> the first IP"))

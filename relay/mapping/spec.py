@@ -68,15 +68,17 @@ class MappingSpec:
     description: str = ""
     extends: str | None = None
 
-    def derived(self) -> dict[str, list[str]]:
-        """target -> the parsers that may fill it besides its own rule, in the order they are tried."""
+    def derived(self, *, sure: bool = False) -> dict[str, list[str]]:
+        """target -> the parsers that may fill it besides its own rule, in the order they are tried;
+        `sure`: only those that normally do (url finds a host only in absolute URLs)."""
         out: dict[str, list[str]] = {}
         producers = [(self.line, "line")] + [(src, name) for name, rule in self.fields.items() if rule for src in rule.sources]
         for source, owner in producers:
             if source is None or source.parse is None:
                 continue
-            for target in PARSERS[source.parse].fills:
-                if target != owner:
+            parser = PARSERS[source.parse]
+            for target in parser.outputs:
+                if target != owner and (target in parser.fills or (target == "host" and not sure)):
                     out.setdefault(target, []).append(f"{owner}:{source.parse}")
         return out
 
@@ -128,7 +130,7 @@ def merge(parent: MappingSpec, child: MappingSpec) -> MappingSpec:
 
 def check_complete(spec: MappingSpec, *, file: str | None = None) -> None:
     """Every required field needs a source (host may come from the source's `host` setting)."""
-    derived = spec.derived()
+    derived = spec.derived(sure=True)
     for target in NEEDED:
         if spec.fields.get(target) is None and target not in derived:
             raise ConfigError(
@@ -200,8 +202,8 @@ def _table(target: str, table: Any, where: str, file: str | None) -> tuple[Sourc
         parser = PARSERS.get(parse)
         if parser is None:
             raise ConfigError(f"unknown parser {parse!r}: use one of {', '.join(PARSERS)}", key=where, file=file)
-        if target not in parser.fills:
-            raise ConfigError(f"parser {parse!r} fills {', '.join(sorted(parser.fills))}, not {target}", key=where, file=file)
+        if target not in parser.outputs:
+            raise ConfigError(f"parser {parse!r} fills {', '.join(parser.outputs)}, not {target}", key=where, file=file)
     unit = table.get("unit")
     scale = table.get("scale")
     if scale is not None and (kind not in ("int", "num") or isinstance(scale, bool) or not isinstance(scale, (int, float))):
