@@ -30,7 +30,8 @@ from relay.mapping.values import RuleError, show
 _MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}  # fmt: skip
 _MEMO_LIMIT = 16384
-_memo: dict[Any, float] = {}  # (format, text) -> epoch: shared by every reader
+_memo: dict[Any, float] = {}  # text (or (pattern, text)) -> epoch, for what `auto` reads the same way
+_clf_memo: dict[str, float] = {}
 _EVENT_TIME = struct.Struct(">II")
 
 UNIT_FORMATS = {"unix": 1.0, "unix_s": 1.0, "unix_ms": 1e-3, "unix_us": 1e-6, "unix_ns": 1e-9}
@@ -49,10 +50,10 @@ def from_number(value: float) -> float:
     return value / 1e9
 
 
-def _remember(key: Any, epoch: float) -> float:
-    if len(_memo) >= _MEMO_LIMIT:
-        _memo.clear()
-    _memo[key] = epoch
+def _remember(key: Any, epoch: float, memo: dict[Any, float] = _memo) -> float:
+    if len(memo) >= _MEMO_LIMIT:
+        memo.clear()
+    memo[key] = epoch
     return epoch
 
 
@@ -98,18 +99,18 @@ def parse_iso(text: str) -> float:
 
 def parse_clf(text: str) -> float:
     """`25/Nov/2026:09:00:00 +0100` (brackets allowed) -> Unix seconds; raises ValueError."""
-    epoch = _memo.get(text)
+    epoch = _clf_memo.get(text)
     if epoch is not None:
         return epoch
     body = text.strip().strip("[]")
     when, _, zone = body.partition(" ")
     day, month, rest = when.split("/", 2)
     year, hour, minute, second = rest.split(":")
-    base = calendar.timegm((int(year), _MONTHS[month[:1].upper() + month[1:3].lower()], int(day),
-                            int(hour), int(minute), 0, 0, 0, 0))  # fmt: skip
     whole, _, frac = second.partition(".")
+    moment = datetime(int(year), _MONTHS[month[:1].upper() + month[1:3].lower()], int(day),
+                      int(hour), int(minute), int(whole))  # fmt: skip  (checks every range)
     fraction = int(frac) / 10 ** len(frac) if frac.isdigit() else 0.0
-    return _remember(text, base + int(whole) + fraction - _offset(zone.strip()))
+    return _remember(text, calendar.timegm(moment.timetuple()) + fraction - _offset(zone.strip()), _clf_memo)
 
 
 def _event_time(value: Any) -> float | None:
