@@ -18,122 +18,18 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
-from datetime import datetime
 
-import aiohttp
 import uvloop
 from aiohttp import web
 
 from .config import DEFAULT_CONFIG_PATH, Config, load
-from .dispatch import SinkDispatcher
-from .errors import ConfigError
+from .errors import ConfigError, QueueError
 from .ingest import build_app
-from .mapping import MappingLibrary
-from .outbox import Outbox
-from .pipeline import Route
-from .queue import DiskQueue
-from .schema import ValidationPolicy, Validator
-from .sender import Sender
-from .telemetry import Metrics, setup_logging
+from .runtime import Runtime
+from .telemetry import setup_logging
 
 log = logging.getLogger("relay")
 MOCK_API_KEY = "local-mock-key"
-
-
-def validation_policy(config: Config) -> ValidationPolicy:
-    v = config.validation
-    now = None
-    if v.now:
-        try:
-            now = datetime.fromisoformat(v.now).timestamp()
-        except ValueError:
-            raise ConfigError(f"expected an ISO 8601 time, got {v.now!r}", key="validation.now",
-                              file=config.file) from None
-    return ValidationPolicy(on_invalid=v.on_invalid, max_age=float(v.max_age),
-                            max_future=float(v.max_future), now=now)
-
-
-def build_routes(config: Config, library: MappingLibrary, validator: Validator,
-                 outboxes: dict[str, Outbox]) -> dict[str, Route]:
-    """Path -> Route for every source; compiles each mapping (ConfigError names the source)."""
-    routes: dict[str, Route] = {}
-    for name, source in config.sources.items():
-        try:
-            mapper = library.get(source.mapping)
-        except ConfigError as exc:
-            if exc.key and exc.key.startswith("mappings."):
-                raise
-            raise ConfigError(exc.message, key=f"sources.{name}.mapping", file=config.file) from None
-        route = Route(name, source, mapper, validator,
-                      [outboxes[sink] for sink in config.source_sinks(name) if sink in outboxes],
-                      [token.encode() for token in source.tokens])
-        for path in filter(None, [f"/ingest/{name}", source.path]):
-            routes[path] = route
-    return routes
-
-
-class Runtime:
-    """Everything a running relay holds; the ingest routes read it through the app."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.metrics = Metrics()
-        self.queue = DiskQueue(config.queue.path, max_size=config.queue.max_size, sync=config.queue.sync)
-        self.library = MappingLibrary(config.mappings, file=config.file)
-        self.validator = Validator(validation_policy(config))
-        self.outboxes: dict[str, Outbox] = {}
-        self.dispatchers: dict[str, SinkDispatcher] = {}
-        self.routes = build_routes(config, self.library, self.validator, {s: Outbox(s) for s in config.sinks})
-        self.draining = False
-        self.sessions: list[aiohttp.ClientSession] = []
-        self.metrics.add_gauges(self._gauges)
-
-    def open_queue(self) -> None:
-        os.makedirs(self.config.queue.path, exist_ok=True)
-        snapshot = self.queue.open()
-        for name in self.config.sinks:
-            self.outboxes[name] = Outbox(name, snapshot.get(name))
-        for name, found in snapshot.items():
-            if name not in self.config.sinks and (found.inbox or found.batches):
-                log.warning("queue holds %d batches and %d inbox items for sink %r, which is not configured; "
-                            "they stay on disk until it is configured again", len(found.batches),
-                            len(found.inbox), name)
-        self.routes = build_routes(self.config, self.library, self.validator, self.outboxes)
-
-    async def start_senders(self) -> None:
-        for name, sink in self.config.sinks.items():
-            session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=sink.concurrency))
-            self.sessions.append(session)
-            sender = Sender(session, sink.url, sink.api_key, timeout=sink.request_timeout)
-            dispatcher = SinkDispatcher(name, sink, self.outboxes[name], self.queue, sender, self.metrics)
-            self.dispatchers[name] = dispatcher
-            dispatcher.start()
-
-    async def stop_senders(self, timeout: float) -> None:
-        await asyncio.gather(*(d.stop(timeout) for d in self.dispatchers.values()))
-        for session in self.sessions:
-            await session.close()
-
-    def readiness_problems(self) -> list[str]:
-        problems = []
-        if self.draining:
-            problems.append("shutting down")
-        if self.queue.used_bytes >= self.queue.max_size * 0.95:
-            problems.append(f"disk budget nearly spent: {self.queue.used_bytes} of {self.queue.max_size} bytes queued")
-        return problems
-
-    def _gauges(self) -> Iterable[tuple[str, str, dict[str, str], float]]:
-        for name, outbox in self.outboxes.items():
-            labels = {"sink": name}
-            yield "relay_queue_entries", "Entries queued for a sink (inbox and sealed batches)", labels, outbox.queued_entries
-            yield "relay_queue_bytes", "Bytes queued for a sink", labels, outbox.queued_bytes
-            yield "relay_queue_batches", "Sealed batches waiting for a sink", labels, len(outbox.ready) + len(outbox.inflight)
-            dispatcher = self.dispatchers.get(name)
-            state = dispatcher.state if dispatcher else "running"
-            yield "relay_sink_up", "1 while the sink delivers, 0 while it backs off or is paused", labels, float(state == "running")
-        yield "relay_queue_used_bytes", "Bytes of queued data, all sinks", {}, self.queue.used_bytes
-        yield "relay_queue_max_bytes", "The disk budget (queue.max_size)", {}, self.queue.max_size
 
 
 def _describe_start(runtime: Runtime) -> None:
@@ -148,9 +44,20 @@ def _describe_start(runtime: Runtime) -> None:
         log.info("  sink %s -> %s (%d entries queued on disk)", name, config.sinks[name].url, outbox.queued_entries)
 
 
+async def reload(runtime: Runtime) -> None:
+    try:
+        await runtime.reload()
+    except ConfigError as exc:
+        log.error("reload refused, the running config stays: %s", exc)
+
+
 async def serve(config: Config) -> int:
     runtime = Runtime(config)
-    runtime.open_queue()
+    try:
+        runtime.open_queue()
+    except QueueError as exc:
+        log.error("%s", exc)
+        return 2
     server = config.server
     app = build_app(runtime)
     # auto_decompress=False: decode.py undoes Content-Encoding itself, with its own bomb limits.
@@ -171,6 +78,14 @@ async def serve(config: Config) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_hup() -> None:
+        task = asyncio.create_task(reload(runtime))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     await stop.wait()
     started = time.monotonic()
     log.info("stopping: no new requests; finishing those in flight (grace %.0fs)", server.shutdown_grace)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .app import build_routes, validation_policy
+from .runtime import build_routes, validation_policy
 from .config import DEFAULT_CONFIG_PATH, load
 from .errors import ConfigError
 from .mapping import MappingLibrary

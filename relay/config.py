@@ -98,6 +98,7 @@ class QueueConfig(_Section):
     path: str = DEFAULT_QUEUE_PATH
     max_size: Size = Size(DEFAULT_QUEUE_MAX_SIZE)
     sync: Literal["full", "normal"] = "full"
+    dead_letter_max_size: Size = Size(256 * 2**20)  # oldest dead letters are dropped past this
 
 
 class ValidationConfig(_Section):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import msgspec
 from isal import igzip
@@ -37,7 +38,9 @@ def batch_entries(batch: SealedBatch) -> list[bytes]:
 
 class SinkDispatcher:
     def __init__(self, name: str, config: SinkConfig, outbox: Outbox, queue: DiskQueue,
-                 sender: Sender, metrics: Metrics) -> None:
+                 sender: Sender, metrics: Metrics,
+                 on_dead_letter: Callable[[], Awaitable[object]] | None = None) -> None:
+        self.on_dead_letter = on_dead_letter
         self.name = name
         self.config = config
         self.outbox = outbox
@@ -114,8 +117,7 @@ class SinkDispatcher:
     async def _deliver(self, ref: BatchRef) -> None:
         queue = self.queue
         batch = await queue.call(lambda: queue.load_batch(ref))
-        if batch is None:
-            self.metrics.quarantined.inc()
+        if batch is None:  # quarantined by the queue (logged, counted there)
             self.outbox.finished(ref)
             return
         attempt = 0
@@ -169,7 +171,7 @@ class SinkDispatcher:
             elif state == "paused":
                 log.error("sink %s: paused, retrying every %.0fs: %s", self.name, delay, error)
             else:
-                log.warning("sink %s: backing off %.1fs: %s", self.name, delay, error)
+                log.warning("sink %s: backing off %.2fs: %s", self.name, delay, error)
         self.state = state
         self.last_error = error
 
@@ -183,7 +185,7 @@ class SinkDispatcher:
         if len(entries) <= 1:
             letter = DeadLetter(len(entries), b"".join(e + b"\n" for e in entries), reason,
                                 delivery.status, time.time())
-            dead.append(("d/" + stem[2:] + f".{len(entries)}", letter))
+            dead.append((stem, letter))
             log.error("sink %s: upstream refused an entry; moved to the dead-letter store: %s", self.name, reason)
             self.metrics.dead_lettered.labels(self.name).inc(len(entries))
         else:
@@ -193,7 +195,10 @@ class SinkDispatcher:
                 retry.append((stem + suffix, SealedBatch(len(part), body, encoding, checksum(body), batch.oldest)))
             self.metrics.retries.labels(self.name, "split").inc()
         queue = self.queue
-        new_refs = await queue.call(lambda: queue.replace_batch(ref, dead, retry))
+        new_refs, dead_refs = await queue.call(lambda: queue.replace_batch(ref, dead, retry))
         self.outbox.finished(ref)
+        self.outbox.dead.extend(dead_refs)
         for new_ref in reversed(new_refs):
             self.outbox.add_ready(new_ref, front=True)
+        if dead_refs and self.on_dead_letter is not None:
+            await self.on_dead_letter()

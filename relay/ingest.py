@@ -18,14 +18,14 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import pipeline
+from . import admin, pipeline
 from .errors import IngestError, PayloadTooLarge, RequestTimeout, ShuttingDown, Unauthorized, UnknownSource
 
 if TYPE_CHECKING:
-    from .app import Runtime
+    from .runtime import Runtime
 
 log = logging.getLogger("relay.ingest")
-RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")
+RUNTIME = admin.RUNTIME_KEY
 _json = msgspec.json.Encoder()
 
 
@@ -137,5 +137,6 @@ def build_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
     app.router.add_get("/metrics", handle_metrics)
+    admin.add_routes(app)
     app.router.add_post("/{path:.*}", handle_ingest)
     return app

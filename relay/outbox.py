@@ -28,7 +28,8 @@ class Outbox:
         self.unsealed_since: float | None = time.monotonic() if self.unsealed else None
         self.inbox_bytes = sum(ref.nbytes for ref in self.inbox)
         self.ready: deque[BatchRef] = deque(sorted(snapshot.batches, key=lambda ref: ref.key))
-        self.inflight: set[str] = set()
+        self.inflight: dict[str, BatchRef] = {}
+        self.started = time.time()
         self.batch_entries = sum(ref.count for ref in self.ready)
         self.batch_bytes = sum(ref.nbytes for ref in self.ready)
         self.dead = list(snapshot.dead)
@@ -106,20 +107,29 @@ class Outbox:
             self._batches.clear()
             await self._batches.wait()
         ref = self.ready.popleft()
-        self.inflight.add(ref.key)
+        self.inflight[ref.key] = ref
         return ref
 
     def requeue(self, ref: BatchRef) -> None:
         """Put an undelivered batch back at the front (still counted as queued)."""
-        self.inflight.discard(ref.key)
+        self.inflight.pop(ref.key, None)
         self.ready.appendleft(ref)
         self._batches.set()
 
     def finished(self, ref: BatchRef) -> None:
         """The batch left the disk (delivered, dead-lettered or split)."""
-        self.inflight.discard(ref.key)
+        self.inflight.pop(ref.key, None)
         self.batch_entries -= ref.count
         self.batch_bytes -= ref.nbytes
+
+    def oldest_age(self) -> float:
+        """Seconds the oldest queued entry has waited (0 when nothing is queued)."""
+        heads = list(self.inflight.values())
+        heads += [queue[0] for queue in (self.ready, self.inbox) if queue]
+        if not heads:
+            return 0.0
+        oldest = min(ref.created or self.started for ref in heads)
+        return max(0.0, time.time() - oldest)
 
     @property
     def queued_entries(self) -> int:

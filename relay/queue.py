@@ -5,7 +5,7 @@ Layout (all keys in one Cache so that sealing a batch is one transaction):
     i/<sink>/<seq:020d>.<count>.<bytes>  inbox item: entries accepted for <sink>, not yet batched
     c/<sink>                             the sink's cursor: first unsealed (seq, offset), next batch id
     b/<sink>/<id:020d>.<count>.<bytes>   sealed batch: a compressed upstream body, deleted on 2xx
-    d/<sink>/<id:020d>.<count>           dead letter: entries upstream refused, with the reason
+    d/<sink>/<id>.<count>.<bytes>        dead letter: entries upstream refused, with the reason
     q/<original key>                     quarantined: an item whose checksum failed
 
 Counts and sizes ride in the keys so that start-up rebuilds every figure from
@@ -23,13 +23,15 @@ separate files it writes for large values are never fsynced; and nothing uses
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import queue as thread_queue
 import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import diskcache
 import msgspec
@@ -76,12 +78,14 @@ class BatchRef(msgspec.Struct, frozen=True, gc=False):
     key: str
     count: int
     nbytes: int
+    created: float = 0.0  # arrival of its oldest entry; 0: unknown (found on disk at start-up)
 
 
 class InboxRef(msgspec.Struct, frozen=True, gc=False):
     seq: int
     count: int
     nbytes: int
+    created: float = 0.0
 
 
 class SinkSnapshot(msgspec.Struct, gc=False):
@@ -108,8 +112,9 @@ def batch_key(sink: str, batch_id: int, count: int, nbytes: int) -> str:
     return f"b/{sink}/{batch_id:020d}.{count}.{nbytes}"
 
 
-def dead_key(sink: str, dead_id: int, count: int) -> str:
-    return f"d/{sink}/{dead_id:020d}.{count}"
+def dead_key(stem: str, count: int, nbytes: int) -> str:
+    """stem: the refused batch's key without its counts, "b/<sink>/<id>" -> "d/<sink>/<id>..."."""
+    return f"d/{stem[2:]}.{count}.{nbytes}"
 
 
 def checksum(data: bytes) -> int:
@@ -138,19 +143,37 @@ class DiskQueue:
         self._thread: threading.Thread | None = None
         self._cache: diskcache.Cache | None = None
         self.quarantined = 0
+        self._lock_file: IO[str] | None = None
         self.commits = 0  # group-commit transactions so far (one per group, not per request)
 
     # ---- life cycle -------------------------------------------------------------------
 
-    def open(self) -> dict[str, SinkSnapshot]:
+    def lock(self) -> bool:
+        """Take the directory's lock: one relay per queue. False if another process holds it."""
+        os.makedirs(self.path, exist_ok=True)
+        self._lock_file = open(os.path.join(self.path, "relay.lock"), "a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            self._lock_file = None
+            return False
+        return True
+
+    def open(self, *, lock: bool = True) -> dict[str, SinkSnapshot]:
         """Open the database and scan it; call before the event loop starts using it."""
+        if lock and self._lock_file is None and not self.lock():
+            raise QueueError(f"queue.path {self.path} is in use by another relay process; "
+                             "each relay needs its own queue directory")
         self._cache = diskcache.Cache(
             self.path, eviction_policy="none", size_limit=2**62, cull_limit=0,
             disk_min_file_size=_VALUES_IN_SQLITE, statistics=False, tag_index=False,
             sqlite_synchronous=2 if self.sync == "full" else 1,
             sqlite_cache_size=2**13, timeout=60,
         )
-        snapshot = self._scan()
+        snapshot = self.scan()
+        self.used_bytes = sum(ref.nbytes for found in snapshot.values()
+                              for ref in (*found.inbox, *found.batches, *found.dead))
         self._thread = threading.Thread(target=self._run, name="relay-queue", daemon=True)
         self._thread.start()
         return snapshot
@@ -163,8 +186,12 @@ class DiskQueue:
         if self._cache is not None:
             self._cache.close()
             self._cache = None
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the flock
+            self._lock_file = None
 
-    def _scan(self) -> dict[str, SinkSnapshot]:
+    def scan(self) -> dict[str, SinkSnapshot]:
+        """Every sink's items, from the key index alone (at start-up, or on the DB thread)."""
         cache = self._cache
         assert cache is not None
         sinks: dict[str, SinkSnapshot] = {}
@@ -185,14 +212,12 @@ class DiskQueue:
                 elif kind == "i":
                     seq, count, nbytes = tail.split(".")
                     sink(name).inbox.append(InboxRef(int(seq), int(count), int(nbytes)))
-                    self.used_bytes += int(nbytes)
                 elif kind == "b":
                     _, count, nbytes = tail.split(".")
                     sink(name).batches.append(BatchRef(key, int(count), int(nbytes)))
-                    self.used_bytes += int(nbytes)
                 elif kind == "d":
-                    _, count = tail.split(".")
-                    sink(name).dead.append(BatchRef(key, int(count), 0))
+                    _, count, nbytes = tail.split(".")
+                    sink(name).dead.append(BatchRef(key, int(count), int(nbytes)))
             except (ValueError, msgspec.DecodeError):
                 log.error("queue: ignoring unreadable key %r", key)
         return sinks
@@ -280,7 +305,7 @@ class DiskQueue:
         now = time.time()
         encoded = [(sink, seq, count, _encode(InboxItem(count, lines, checksum(lines), now)))
                    for sink, seq, count, lines in writes]
-        refs = [InboxRef(seq, count, len(value)) for _, seq, count, value in encoded]
+        refs = [InboxRef(seq, count, len(value), now) for _, seq, count, value in encoded]
         nbytes = sum(ref.nbytes for ref in refs)
         cache = self._cache
         assert cache is not None
@@ -334,7 +359,7 @@ class DiskQueue:
                 cache.delete(inbox_key(sink, ref.seq, ref.count, ref.nbytes))
                 freed += ref.nbytes
         self.used_bytes += len(value) - freed
-        return BatchRef(key, batch.count, len(value)) if batch is not None else None
+        return BatchRef(key, batch.count, len(value), batch.oldest) if batch is not None else None
 
     def load_batch(self, ref: BatchRef) -> SealedBatch | None:
         """DB thread: a sealed batch, or None when it is corrupt (then quarantined)."""
@@ -361,25 +386,31 @@ class DiskQueue:
             self.used_bytes -= ref.nbytes
 
     def replace_batch(self, ref: BatchRef, dead: list[tuple[str, DeadLetter]],
-                      retry: list[tuple[str, SealedBatch]]) -> list[BatchRef]:
-        """DB thread: swap a refused batch for its dead letters and re-split halves, atomically."""
+                      retry: list[tuple[str, SealedBatch]]) -> tuple[list[BatchRef], list[BatchRef]]:
+        """DB thread: swap a refused batch for its dead letters and re-split halves, atomically.
+
+        Both lists hold (stem, value) with stem "b/<sink>/<id>"; returns the new
+        batch refs and dead-letter refs."""
         cache = self._cache
         assert cache is not None
         refs: list[BatchRef] = []
+        dead_refs: list[BatchRef] = []
         with cache.transact(retry=True):
-            for key, letter in dead:
+            for stem, letter in dead:
                 value = _encode(letter)
+                key = dead_key(stem, letter.count, len(value))
                 cache.set(key, value)
                 self.used_bytes += len(value)
-            for key_prefix, batch in retry:
+                dead_refs.append(BatchRef(key, letter.count, len(value)))
+            for stem, batch in retry:
                 value = _encode(batch)
-                key = f"{key_prefix}.{batch.count}.{len(value)}"
+                key = f"{stem}.{batch.count}.{len(value)}"
                 cache.set(key, value)
                 self.used_bytes += len(value)
-                refs.append(BatchRef(key, batch.count, len(value)))
+                refs.append(BatchRef(key, batch.count, len(value), batch.oldest))
             if cache.delete(ref.key):
                 self.used_bytes -= ref.nbytes
-        return refs
+        return refs, dead_refs
 
     def _quarantine(self, key: str, raw: Any, why: str) -> None:
         cache = self._cache
@@ -390,6 +421,12 @@ class DiskQueue:
             if raw is not None:
                 cache.set(f"q/{key}", raw)
             cache.delete(key)
+
+    @property
+    def cache(self) -> diskcache.Cache:
+        """For modules that add their own key families (deadletter.py); DB thread only."""
+        assert self._cache is not None
+        return self._cache
 
     def get_raw(self, key: str) -> Any:
         assert self._cache is not None

@@ -73,7 +73,7 @@ class Metrics:
         self.upstream_rejected = Counter("relay_upstream_entries_rejected", "Entries upstream skipped as invalid in a 200", ["sink"], registry=r)
         self.retries = Counter("relay_upstream_retries", "Batch retries by reason", ["sink", "reason"], registry=r)
         self.dead_lettered = Counter("relay_dead_letter_entries_added", "Entries moved to the dead-letter store", ["sink"], registry=r)
-        self.quarantined = Counter("relay_queue_quarantined_items", "Queue items that failed their checksum", registry=r)
+        self.dead_letters_dropped = Counter("relay_dead_letter_entries_dropped", "Dead letters dropped past queue.dead_letter_max_size", registry=r)
         self.latency = Histogram("relay_upstream_request_duration_seconds", "Upstream request latency", ["sink"],
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
 

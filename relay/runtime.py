@@ -1,0 +1,232 @@
+"""Everything a running relay holds, built from one config, and how a reload swaps it.
+
+A reload (SIGHUP or `POST /-/reload`) reads the config file again and builds
+the new routes (sources, tokens, mappings) before touching anything: a config
+that does not load or compile is refused with its error and the old one keeps
+running. Then the route table is swapped in one assignment (requests in
+flight finish on the route they started with), sinks that were removed stop
+after their current attempt (their data stays on disk), new sinks start, and
+sinks whose settings changed restart on the same outbox; a new key or URL
+alone is applied in place and wakes a paused sink at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Iterable
+from datetime import datetime
+
+import aiohttp
+
+from .config import Config, SinkConfig, load
+from .deadletter import DeadLetters
+from .dispatch import SinkDispatcher
+from .errors import ConfigError
+from .mapping import MappingLibrary
+from .outbox import Outbox
+from .pipeline import Route
+from .queue import DiskQueue, SinkSnapshot
+from .schema import ValidationPolicy, Validator
+from .sender import Sender
+from .telemetry import Metrics, setup_logging
+
+log = logging.getLogger("relay")
+
+
+def validation_policy(config: Config) -> ValidationPolicy:
+    v = config.validation
+    now = None
+    if v.now:
+        try:
+            now = datetime.fromisoformat(v.now).timestamp()
+        except ValueError:
+            raise ConfigError(f"expected an ISO 8601 time, got {v.now!r}", key="validation.now",
+                              file=config.file) from None
+    return ValidationPolicy(on_invalid=v.on_invalid, max_age=float(v.max_age),
+                            max_future=float(v.max_future), now=now)
+
+
+def build_routes(config: Config, library: MappingLibrary, validator: Validator,
+                 outboxes: dict[str, Outbox]) -> dict[str, Route]:
+    """Path -> Route for every source; compiles each mapping (ConfigError names the source)."""
+    routes: dict[str, Route] = {}
+    for name, source in config.sources.items():
+        try:
+            mapper = library.get(source.mapping)
+        except ConfigError as exc:
+            if exc.key and exc.key.startswith("mappings."):
+                raise
+            raise ConfigError(exc.message, key=f"sources.{name}.mapping", file=config.file) from None
+        route = Route(name, source, mapper, validator,
+                      [outboxes[sink] for sink in config.source_sinks(name) if sink in outboxes],
+                      [token.encode() for token in source.tokens])
+        for path in filter(None, [f"/ingest/{name}", source.path]):
+            routes[path] = route
+    return routes
+
+
+def compile_routes(config: Config, outboxes: dict[str, Outbox]) -> dict[str, Route]:
+    library = MappingLibrary(config.mappings, file=config.file)
+    return build_routes(config, library, Validator(validation_policy(config)), outboxes)
+
+
+class Runtime:
+    """The queue, the outboxes, the dispatchers and the route table of one running relay."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.queue = DiskQueue(config.queue.path, max_size=config.queue.max_size, sync=config.queue.sync)
+        self.outboxes: dict[str, Outbox] = {}
+        self.dispatchers: dict[str, SinkDispatcher] = {}
+        self.sessions: dict[str, aiohttp.ClientSession] = {}
+        self.routes = compile_routes(config, {name: Outbox(name) for name in config.sinks})
+        self.dead_letters = DeadLetters(self.queue, self.outboxes, config.queue.dead_letter_max_size)
+        self.draining = False
+        self._snapshot: dict[str, SinkSnapshot] = {}
+        self._reload_lock = asyncio.Lock()
+        self.metrics.add_gauges(self._gauges)
+
+    def open_queue(self) -> None:
+        os.makedirs(self.config.queue.path, exist_ok=True)
+        self._snapshot = self.queue.open()
+        for name in self.config.sinks:
+            self.outboxes[name] = Outbox(name, self._snapshot.pop(name, None))
+        for name, found in self._snapshot.items():
+            if found.inbox or found.batches:
+                log.warning("queue holds %d batches and %d inbox items for sink %r, which is not configured; "
+                            "they stay on disk until it is configured again", len(found.batches),
+                            len(found.inbox), name)
+        self.routes = compile_routes(self.config, self.outboxes)
+
+    # ---- senders ----------------------------------------------------------------------
+
+    def _start_sink(self, name: str, sink: SinkConfig) -> None:
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=sink.concurrency))
+        self.sessions[name] = session
+        sender = Sender(session, sink.url, sink.api_key, timeout=sink.request_timeout)
+        dispatcher = SinkDispatcher(name, sink, self.outboxes[name], self.queue, sender, self.metrics,
+                                    on_dead_letter=self._dead_letter_added)
+        self.dispatchers[name] = dispatcher
+        dispatcher.start()
+
+    async def _stop_sink(self, name: str, timeout: float) -> None:
+        dispatcher = self.dispatchers.pop(name, None)
+        if dispatcher is not None:
+            await dispatcher.stop(timeout)
+        session = self.sessions.pop(name, None)
+        if session is not None:
+            await session.close()
+
+    async def _dead_letter_added(self) -> None:
+        dropped = await self.dead_letters.enforce_bound()
+        if dropped:
+            self.metrics.dead_letters_dropped.inc(dropped)
+
+    async def start_senders(self) -> None:
+        for name, sink in self.config.sinks.items():
+            self._start_sink(name, sink)
+
+    async def stop_senders(self, timeout: float) -> None:
+        await asyncio.gather(*(self._stop_sink(name, timeout) for name in list(self.dispatchers)))
+
+    # ---- reload -----------------------------------------------------------------------
+
+    async def reload(self, path: str | None = None) -> list[str]:
+        """Apply the config file again; returns what changed. Raises ConfigError, changing nothing."""
+        async with self._reload_lock:
+            new = load(path or self.config.file or "")
+            old = self.config
+            for key in ("address", "tls_cert", "tls_key"):
+                if getattr(new.server, key) != getattr(old.server, key):
+                    raise ConfigError("changes only on restart; reload refused", key=f"server.{key}", file=new.file)
+            if (new.queue.path, new.queue.sync) != (old.queue.path, old.queue.sync):
+                raise ConfigError("queue.path and queue.sync change only on restart; reload refused",
+                                  key="queue", file=new.file)
+            outboxes = dict(self.outboxes)
+            added = [name for name in new.sinks if name not in old.sinks]
+            for name in added:
+                outboxes[name] = Outbox(name, await self._rescan(name))
+            routes = compile_routes(new, outboxes)  # may raise: nothing has changed yet
+            changes = await self._apply(new, outboxes, routes, added)
+            log.info("config reloaded from %s: %s", new.file, "; ".join(changes) or "no changes")
+            return changes
+
+    async def _rescan(self, name: str) -> SinkSnapshot | None:
+        """A sink configured again may still have data on disk from before."""
+        snapshot = self._snapshot.pop(name, None)
+        if snapshot is not None:
+            return snapshot
+        return (await self.queue.call(self.queue.scan)).get(name)
+
+    async def _apply(self, new: Config, outboxes: dict[str, Outbox], routes: dict[str, Route],
+                     added: list[str]) -> list[str]:
+        old = self.config
+        changes: list[str] = []
+        self.config = new
+        self.queue.max_size = new.queue.max_size
+        self.dead_letters.max_bytes = new.queue.dead_letter_max_size
+        self.outboxes.clear()
+        self.outboxes.update(outboxes)
+        self.routes = routes
+        setup_logging(new.log.level, new.log.format)
+        grace = float(new.server.shutdown_grace)
+        for name in [n for n in old.sinks if n not in new.sinks]:
+            await self._stop_sink(name, grace)
+            self.outboxes.pop(name, None)
+            changes.append(f"sink {name} removed (its queued data stays on disk)")
+        for name in added:
+            self._start_sink(name, new.sinks[name])
+            changes.append(f"sink {name} added")
+        for name, sink in new.sinks.items():
+            before = old.sinks.get(name)
+            if before is None or before == sink:
+                continue
+            only_credentials = _without_credentials(before) == _without_credentials(sink)
+            dispatcher = self.dispatchers[name]
+            if only_credentials:
+                dispatcher.config = sink
+                dispatcher.rekey(Sender(self.sessions[name], sink.url, sink.api_key, timeout=sink.request_timeout))
+                changes.append(f"sink {name}: new key or url")
+            else:
+                await self._stop_sink(name, grace)
+                self._start_sink(name, sink)
+                changes.append(f"sink {name} restarted with new settings")
+        if new.sources != old.sources:
+            changes.append("sources updated")
+        if new.mappings != old.mappings:
+            changes.append("mappings recompiled")
+        return changes
+
+    # ---- health and gauges ------------------------------------------------------------
+
+    def readiness_problems(self) -> list[str]:
+        problems = []
+        if self.draining:
+            problems.append("shutting down")
+        if self.queue.used_bytes >= self.queue.max_size * 0.95:
+            problems.append(f"disk budget nearly spent: {self.queue.used_bytes} of {self.queue.max_size} bytes queued")
+        return problems
+
+    def _gauges(self) -> Iterable[tuple[str, str, dict[str, str], float]]:
+        for name, outbox in list(self.outboxes.items()):
+            labels = {"sink": name}
+            yield "relay_queue_entries", "Entries queued for a sink (inbox and sealed batches)", labels, outbox.queued_entries
+            yield "relay_queue_bytes", "Bytes queued for a sink", labels, outbox.queued_bytes
+            yield "relay_queue_batches", "Sealed batches waiting for a sink", labels, len(outbox.ready) + len(outbox.inflight)
+            yield ("relay_queue_oldest_entry_age_seconds", "Age of the oldest queued entry of a sink", labels,
+                   outbox.oldest_age())
+            yield "relay_dead_letter_entries", "Entries in the dead-letter store", labels, self.dead_letters.entries(name)
+            dispatcher = self.dispatchers.get(name)
+            state = dispatcher.state if dispatcher else "running"
+            yield "relay_sink_up", "1 while the sink delivers, 0 while it backs off or is paused", labels, float(state == "running")
+        yield "relay_dead_letter_bytes", "Bytes in the dead-letter store", {}, self.dead_letters.bytes()
+        yield "relay_queue_used_bytes", "Bytes of queued data, all sinks", {}, self.queue.used_bytes
+        yield "relay_queue_max_bytes", "The disk budget (queue.max_size)", {}, self.queue.max_size
+        yield "relay_queue_quarantined_items", "Queue items that failed their checksum since start", {}, self.queue.quarantined
+
+
+def _without_credentials(sink: SinkConfig) -> tuple[object, ...]:
+    return tuple(getattr(sink, f) for f in sink.__struct_fields__ if f not in ("api_key", "url"))
