@@ -89,7 +89,10 @@ async def serve(config: Config) -> int:
     await stop.wait()
     started = time.monotonic()
     log.info("stopping: no new requests; finishing those in flight (grace %.0fs)", server.shutdown_grace)
-    runtime.draining = True
+    runtime.draining = True  # new requests get 503 while those in flight finish
+    if not await runtime.wait_idle(server.shutdown_grace * 0.5):
+        log.warning("stopping: %d requests still in flight after %.0fs; closing", runtime.in_flight,
+                    server.shutdown_grace * 0.5)
     await runner.cleanup()
     remaining = server.shutdown_grace - (time.monotonic() - started)
     await runtime.stop_senders(max(remaining - 0.5, 0.1))

@@ -79,6 +79,14 @@ async def _read_body(request: web.Request, limit: int, timeout: float) -> bytes:
 
 async def handle_ingest(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
+    runtime.request_started()
+    try:
+        return await _ingest(runtime, request)
+    finally:
+        runtime.request_finished()
+
+
+async def _ingest(runtime: Runtime, request: web.Request) -> web.Response:
     route = runtime.routes.get(request.path)
     source = route.name if route else "_unknown"
     try:

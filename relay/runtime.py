@@ -85,6 +85,9 @@ class Runtime:
         self.routes = compile_routes(config, {name: Outbox(name) for name in config.sinks})
         self.dead_letters = DeadLetters(self.queue, self.outboxes, config.queue.dead_letter_max_size)
         self.draining = False
+        self.in_flight = 0  # ingest requests being handled
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._snapshot: dict[str, SinkSnapshot] = {}
         self._reload_lock = asyncio.Lock()
         self.metrics.add_gauges(self._gauges)
@@ -100,6 +103,23 @@ class Runtime:
                             "they stay on disk until it is configured again", len(found.batches),
                             len(found.inbox), name)
         self.routes = compile_routes(self.config, self.outboxes)
+
+    def request_started(self) -> None:
+        self.in_flight += 1
+        self._idle.clear()
+
+    def request_finished(self) -> None:
+        self.in_flight -= 1
+        if not self.in_flight:
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no ingest request is in flight; False on timeout."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
 
     # ---- senders ----------------------------------------------------------------------
 
