@@ -20,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -41,6 +42,10 @@ DEFAULT_MAX_AGE = 30 * 86400.0
 DEFAULT_MAX_FUTURE = 86400.0
 _CACHE_LIMIT = 65536  # entries per memo table before it is cleared
 _FLOAT_MAX = 1.7e308
+# methods taken as they are on the fast path; any other string goes through the rules (upper case, length)
+_METHODS = frozenset(
+    "GET HEAD POST PUT DELETE CONNECT OPTIONS TRACE PATCH PROPFIND PROPPATCH MKCOL COPY MOVE LOCK UNLOCK PURGE".split()
+)
 
 
 class Entry(msgspec.Struct, omit_defaults=True, gc=False):
@@ -122,46 +127,56 @@ class Validator:
         self._iso: dict[float, str] = {}  # epoch -> ISO string
         self._ips: set[str] = set()  # strings known to be valid IPs as they are
         self.lo = self.hi = 0.0
+        self.check: Callable[..., Entry | Rejection] = self._make_check(0.0, 0.0)
         self.begin()
 
     def begin(self) -> None:
-        """Refresh the timestamp window; mappers call it once per batch."""
+        """Refresh the timestamp window (and rebind `check` to it); mappers call it once per batch."""
         now = self.policy.now if self.policy.now is not None else time.time()
         self.lo = now - self.policy.max_age
         self.hi = now + self.policy.max_future
+        self.check = self._make_check(self.lo, self.hi)
 
     # -- hot path -------------------------------------------------------------------------
 
-    def check(
-        self, index: int, ts: Any, method: Any, host: Any, path: Any, status: Any, ip: Any,
-        ua: Any, qp: Any, referer: Any, nbytes: Any, duration: Any, repairs: dict[str, int],
-    ) -> Entry | Rejection:  # fmt: skip
-        """Mapped values (None = missing) -> an Entry, or a Rejection; repairs counted in `repairs`."""
-        iso = self._iso.get(ts) if ts.__class__ is float else None
-        if (
-            iso is not None
-            and self.lo <= ts <= self.hi
-            and method.__class__ is str and 0 < len(method) <= 10 and method.isupper()
-            and host.__class__ is str and 0 < len(host) <= 255
-            and path.__class__ is str and 0 < len(path) <= 2048
-            and status.__class__ is int and 100 <= status <= 599
-            and ip.__class__ is str and ip in self._ips
-            and ua.__class__ is str and len(ua) <= 1024
-            and (referer is None or (referer.__class__ is str and len(referer) <= 2048))
-            and (nbytes is None or (nbytes.__class__ is int and nbytes >= 0))
-            and (duration is None or ((duration.__class__ is float or duration.__class__ is int)
-                                      and 0 <= duration <= _FLOAT_MAX))
-            and (qp is None or _query_ok(qp))
-        ):  # fmt: skip
-            return Entry(
-                iso, method, host, path, status, ip, ua,
-                UNSET if qp is None or not qp else qp,
-                UNSET if referer is None else referer,
-                UNSET if nbytes is None else nbytes,
-                UNSET if duration is None else duration,
-            )  # fmt: skip
-        values = [ts, method, host, path, status, ip, ua, qp, referer, nbytes, duration]
-        return self._slow(index, values, repairs)
+    def _make_check(self, lo: float, hi: float) -> Callable[..., Entry | Rejection]:
+        """`check(index, ts, method, host, path, status, ip, ua, qp, referer, nbytes, duration, repairs)`:
+        the mapped values (None = missing, ts in Unix seconds) -> an Entry, or a Rejection; repairs
+        counted in `repairs`. A closure, so the common case reads only locals: every value already
+        valid (and its timestamp and IP seen before) builds the Entry at once; anything else goes
+        through the field-by-field rules of `_slow`."""
+        iso_get, ips, slow, methods, unset = self._iso.get, self._ips, self._slow, _METHODS, UNSET
+
+        def check(
+            index: int, ts: Any, method: Any, host: Any, path: Any, status: Any, ip: Any,
+            ua: Any, qp: Any, referer: Any, nbytes: Any, duration: Any, repairs: dict[str, int],
+        ) -> Entry | Rejection:  # fmt: skip
+            iso = iso_get(ts) if ts.__class__ is float else None
+            if (
+                iso is not None
+                and lo <= ts <= hi
+                and method.__class__ is str and method in methods
+                and host.__class__ is str and 0 < len(host) <= 255
+                and path.__class__ is str and 0 < len(path) <= 2048
+                and status.__class__ is int and 100 <= status <= 599
+                and ip.__class__ is str and ip in ips
+                and ua.__class__ is str and len(ua) <= 1024
+                and (referer is None or (referer.__class__ is str and len(referer) <= 2048))
+                and (nbytes is None or (nbytes.__class__ is int and nbytes >= 0))
+                and (duration is None or ((duration.__class__ is float or duration.__class__ is int)
+                                          and 0 <= duration <= _FLOAT_MAX))
+                and (qp is None or _query_ok(qp))
+            ):  # fmt: skip
+                return Entry(
+                    iso, method, host, path, status, ip, ua,
+                    unset if qp is None or not qp else qp,
+                    unset if referer is None else referer,
+                    unset if nbytes is None else nbytes,
+                    unset if duration is None else duration,
+                )  # fmt: skip
+            return slow(index, [ts, method, host, path, status, ip, ua, qp, referer, nbytes, duration], repairs)
+
+        return check
 
     # -- dict form ------------------------------------------------------------------------
 

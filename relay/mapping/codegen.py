@@ -82,12 +82,17 @@ class _Writer:
 
 
 class _Compiler:
-    def __init__(self, spec: MappingSpec) -> None:
+    def __init__(self, spec: MappingSpec, *, track: bool) -> None:
         self.spec = spec
+        self.track = track  # keep `f` = the field being mapped, for the rejection when a rule raises
         self.w = _Writer()
         self.headers: dict[str, str] = {}  # header name -> local
         self.derived: dict[str, list[str]] = {}  # target -> locals holding parser outputs, in order
         self.parse_count = 0
+
+    def mark(self, depth: int, field: str | None) -> None:
+        if self.track:
+            self.w.emit(depth, f"f = {field!r}")
 
     # -- lookups ------------------------------------------------------------------------
 
@@ -133,8 +138,13 @@ class _Compiler:
         elif kind == "str":
             emit(depth, f"if {var}.__class__ is not str:")
             emit(depth + 1, f"{var} = _to_str({var})")
-        elif kind == "int":
-            emit(depth, f"if {var}.__class__ is not int:")
+        elif kind == "int":  # int() inline for the usual decimal string ("200"), the helper for the rest
+            emit(depth, f"if {var}.__class__ is str:")
+            emit(depth + 1, "try:")
+            emit(depth + 2, f"{var} = int({var})")
+            emit(depth + 1, "except ValueError:")
+            emit(depth + 2, f"{var} = _to_int({var})")
+            emit(depth, f"elif {var}.__class__ is not int:")
             emit(depth + 1, f"{var} = _to_int({var})")
         elif kind == "num":
             emit(depth, f"if {var}.__class__ is not float and {var}.__class__ is not int:")
@@ -181,14 +191,13 @@ class _Compiler:
     def field(self, depth: int, target: str) -> None:
         var = f"v_{target}"
         emit = self.w.emit
-        emit(depth, f'f = "{target}"')
+        self.mark(depth, target)
         rule = self.spec.fields.get(target)
         chain: list[Source] = list(rule.sources) if rule else []
         if rule and rule.default is not MISSING:
             default = Source(const=rule.default)
         else:
             default = None
-        emit(depth, f"{var} = None")
         for n, source in enumerate(chain):
             inner = depth if n == 0 else depth + 1
             if n:
@@ -198,12 +207,15 @@ class _Compiler:
                 self.convert(inner, var, target, source)
                 continue
             self.read(inner, var, source, target)
-        for local in self.derived.get(target, []):
-            emit(depth, f"if {var} is None:")
-            emit(depth + 1, f"{var} = {local}")
-        if target == "host":
-            emit(depth, f"if {var} is None:")
-            emit(depth + 1, f"{var} = ctx_host")
+        fallbacks = [*self.derived.get(target, []), *(["ctx_host"] if target == "host" else [])]
+        for n, local in enumerate(fallbacks):
+            if n == 0 and not chain:
+                emit(depth, f"{var} = {local}")
+            else:
+                emit(depth, f"if {var} is None:")
+                emit(depth + 1, f"{var} = {local}")
+        if not chain and not fallbacks:
+            emit(depth, f"{var} = None")
         if default is not None:
             emit(depth, f"if {var} is None:")
             emit(depth + 1, f"{var} = {self.w.const(default.const)}")
@@ -222,18 +234,18 @@ class _Compiler:
         spec = self.spec
         # the loop body first, into self.w; the prologue needs the header names it used
         if spec.line is not None:
-            emit(3, 'f = "line"')
+            self.mark(3, "line")
             self.read(3, "x_line", spec.line, "line")
         for target in self.order():
             self.field(3, target)
         for n, cond in enumerate(spec.drop_if):
             test = self.w.const(cond.test, "_drop")
             subject = f"v_{cond.subject}" if cond.subject else self.lookup(cond.path)  # type: ignore[arg-type]
-            emit(3, 'f = "drop_if"')
+            self.mark(3, "drop_if")
             emit(3, f"if {test}({subject}):")
             emit(4, "filtered += 1")
             emit(4, "continue")
-        emit(3, "f = None")
+        self.mark(3, None)
         args = ", ".join(f"v_{t}" for t in FIELDS)
         emit(3, f"e = check(i, {args}, repairs)")
         loop = self.w.lines
@@ -261,7 +273,8 @@ class _Compiler:
         head += ["        try:"]
         tail = [
             "        except Exception as exc:",
-            "            rejected.append(_fail(i, f, exc))",
+            "            rejected.append(_fail(i, f, exc))" if self.track else
+            "            rejected.append(_diagnose(i, records[i], ctx, check, exc))",
             "            continue",
             "        if e.__class__ is Entry:",
             "            add(e)",
@@ -275,10 +288,32 @@ class _Compiler:
 Batch = Callable[[list[Any], Any, Callable[..., Any], dict[str, int]], tuple[list[Any], list[Rejection], int]]
 
 
-def compile_spec(spec: MappingSpec) -> tuple[Batch, str]:
-    """The batch function for `spec`, and its source text."""
-    source, names = _Compiler(spec).build()
+def _diagnoser(tracked: Batch) -> Callable[..., Rejection]:
+    """When a rule raises, map that one record again with the field-tracking twin to name the field."""
+
+    def diagnose(index: int, record: Any, ctx: Any, check: Callable[..., Any], exc: Exception) -> Rejection:
+        try:
+            _, rejected, _ = tracked([record], ctx, check, {})
+        except Exception:  # noqa: BLE001 - the twin cannot do better than the generic message
+            rejected = []
+        if rejected:
+            first = rejected[0]
+            return Rejection(index, first.field, first.reason, first.message)
+        return _fail(index, None, exc)
+
+    return diagnose
+
+
+def _build(spec: MappingSpec, *, track: bool, extra: dict[str, Any]) -> tuple[Batch, str]:
+    source, names = _Compiler(spec, track=track).build()
     code = compile(source, f"<mapping {spec.name}>", "exec")
-    namespace = dict(names)
+    namespace = {**names, **extra}
     exec(code, namespace)  # noqa: S102 - our own generated source, built from checked rules
     return namespace["map_batch"], source
+
+
+def compile_spec(spec: MappingSpec) -> tuple[Batch, str]:
+    """The batch function for `spec`, and its source text. The fast version does not track which
+    field it is on; when a rule raises, its twin (same code, tracking) names the field."""
+    tracked, _ = _build(spec, track=True, extra={})
+    return _build(spec, track=False, extra={"_diagnose": _diagnoser(tracked)})

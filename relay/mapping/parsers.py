@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, NamedTuple
-from urllib.parse import unquote_plus
 
 from relay.mapping.values import RuleError, show
 from relay.schema import strip_ip_port
@@ -32,24 +31,62 @@ class Parser(NamedTuple):
 
 
 
+_HEX_DIGITS = "0123456789abcdefABCDEF"
+_HEX_BYTE = {a + b: bytes([int(a + b, 16)]) for a in _HEX_DIGITS for b in _HEX_DIGITS}
+
+
+def unquote(text: str) -> str:
+    """Form decoding: `+` -> space, `%XX` -> byte, bytes read as UTF-8 (invalid ones replaced);
+    a `%` not followed by two hex digits stays. urllib's unquote_plus, twice as fast."""
+    if "+" in text:
+        text = text.replace("+", " ")
+    if "%" not in text:
+        return text
+    parts = text.split("%")
+    out = [parts[0].encode()]
+    add = out.append
+    for part in parts[1:]:
+        byte = _HEX_BYTE.get(part[:2])
+        if byte is None:
+            add(b"%")
+            add(part.encode())
+        else:
+            add(byte)
+            if len(part) > 2:
+                add(part[2:].encode())
+    return b"".join(out).decode("utf-8", "replace")
+
+
+_QUERY_MEMO: dict[str, dict[str, str]] = {}
+_QUERY_MEMO_LIMIT = 4096  # distinct query strings remembered (popular pages, campaign links)
+
+
 def parse_query(text: str) -> dict[str, str] | None:
     """`a=1&b=x+y&c&tag=red&tag=blue` -> {"a": "1", "b": "x y", "c": "", "tag": "red,blue"}; None when empty."""
     if text[:1] == "?":
         text = text[1:]
     if not text:
         return None
+    known = _QUERY_MEMO.get(text)
+    if known is not None:
+        return known.copy()  # each entry owns its dict
     out: dict[str, str] = {}
     for part in text.split("&"):
         key, _, value = part.partition("=")
         if "%" in key or "+" in key:
-            key = unquote_plus(key, errors="replace")
+            key = unquote(key)
         if not key:
             continue
         if "%" in value or "+" in value:
-            value = unquote_plus(value, errors="replace")
+            value = unquote(value)
         seen = out.get(key)
         out[key] = value if seen is None else f"{seen},{value}"
-    return out or None
+    if not out:
+        return None
+    if len(_QUERY_MEMO) >= _QUERY_MEMO_LIMIT:
+        _QUERY_MEMO.clear()
+    _QUERY_MEMO[text] = out
+    return out.copy()
 
 
 def parse_url(text: str) -> tuple[str | None, dict[str, str] | None, str | None]:

@@ -89,3 +89,14 @@ def test_alb_and_envoy_reject_other_lines() -> None:
     for parse in (parse_alb, parse_envoy):
         with pytest.raises(RuleError):
             parse(COMBINED)
+
+
+@pytest.mark.parametrize(
+    "text", ["caf%C3%A9%20cr%C3%A8me", "%22exact+phrase%22", "a%2Fb%3Dc", "%ZZ", "%", "a%c3", "été%20x", "%C3%28", "x%2"]
+)
+def test_unquote_matches_urllib(text: str) -> None:
+    from urllib.parse import unquote_plus
+
+    from relay.mapping.parsers import unquote
+
+    assert unquote(text) == unquote_plus(text, errors="replace")
