@@ -290,9 +290,10 @@ def _errors(cur: Scrape, prev: Scrape | None) -> list[str]:
     for (sink,), n in sorted(_deltas(cur, prev, "relay_dead_letter_entries_added_total", "sink").items()):
         if n:
             lines.append(f"{sink}: entries moved to the dead-letter store: {n:,.0f}")
-    for _, n in _deltas(cur, prev, "relay_queue_quarantined_items_total").items():
-        if n:
-            lines.append(f"queue items that failed their checksum: {n:,.0f}")
+    quarantined = sum(_deltas(cur, prev, "relay_queue_quarantined_items_total").values())
+    quarantined += sum(_deltas(cur, prev, "relay_queue_quarantined_items").values())  # a gauge in newer relays
+    if quarantined:
+        lines.append(f"queue items that failed their checksum: {quarantined:,.0f}")
     return lines
 
 
@@ -392,17 +393,18 @@ def _sources_table(status: Status) -> Table:
 
 def _sinks_table(status: Status) -> Table:
     table = _table("sinks")
-    for column in ("sink", "state", "queued", "bytes", "sent/s", "drain in", "drained", "p50", "p99",
+    for column in ("sink", "state", "queued", "bytes", "oldest", "sent/s", "drain in", "drained", "p50", "p99",
                    "retries/s", "refused", "dead"):
         table.add_column(column, justify="left" if column in ("sink", "state", "drained") else "right",
                          no_wrap=True)
     for s in status.sinks:
         table.add_row(s.name, Text(s.state, style=_STATE_STYLE.get(s.state, "red")), fmt_count(s.entries),
-                      fmt_bytes(s.bytes), fmt_rate(s.delivered_rate), _drain_cell(s), bar(s.drained),
+                      fmt_bytes(s.bytes), fmt_duration(s.oldest_age) if s.entries else "-",
+                      fmt_rate(s.delivered_rate), _drain_cell(s), bar(s.drained),
                       fmt_duration(s.p50), fmt_duration(s.p99), fmt_rate(s.retries_rate),
                       fmt_count(s.upstream_rejected), fmt_count(s.dead_lettered))
     if not status.sinks:
-        table.add_row("(no sinks)", *[""] * 11)
+        table.add_row("(no sinks)", *[""] * 12)
     return table
 
 

@@ -31,6 +31,8 @@ class FakeRelay:
         self.metrics = Metrics()
         self.queue: dict[str, tuple[float, float]] = {"profound": (0, 0)}  # sink -> (entries, bytes)
         self.up: dict[str, bool] = {"profound": True}
+        self.oldest: dict[str, float] = {}  # sink -> age in seconds of its oldest queued entry
+        self.quarantined = 0
         self.max_bytes = 4 * 2**30
         self.metrics.add_gauges(self._gauges)
 
@@ -39,8 +41,10 @@ class FakeRelay:
             yield "relay_queue_entries", "queued", {"sink": sink}, entries
             yield "relay_queue_bytes", "queued bytes", {"sink": sink}, size
             yield "relay_sink_up", "up", {"sink": sink}, float(self.up.get(sink, True))
+            yield "relay_queue_oldest_entry_age_seconds", "age", {"sink": sink}, self.oldest.get(sink, 0.0)
         yield "relay_queue_used_bytes", "used", {}, sum(size for _, size in self.queue.values())
         yield "relay_queue_max_bytes", "budget", {}, self.max_bytes
+        yield "relay_queue_quarantined_items", "failed checksums since start", {}, self.quarantined
 
     def text(self) -> str:
         return generate_latest(self.metrics.registry).decode()
@@ -152,7 +156,7 @@ def test_errors_list_only_what_grew_in_the_interval() -> None:
     m.retries.labels("profound", "503").inc(3)
     m.upstream_rejected.labels("profound").inc(6)
     m.dead_lettered.labels("profound").inc(1)
-    m.quarantined.inc()
+    relay.quarantined += 1
     errors = summarize(relay.scrape(at=1.0), first).errors
 
     assert "fluentbit: requests answered 401: 2" in errors
@@ -199,6 +203,7 @@ def test_latency_quantiles_cover_only_the_interval() -> None:
 def test_plain_rendering_shows_the_figures_without_ansi() -> None:
     relay = FakeRelay()
     relay.queue["profound"] = (3000, 2 * 2**20)
+    relay.oldest["profound"] = 95.0
     first = relay.scrape(at=0.0)
     relay.traffic(requests=4, accepted=2000, rejected=20)
     relay.deliver(entries=1000, batches=1)
@@ -207,7 +212,7 @@ def test_plain_rendering_shows_the_figures_without_ansi() -> None:
     assert "\x1b[" not in text
     assert "http://relay:8080  ready" in text
     assert re.search(r"fluentbit\s+2\.0/s\s+1,000/s\s+10\.0/s\s+0\.0/s", text), text
-    assert re.search(r"profound\s+running\s+3,000\s+2\.0 MiB\s+500/s\s+6s\s+#+\.+\s+25%", text), text
+    assert re.search(r"profound\s+running\s+3,000\s+2\.0 MiB\s+1m35s\s+500/s\s+6s\s+#+\.+\s+25%", text), text
     assert "disk budget" in text and "2.0 MiB of 4.0 GiB queued" in text
     assert "fluentbit: entries rejected (status_code): 20" in text
 
