@@ -11,6 +11,7 @@ import json
 import re
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -21,7 +22,8 @@ from relay import status
 from relay.__main__ import COMMANDS
 from relay.status import Scrape, drain_seconds, histogram_quantile, render_text, summarize
 from relay.telemetry import Metrics
-from tests.support import free_port
+from tests.e2e.harness import Relay, entries, sink_toml
+from tests.support import MockUpstream, Process, free_port, http_request, wait_until
 
 
 class FakeRelay:
@@ -310,3 +312,25 @@ def test_once_exits_1_when_the_url_is_not_a_relay(capsys: pytest.CaptureFixture[
     with _Server(FakeRelay()) as server:
         assert once(server.url + "/nothing-here", interval=0) == 1
     assert "answered 404" in capsys.readouterr().err
+
+
+# --- the real command against a real relay --------------------------------------------------------
+
+
+def test_relay_status_once_reads_a_real_relay(tmp_path: Path) -> None:
+    with MockUpstream(tmp_path, api_keys=["status-key"]) as upstream, \
+            Relay(tmp_path, sink_toml("profound", upstream.url, api_key="status-key")) as relay:
+        answer = http_request(relay.base_url + "/ingest/custom", "POST", entries(0, 30))
+        assert answer.status == 200, answer.body
+        wait_until(lambda: len(upstream.entries()) == 30, message=relay.log_tail)
+        with Process(["status", "--once", "--interval", "0.3", "--url", relay.base_url], tmp_path,
+                     name="status") as command:
+            assert command.wait(timeout=20) == 0, command.log_tail()
+        out = command.log_text()
+    assert f"relay {relay.base_url}  ready" in out, out
+    assert re.search(r"^custom\s+[\d.]+/s\s.*\s30\s+0\s+0$", out, re.M), out
+    assert re.search(r"^profound\s+running\s+0\s+0 B\s.*empty", out, re.M), out
+    with Process(["status", "--once", "--interval", "0", "--url", relay.base_url], tmp_path,
+                 name="status-after") as gone:
+        assert gone.wait(timeout=20) == 1
+    assert "cannot reach the relay" in gone.log_text()
