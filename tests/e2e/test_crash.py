@@ -1,0 +1,389 @@
+"""kill -9 under load, and corrupt or torn queue records: no acknowledged entry is lost.
+
+The oracle is Vector's: every entry the relay answered 200 for reaches upstream
+at least once after any number of hard kills and restarts on the same data
+directory; duplicates are allowed and reported. Corrupt queue records are
+quarantined (log line and metric) and everything else still goes out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import gzip
+import json
+import os
+import random
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import diskcache
+import msgpack
+import pytest
+
+from tests.e2e.harness import PINNED_NOW, Relay, fixture, gz_json, sink_toml
+from tests.support import MockUpstream, Process, http_request, wait_until
+
+KEY = "test-key"
+JSON_GZ = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+CUSTOM_PATH = "/v1/logs/custom"
+FLUENTBIT_PATH = "/ingest/fluentbit"
+FIXTURE = "nginx-combined.json.gzip"  # replayed byte for byte, among unique Fluent Bit bodies
+SEND_LATENCY = 0.15  # seconds the mock upstream holds each request: sends are in flight at a kill
+
+
+def upstream_entry(path: str) -> dict[str, Any]:
+    return {"timestamp": "2026-11-25T09:00:00Z", "method": "GET", "host": "www.example.com",
+            "path": path, "status_code": 200, "ip": "192.0.2.1", "user_agent": "crash"}
+
+
+def entry_key(entry: dict[str, Any]) -> str:
+    return json.dumps(entry, sort_keys=True)
+
+
+# ---- what the relay acknowledged, and what arrived ----------------------------------------
+
+
+@dataclass
+class Ledger:
+    """What the load clients were told, shared between the load thread and the test.
+
+    A request's entries are /crash/<tag>/<i> for i < n; a 200 acknowledges all n of them.
+    """
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    acked: dict[int, int] = field(default_factory=dict)  # tag -> entries acknowledged
+    fixture_acks: int = 0  # byte-for-byte fixture bodies answered 200
+    statuses: collections.Counter[int] = field(default_factory=collections.Counter)  # 0: no answer
+    unexpected: list[str] = field(default_factory=list)
+
+    def record(self, status: int, answer: Any, tag: int | None, expected: int) -> None:
+        with self.lock:
+            self.statuses[status] += 1
+            if status != 200:
+                return
+            if not isinstance(answer, dict) or answer.get("accepted") != expected or answer.get("rejected"):
+                self.unexpected.append(f"200 but {answer!r:.300}")
+            elif tag is None:
+                self.fixture_acks += 1
+            else:
+                self.acked[tag] = expected
+
+    @property
+    def requests_acked(self) -> int:
+        with self.lock:
+            return self.statuses[200]
+
+    def snapshot(self) -> tuple[dict[int, int], int]:
+        with self.lock:
+            return dict(self.acked), self.fixture_acks
+
+
+class Delivered:
+    """The mock upstream's record file, read incrementally: how often each entry arrived."""
+
+    def __init__(self, upstream: MockUpstream) -> None:
+        self.path = upstream.record_path
+        self.offset = 0
+        self.unique: dict[int, bytearray] = {}  # tag -> arrivals per entry index (saturating)
+        self.other: collections.Counter[str] = collections.Counter()  # the replayed fixture's entries
+        self.total = 0
+        self.upstream_errors: list[str] = []
+
+    def poll(self) -> Delivered:
+        try:
+            with open(self.path, "rb") as file:
+                file.seek(self.offset)
+                chunk = file.read()
+        except FileNotFoundError:
+            return self
+        end = chunk.rfind(b"\n") + 1  # a line still being written waits for the next poll
+        self.offset += end
+        for line in chunk[:end].splitlines():
+            record = json.loads(line)
+            self.upstream_errors.extend(record.get("errors") or [])
+            for entry in record["entries"]:
+                self.total += 1
+                path = entry["path"]
+                if path.startswith("/crash/"):
+                    _, _, tag, index = path.split("/")
+                    counts = self.unique.setdefault(int(tag), bytearray(200))
+                    counts[int(index)] = min(counts[int(index)] + 1, 255)
+                else:
+                    self.other[entry_key(entry)] += 1
+        return self
+
+    def missing(self, acked: dict[int, int]) -> list[str]:
+        lost = []
+        for tag, n in acked.items():
+            counts = self.unique.get(tag)
+            lost += [f"/crash/{tag}/{i}" for i in range(n) if counts is None or not counts[i]]
+        return lost
+
+    def fixture_shortfall(self, fixture_entries: list[str], acks: int) -> int:
+        """Entries of the replayed fixture that arrived fewer times than it was acknowledged."""
+        return sum(max(0, acks - self.other[key]) for key in fixture_entries)
+
+    def duplicates(self) -> dict[str, int]:
+        return {f"/crash/{tag}/{i}": n for tag, counts in self.unique.items()
+                for i, n in enumerate(counts) if n > 1}
+
+
+# ---- the load: several clients posting until told to stop ---------------------------------
+
+
+class Load(threading.Thread):
+    """`custom` + `fluentbit` clients POSTing to the relay, across its restarts.
+
+    Custom clients send gzip JSON arrays of unique upstream entries; Fluent Bit clients
+    send the captured fixture's records with a unique path each, and every fourth time
+    the captured body itself, byte for byte. A refused connection (relay down) is
+    retried after a short pause; an answer other than 200 is never counted as acked.
+    """
+
+    def __init__(self, base_url: str, ledger: Ledger, *, custom: int, fluentbit: int,
+                 entries_per_body: int, pace: float = 0.0) -> None:
+        super().__init__(name="crash-load", daemon=True)
+        self.base_url = base_url
+        self.ledger = ledger
+        self.custom, self.fluentbit = custom, fluentbit
+        self.per_body = entries_per_body
+        self.pace = pace  # seconds between one client's requests (0: back to back)
+        self.fixture_body, self.fixture_headers, self.fixture_records = fixture(FIXTURE)
+        self._halt = threading.Event()
+        self._tags = iter(range(10**9))
+        self.error: BaseException | None = None
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=30)
+        assert not self.is_alive(), "load clients did not stop"
+        if self.error:
+            raise self.error
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # surfaced by stop()
+            self.error = exc
+
+    async def _main(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=15)
+        connector = aiohttp.TCPConnector(limit=0, force_close=False)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+            clients = [self._client(session, self._custom_body) for _ in range(self.custom)]
+            clients += [self._client(session, self._fluentbit_body) for _ in range(self.fluentbit)]
+            await asyncio.gather(*clients)
+
+    def _custom_body(self) -> tuple[str, bytes, dict[str, str], int | None, int]:
+        tag = next(self._tags)
+        entries = [upstream_entry(f"/crash/{tag}/{i}") for i in range(self.per_body)]
+        return CUSTOM_PATH, gz_json(entries), JSON_GZ, tag, len(entries)
+
+    def _fluentbit_body(self) -> tuple[str, bytes, dict[str, str], int | None, int]:
+        tag = next(self._tags)
+        if tag % 4 == 0:
+            return FLUENTBIT_PATH, self.fixture_body, self.fixture_headers, None, len(self.fixture_records)
+        records = [{**record, "path": f"/crash/{tag}/{i}"} for i, record in enumerate(self.fixture_records)]
+        return FLUENTBIT_PATH, gz_json(records), self.fixture_headers, tag, len(records)
+
+    async def _client(self, session: aiohttp.ClientSession, make: Callable[[], Any]) -> None:
+        while not self._halt.is_set():
+            route, body, headers, tag, expected = make()
+            try:
+                async with session.post(self.base_url + route, data=body, headers=headers) as response:
+                    payload = await response.read()
+                    status = response.status
+                try:
+                    answer = json.loads(payload)
+                except ValueError:
+                    answer = None
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+                status, answer = 0, None
+            self.ledger.record(status, answer, tag, expected)
+            # Load shaping, not synchronisation: a short pause while the relay is down.
+            pause = self.pace if status == 200 else max(self.pace, 0.02)
+            if pause:
+                await asyncio.sleep(pause)
+
+
+# ---- the kill loop -------------------------------------------------------------------------
+
+PHASES = ("ingest", "sealing", "sending", "startup-early", "startup-healthz")
+
+
+@dataclass
+class CrashPlan:
+    phases: list[str]  # these first, in order
+    seconds: float | None = None  # then random phases until this much time has passed
+    dwell: float = 0.25  # the kill lands up to this long after its phase's trigger
+    sync: str = "normal"
+    clients: tuple[int, int] = (3, 2)  # custom, fluentbit
+    pace: float = 0.0
+    drain_timeout: float = 45.0
+
+
+@dataclass
+class Figures:
+    kills: collections.Counter[str] = field(default_factory=collections.Counter)
+    restarts: int = 0
+    seconds: float = 0.0
+
+    @property
+    def total_kills(self) -> int:
+        return sum(self.kills.values())
+
+
+def kill_at(phase: str, relay: Relay, upstream: MockUpstream, ledger: Ledger, rng: random.Random,
+            figures: Figures, dwell: float) -> None:
+    """Bring the relay to `phase`, then kill -9 it at a random moment within it.
+
+    The random pauses below choose the moment of the kill; nothing waits on them.
+    """
+    if phase == "startup-early":
+        # Start without waiting for /healthz: the kill lands while the queue is opened
+        # and scanned and the outboxes rebuilt, or as the listener and senders come up.
+        Process.start(relay)
+        figures.restarts += 1
+        time.sleep(rng.uniform(0.0, 0.4))
+    elif phase == "startup-healthz":
+        relay.start()  # /healthz just answered: the backlog is being sealed and sent
+        figures.restarts += 1
+        time.sleep(rng.uniform(0.0, 0.05))
+    else:
+        if not relay.running:
+            relay.start()
+            figures.restarts += 1
+        acked_before = ledger.requests_acked
+        sent_before = upstream.stats()["requests"]
+        if phase == "ingest":  # requests are being answered
+            goal = rng.randint(1, 20)
+        elif phase == "sealing":  # thousands of entries came in: 1,000-entry batches are being cut
+            goal = rng.randint(20, 80)
+        else:
+            goal = 0
+        wait_until(lambda: ledger.requests_acked - acked_before >= goal, timeout=30,
+                   message=lambda: f"no ingest progress before a kill ({phase})\n{relay.log_tail()}")
+        if phase == "sending":  # upstream holds each request SEND_LATENCY: some are in flight
+            wait_until(lambda: upstream.stats()["requests"] > sent_before, timeout=30,
+                       message=lambda: f"no send started\n{relay.log_tail()}")
+        time.sleep(rng.uniform(0.0, dwell))
+    relay.kill9()
+    figures.kills[phase] += 1
+
+
+def calibrate_fixture(relay: Relay, delivered: Delivered, ledger: Ledger, count: int) -> list[str]:
+    """Post the captured body once and read off upstream the entries its records become."""
+    body, headers, _ = fixture(FIXTURE)
+    response = http_request(relay.base_url + FLUENTBIT_PATH, "POST", body, headers=headers)
+    assert response.status == 200, response.body
+    ledger.record(response.status, response.json(), None, count)
+    wait_until(lambda: sum(delivered.poll().other.values()) >= count, timeout=30,
+               message=lambda: f"fixture body not delivered\n{relay.log_tail()}")
+    keys = list(delivered.other)
+    assert len(keys) == count, f"the fixture's {count} records became {len(keys)} distinct entries"
+    return keys
+
+
+def run_crash_load(tmp_path: Path, plan: CrashPlan, seed: int) -> Figures:
+    """Load + repeated kill -9, restart on the same data directory, then check the oracle."""
+    rng = random.Random(seed)
+    figures, ledger = Figures(), Ledger()
+    _, _, fixture_records = fixture(FIXTURE)
+    started = time.monotonic()
+    with MockUpstream(tmp_path, api_keys=[KEY], extra_args=["--now", PINNED_NOW], verbose=False,
+                      faults={"latency": SEND_LATENCY}) as upstream:
+        sink = sink_toml("profound", upstream.url, KEY, batch_timeout="100ms", concurrency=4,
+                         retry_initial_backoff="20ms", retry_max_backoff="500ms")
+        relay = Relay(tmp_path, sink, sync=plan.sync)
+        delivered = Delivered(upstream)
+        load = Load(relay.base_url, ledger, custom=plan.clients[0], fluentbit=plan.clients[1],
+                    entries_per_body=100, pace=plan.pace)
+        try:
+            relay.start()
+            fixture_keys = calibrate_fixture(relay, delivered, ledger, len(fixture_records))
+            load.start()
+            phases = list(plan.phases)
+            while phases or (plan.seconds is not None and time.monotonic() - started < plan.seconds):
+                phase = phases.pop(0) if phases else rng.choice(PHASES)
+                kill_at(phase, relay, upstream, ledger, rng, figures, plan.dwell)
+                delivered.poll()  # keep up with the record file as we go
+            relay.start()
+            figures.restarts += 1
+            goal = ledger.requests_acked + 10  # the last start takes load too
+            wait_until(lambda: ledger.requests_acked >= goal, timeout=30,
+                       message=lambda: f"no ingest after the last restart\n{relay.log_tail()}")
+            load.stop()
+            upstream.clear_faults()
+            acked, fixture_acks = ledger.snapshot()
+            wait_until(lambda: not delivered.poll().missing(acked)
+                       and not delivered.fixture_shortfall(fixture_keys, fixture_acks),
+                       timeout=plan.drain_timeout, interval=0.25,
+                       message=lambda: f"{len(delivered.missing(acked))} acknowledged entries never arrived, "
+                                       f"e.g. {delivered.missing(acked)[:5]}; fixture entries short: "
+                                       f"{delivered.fixture_shortfall(fixture_keys, fixture_acks)}\n"
+                                       f"{relay.log_tail()}")
+            figures.seconds = time.monotonic() - started
+            report(seed, plan, figures, ledger, delivered, fixture_keys)
+            assert not ledger.unexpected, ledger.unexpected[:5]
+            assert set(ledger.statuses) <= {0, 200}, f"unexpected answers under load: {ledger.statuses}"
+            assert not delivered.upstream_errors, delivered.upstream_errors[:5]
+            assert figures.total_kills >= len(plan.phases)
+            assert "Traceback" not in relay.log_text(), relay.log_tail(200)
+        finally:
+            if load.is_alive():
+                load._halt.set()
+            relay.stop()
+    return figures
+
+
+def report(seed: int, plan: CrashPlan, figures: Figures, ledger: Ledger, delivered: Delivered,
+           fixture_keys: list[str]) -> None:
+    acked, fixture_acks = ledger.snapshot()
+    unique_acked = sum(acked.values())
+    duplicates = delivered.duplicates()
+    extra_fixture = sum(delivered.other[k] - fixture_acks for k in fixture_keys)
+    print(f"\ncrash run (seed {seed}, sync={plan.sync}): {figures.seconds:.0f}s, {figures.total_kills} kills "
+          f"{dict(figures.kills)}, {figures.restarts} restarts survived")
+    print(f"  requests: {dict(ledger.statuses)} (0 = no answer: refused, or cut by a kill)")
+    print(f"  acknowledged: {unique_acked} unique entries + {fixture_acks} fixture bodies x "
+          f"{len(fixture_keys)} = {unique_acked + fixture_acks * len(fixture_keys)} entries")
+    print(f"  delivered: {delivered.total} entries; lost: 0; duplicates: "
+          f"{sum(n - 1 for n in duplicates.values())} extra copies of {len(duplicates)} unique entries, "
+          f"{extra_fixture} extra fixture entries")
+    if duplicates:
+        print(f"  duplicated, e.g.: {sorted(duplicates.items())[:8]}")
+
+
+# ---- the tests -----------------------------------------------------------------------------
+
+
+def _seed() -> int:
+    seed = int(os.environ.get("RELAY_CRASH_SEED", random.randrange(10**6)))
+    print(f"\nRELAY_CRASH_SEED={seed} reproduces this kill schedule")
+    return seed
+
+
+def test_kill_9_at_random_moments_under_load_loses_no_acknowledged_entry(tmp_path: Path) -> None:
+    """CI-sized: kills during ingest, sealing, sends and start-up recovery, then a drain."""
+    plan = CrashPlan(phases=["ingest", "sealing", "sending", "startup-early", "ingest", "startup-healthz",
+                             "sending", "startup-early", "sealing"], seconds=25, dwell=1.0)
+    figures = run_crash_load(tmp_path, plan, _seed())
+    assert figures.total_kills >= 5 and set(figures.kills) == set(PHASES)
+
+
+@pytest.mark.soak
+def test_soak_kill_9_for_minutes_loses_no_acknowledged_entry(tmp_path: Path) -> None:
+    """RELAY_SOAK=1; RELAY_SOAK_SECONDS (default 240) of paced load and random kills."""
+    seconds = float(os.environ.get("RELAY_SOAK_SECONDS", "240"))
+    plan = CrashPlan(phases=list(PHASES) * 2, seconds=seconds, dwell=6.0, sync="full", clients=(4, 3),
+                     pace=0.05, drain_timeout=180)
+    figures = run_crash_load(tmp_path, plan, _seed())
+    assert figures.total_kills >= 30
