@@ -57,7 +57,12 @@ class Batcher:
                 break
             await self._wait_until_due()
             if self.outbox.unsealed:
-                await self.seal_one()
+                try:
+                    await self.seal_one()
+                except Exception as exc:  # disk full, I/O error: the inbox is intact; try again
+                    log.error("sink %s: sealing a batch failed, retrying in 1s: %s", self.outbox.name, exc)
+                    self._partial = None
+                    await asyncio.sleep(1.0)
 
     async def _wait_until_due(self) -> None:
         outbox = self.outbox

@@ -99,6 +99,7 @@ class QueueConfig(_Section):
     max_size: Size = Size(DEFAULT_QUEUE_MAX_SIZE)
     sync: Literal["full", "normal"] = "full"
     dead_letter_max_size: Size = Size(256 * 2**20)  # oldest dead letters are dropped past this
+    min_free_space: Size = Size(64 * 2**20)  # refuse new data (503) when the disk has less free
 
 
 class ValidationConfig(_Section):

@@ -126,8 +126,7 @@ class SinkDispatcher:
             self._observe(delivery, batch)
             outcome = classify(delivery.status)
             if outcome is Outcome.DELIVERED:
-                await queue.call(lambda: queue.delete_batch(ref))
-                self.outbox.finished(ref)
+                await self._forget(ref)
                 self._set_state("running", None)
                 return
             if outcome is Outcome.REFUSED:
@@ -151,6 +150,20 @@ class SinkDispatcher:
             if not await self._pause(delay):
                 self.outbox.requeue(ref)
                 return
+
+    async def _forget(self, ref: BatchRef) -> None:
+        """Delete a delivered batch; if the disk refuses (full), retry the delete, not the send."""
+        queue = self.queue
+        while True:
+            try:
+                await queue.call(lambda: queue.delete_batch(ref))
+                break
+            except Exception as exc:
+                log.error("sink %s: could not delete delivered batch %s, retrying: %s", self.name, ref.key, exc)
+                if not await self._pause(1.0):
+                    self.outbox.requeue(ref)  # sent again after restart: a duplicate, never a loss
+                    return
+        self.outbox.finished(ref)
 
     def _observe(self, delivery: Delivery, batch: SealedBatch) -> None:
         metrics, name = self.metrics, self.name

@@ -134,9 +134,10 @@ class _Job:
 class DiskQueue:
     """Owns the Cache and the thread that runs every call on it."""
 
-    def __init__(self, path: str, *, max_size: int, sync: str = "full") -> None:
+    def __init__(self, path: str, *, max_size: int, sync: str = "full", min_free_space: int = 64 * 2**20) -> None:
         self.path = path
         self.max_size = max_size
+        self.min_free_space = min_free_space
         self.sync = sync
         self.used_bytes = 0  # queued data (inbox + batches + dead letters), owned by the DB thread
         self._jobs: thread_queue.SimpleQueue[_Job | None] = thread_queue.SimpleQueue()
@@ -144,7 +145,8 @@ class DiskQueue:
         self._cache: diskcache.Cache | None = None
         self.quarantined = 0
         self._lock_file: IO[str] | None = None
-        self.commits = 0  # group-commit transactions so far (one per group, not per request)
+        self.commits = 0
+        self._last_full_warning = -1e9  # group-commit transactions so far (one per group, not per request)
 
     # ---- life cycle -------------------------------------------------------------------
 
@@ -170,6 +172,7 @@ class DiskQueue:
             disk_min_file_size=_VALUES_IN_SQLITE, statistics=False, tag_index=False,
             sqlite_synchronous=2 if self.sync == "full" else 1,
             sqlite_cache_size=2**13, timeout=60,
+            sqlite_journal_size_limit=16 * 2**20,  # give WAL space back after checkpoints
         )
         snapshot = self.scan()
         self.used_bytes = sum(ref.nbytes for found in snapshot.values()
@@ -252,13 +255,18 @@ class DiskQueue:
         assert cache is not None
         admitted: list[_Job] = []
         budget = self.max_size - self.used_bytes
+        # Keep min_free_space on the filesystem for what frees space later: sealing and
+        # deleting delivered batches also write (to SQLite's WAL) before space comes back.
+        disk = self._free_space() - self.min_free_space
         for job in appends:
-            if job.nbytes > budget:
-                _resolve(job, error=QueueFull(
-                    f"the queue is full ({self.used_bytes} of {self.max_size} bytes); retry later",
-                    retry_after=5.0))
+            if job.nbytes > budget or job.nbytes * 2 > disk:
+                why = (f"the queue is full ({self.used_bytes} of {self.max_size} bytes)" if job.nbytes > budget
+                       else f"the disk holding {self.path} is nearly full")
+                self._warn_full(why)
+                _resolve(job, error=QueueFull(f"{why}; retry later", retry_after=5.0))
             else:
                 budget -= job.nbytes
+                disk -= job.nbytes * 2
                 admitted.append(job)
         if not admitted:
             return
@@ -276,6 +284,19 @@ class DiskQueue:
         for job, result in zip(admitted, results):
             self.used_bytes += job.nbytes
             _resolve(job, result=result)
+
+    def _warn_full(self, why: str) -> None:
+        now = time.monotonic()
+        if now - self._last_full_warning >= 10.0:  # once per 10s, not once per refused request
+            self._last_full_warning = now
+            log.warning("queue: refusing new data (503): %s", why)
+
+    def _free_space(self) -> int:
+        try:
+            stat = os.statvfs(self.path)
+        except OSError:
+            return 2**62
+        return stat.f_bavail * stat.f_frsize
 
     def _run_one(self, job: _Job) -> None:
         try:

@@ -78,7 +78,8 @@ class Runtime:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.queue = DiskQueue(config.queue.path, max_size=config.queue.max_size, sync=config.queue.sync)
+        self.queue = DiskQueue(config.queue.path, max_size=config.queue.max_size, sync=config.queue.sync,
+                               min_free_space=config.queue.min_free_space)
         self.outboxes: dict[str, Outbox] = {}
         self.dispatchers: dict[str, SinkDispatcher] = {}
         self.sessions: dict[str, aiohttp.ClientSession] = {}
@@ -187,6 +188,7 @@ class Runtime:
         changes: list[str] = []
         self.config = new
         self.queue.max_size = new.queue.max_size
+        self.queue.min_free_space = new.queue.min_free_space
         self.dead_letters.max_bytes = new.queue.dead_letter_max_size
         self.outboxes.clear()
         self.outboxes.update(outboxes)

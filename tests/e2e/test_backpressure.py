@@ -1,0 +1,75 @@
+"""A full disk budget or a full disk: 503 with Retry-After, nothing acknowledged lost."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import PINNED_NOW, Relay, entries, gz_json, post_all, sink_toml
+from tests.e2e.test_upstream_faults import KEY, JSON_GZ, wait_delivered
+from tests.support import MockUpstream, wait_until
+
+
+def post_until_refused(relay: Relay, start: int, limit: int = 400) -> tuple[set[str], dict[int, int]]:
+    """Post 200-entry bodies one at a time until the relay says 503; acknowledged paths and statuses."""
+    acked: set[str] = set()
+    statuses: dict[int, int] = {}
+    for i in range(limit):
+        batch = entries(start + i * 200, 200, user_agent="x" * 400)
+        [(_, status, answer)] = asyncio.run(post_all(relay.base_url + "/v1/logs/custom",
+                                                     [(i, gz_json(batch))], headers=JSON_GZ, concurrency=1))
+        statuses[status] = statuses.get(status, 0) + 1
+        if status == 200:
+            acked |= {e["path"] for e in batch}
+        elif status == 503:
+            break
+    return acked, statuses
+
+
+def test_queue_full_answers_503_and_keeps_everything_acknowledged(tmp_path: Path) -> None:
+    with MockUpstream(tmp_path, api_keys=[KEY], faults={"down": True}, extra_args=["--now", PINNED_NOW]) as upstream:
+        relay = Relay(tmp_path, sink_toml("profound", upstream.url, KEY))
+        text = relay.config_path.read_text().replace('max_size = "1GiB"', 'max_size = "2MiB"')
+        relay.config_path.write_text(text.replace("[server]", '[server]\nmax_body_size = "256KiB"'))
+        with relay:
+            acked, statuses = post_until_refused(relay, 0)
+            assert statuses.get(503) == 1 and acked, statuses
+            assert "relay_queue_used_bytes" in relay.metrics()
+            upstream.clear_faults()
+            wait_delivered(upstream, relay, acked, timeout=60)
+            more, statuses = post_until_refused(relay, 10_000_000, limit=3)
+            assert statuses == {200: 3}  # room again once delivered
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_disk_running_out_of_space_gives_503_not_a_crash(tmp_path: Path, tiny_disk: Path) -> None:
+    with MockUpstream(tmp_path, api_keys=[KEY], faults={"down": True}, extra_args=["--now", PINNED_NOW]) as upstream:
+        relay = Relay(tmp_path, sink_toml("profound", upstream.url, KEY))
+        text = relay.config_path.read_text().replace(str(tmp_path / "queue"), str(tiny_disk / "queue"))
+        text = text.replace('max_size = "1GiB"', 'max_size = "1GiB"\nmin_free_space = "512KiB"')
+        relay.config_path.write_text(text.replace("[server]", '[server]\nmax_body_size = "256KiB"'))
+        with relay:
+            acked, statuses = post_until_refused(relay, 0)
+            assert statuses.get(503) == 1 and 500 not in statuses, statuses
+            assert relay.running
+            assert "nearly full" in relay.log_text() or "could not be written" in relay.log_text()
+            upstream.clear_faults()
+            wait_delivered(upstream, relay, acked, timeout=90)
+            wait_until(lambda: 'relay_queue_entries{sink="profound"} 0.0' in relay.metrics(), timeout=30)
