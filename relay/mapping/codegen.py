@@ -110,11 +110,35 @@ class _Compiler:
             return f"r.get({path.steps[0]!r})"
         return f"_get(r, {self.w.const(path.steps, '_steps')}, {path.joinable})"
 
+    def fetch(self, depth: int, var: str, path: Path) -> None:
+        """`var` = the value at `path`. Nested keys are inlined as dict.get() chains; anything off
+        that road (an array, a Mapping that is not a dict, a flattened dotted key) goes to the resolver."""
+        steps = path.steps
+        if path.kind != "record" or path.simple or not all(step.__class__ is str for step in steps):
+            self.w.emit(depth, f"{var} = {self.lookup(path)}")
+            return
+        resolver = self.lookup(path)
+        emit = self.w.emit
+        emit(depth, f"{var} = r.get({steps[0]!r})")
+        for n, step in enumerate(steps[1:]):
+            emit(depth + n, f"if {var}.__class__ is dict:")
+            emit(depth + n + 1, f"{var} = {var}.get({step!r})")
+        if path.joinable:  # found nothing at the end of the road: try the flattened keys
+            emit(depth + len(steps) - 1, f"if {var} is None:")
+            emit(depth + len(steps), f"{var} = {resolver}")
+        for n in range(len(steps) - 2, -1, -1):
+            emit(depth + n, "else:")
+            if path.joinable:
+                emit(depth + n + 1, f"{var} = {resolver}")
+            else:
+                emit(depth + n + 1, f"if {var} is not None:")
+                emit(depth + n + 2, f"{var} = {resolver}")
+
     def read(self, depth: int, var: str, source: Source, target: str) -> None:
         """`var` = the first present, non-empty, non-"-" value of the source's paths, converted; else None."""
         emit, paths = self.w.emit, source.paths
         for n, path in enumerate(paths):
-            emit(depth + n, f"{var} = {self.lookup(path)}")
+            self.fetch(depth + n, var, path)
             emit(depth + n, f"if {var} {BLANK.format(v=var)}:")
         emit(depth + len(paths), f"{var} = None")
         if len(paths) == 1:

@@ -20,7 +20,10 @@ LINE_OUTPUTS = (
     "timestamp", "method", "host", "path", "query_params", "status_code", "ip",
     "user_agent", "referer", "bytes_sent", "duration_ms",
 )  # fmt: skip
-_TOKEN = re.compile(r'"((?:[^"\\]|\\.)*)"|\[([^\]]*)\]|(\S+)')
+_QUOTED = r'"([^"\\]*(?:\\.[^"\\]*)*)"'  # unrolled: no per-character alternation
+_TOKEN = re.compile(_QUOTED + r'|\[([^\]]*)\](?=\s|$)|(\S+)')  # `[::1]:80` is one bare word
+# $remote_addr $ident $remote_user [$time_local] "$request" $status $bytes ["$referer" "$user_agent"] ...
+_COMBINED = re.compile(rf'(\S+) \S+ \S+ \[([^\]]+)\] {_QUOTED} (\S+) (\S+)(?: {_QUOTED} {_QUOTED})?')
 _ESCAPE = re.compile(rb'\\x([0-9A-Fa-f]{2})|\\(.)', re.DOTALL)
 
 
@@ -62,20 +65,25 @@ def _fail(fmt: str, line: str, expected: str) -> RuleError:
 
 
 def parse_combined(line: str, fmt: str = "combined") -> tuple[Any, ...]:
-    """nginx/Apache `combined` (and `common`, whose last two fields are absent)."""
-    parts = tokens(line)
-    if len(parts) < 7 or not parts[3][:2].isdigit():
+    """nginx/Apache `combined` (and `common`, whose last two fields are absent); extra fields after them are ignored."""
+    match = _COMBINED.match(line)
+    if match is None:
         raise _fail(fmt, line, f"an nginx/Apache {fmt} log line")
+    ip, when, request, status_text, size, referer, agent = match.groups()
     try:
-        epoch = parse_clf(parts[3])
+        epoch = parse_clf(when)
     except (ValueError, KeyError) as exc:
         raise _fail(fmt, line, f"a {fmt} log line (bad [time])") from exc
-    method, path, query, host = _request(parts[4])
-    referer = _missing(parts[7]) if len(parts) > 7 else None
-    agent = parts[8] if len(parts) > 8 else None
-    status = _num(parts[5])
-    return (epoch, method, host, path, query, status if status is not None else parts[5], strip_ip_port(parts[0]),
-            _missing(agent) if agent is not None else None, referer, _num(parts[6]), None)  # fmt: skip
+    if "\\" in request:
+        request = unescape(request)
+    method, path, query, host = _request(request)
+    if referer is not None:
+        referer = _missing(unescape(referer) if "\\" in referer else referer)
+    if agent is not None:
+        agent = _missing(unescape(agent) if "\\" in agent else agent)
+    status = _num(status_text)
+    return (epoch, method, host, path, query, status if status is not None else status_text, strip_ip_port(ip),
+            agent, referer, _num(size), None)  # fmt: skip
 
 
 def parse_common(line: str) -> tuple[Any, ...]:
@@ -109,8 +117,9 @@ def parse_alb(line: str) -> tuple[Any, ...]:
     if not host and len(parts) > 18:
         host = _missing(parts[18])  # domain_name: the TLS SNI
     status = _num(parts[8])
+    client = parts[3].rpartition(":")[0].strip("[]") if ":" in parts[3] else parts[3]  # always ip:port
     return (epoch, method, host, path, query, status if status is not None else parts[8],
-            _missing(strip_ip_port(parts[3])), _missing(parts[13]), None, _num(parts[11]), duration)  # fmt: skip
+            _missing(client), _missing(parts[13]), None, _num(parts[11]), duration)  # fmt: skip
 
 
 def parse_envoy(line: str) -> tuple[Any, ...]:

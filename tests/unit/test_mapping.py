@@ -311,3 +311,39 @@ def test_repairs_are_counted_per_batch() -> None:
     result = run(BASE, [{**RECORD, "m": "get"}, {**RECORD, "m": "post", "ua": None}])
     assert result.repairs == {"method:uppercased": 2, "user_agent:filled_empty": 1}
     assert all(isinstance(e, Entry) for e in result.entries)
+
+
+class Frozen(Mapping[str, Any]):
+    """A record or sub-object that is a Mapping but not a dict (what some decoders hand over)."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+@pytest.mark.parametrize(
+    "req",
+    [
+        {"req": {"info": {"method": "PATCH"}}},
+        {"req": [{"info": {"method": "PATCH"}}, {"info": {"method": "GET"}}]},  # arrays: the first element
+        {"req": Frozen({"info": Frozen({"method": "PATCH"})})},
+        {"req.info.method": "PATCH"},  # flattened
+        {"req": {"info.method": "PATCH"}},
+    ],
+)
+def test_nested_paths_compiled_inline_agree_with_the_resolver(req: dict[str, Any]) -> None:
+    for method in ("req.info.method", '"req"."info"."method"'):
+        table = {**BASE, "method": method}
+        flattened = "req.info.method" in req or "info.method" in req.get("req", {})
+        if flattened and method.startswith('"'):
+            assert run(table, [{**RECORD, **req}]).rejections[0].field == "method"  # quoted: exact keys only
+        else:
+            assert one(table, {**RECORD, **req})["method"] == "PATCH"

@@ -100,3 +100,11 @@ def test_unquote_matches_urllib(text: str) -> None:
     from relay.mapping.parsers import unquote
 
     assert unquote(text) == unquote_plus(text, errors="replace")
+
+
+@pytest.mark.parametrize("client, ip", [("203.0.113.10:2817", "203.0.113.10"), ("2001:db8::7:52030", "2001:db8::7"),
+                                        ("[2001:db8::7]:52030", "2001:db8::7")])  # fmt: skip
+def test_alb_client_is_always_ip_and_port(client: str, ip: str) -> None:
+    line = (f'http 2026-11-25T08:00:00.000000Z app/lb/1 {client} - -1 -1 -1 460 - 34 0 '
+            '"GET http://a.example:80/x HTTP/1.1" "curl/8" - - - "-" "-" "-" 0 2026-11-25T08:00:00.000000Z "-"')  # fmt: skip
+    assert parse_alb(line)[6] == ip
