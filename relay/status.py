@@ -410,9 +410,8 @@ def _sinks_table(status: Status) -> Table:
 
 def _table(title: str) -> Table:
     """Compact: one blank between columns, never wrapping a cell."""
-    table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
-                  show_edge=False, padding=(0, 1), collapse_padding=True)
-    return table
+    return Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
+                 show_edge=False, padding=(0, 1), collapse_padding=True)
 
 
 def _errors_table(status: Status, recent: Sequence[tuple[str, str]] | None) -> RenderableType:
