@@ -37,15 +37,31 @@ def sink_toml(name: str, url: str, api_key: str = "test-key", **extra: Any) -> s
     return "\n".join(lines) + "\n"
 
 
-def relay_toml(tmp_dir: Path, sinks: str, port: int, *, sync: str = "normal", extra: str = "") -> str:
+DEFAULT_SOURCES = textwrap.dedent("""\
+    [sources.fluentbit]
+    mapping = "fluentbit-nginx"
+    host = "www.example.com"
+
+    [sources.custom]
+    path = "/v1/logs/custom"
+    mapping = "profound"
+    """)
+
+
+def relay_toml(tmp_dir: Path, sinks: str, port: int, *, sync: str = "normal", extra: str = "",
+               sources: str | None = None, queue_max_size: str = "1GiB", max_body_size: str | None = None) -> str:
+    """The relay's config. `sources` replaces the default fluentbit + custom sources;
+    `queue_max_size` / `max_body_size` shrink the limits (e.g. to provoke a full queue)."""
+    body_limit = f'max_body_size = "{max_body_size}"\n' if max_body_size else ""
     return textwrap.dedent(f"""\
         [server]
         address = "127.0.0.1:{port}"
         shutdown_grace = "10s"
+        """) + body_limit + textwrap.dedent(f"""\
 
         [queue]
         path = "{tmp_dir / 'queue'}"
-        max_size = "1GiB"
+        max_size = "{queue_max_size}"
         sync = "{sync}"
 
         [validation]
@@ -54,25 +70,18 @@ def relay_toml(tmp_dir: Path, sinks: str, port: int, *, sync: str = "normal", ex
         [log]
         level = "info"
 
-        [sources.fluentbit]
-        mapping = "fluentbit-nginx"
-        host = "www.example.com"
-
-        [sources.custom]
-        path = "/v1/logs/custom"
-        mapping = "profound"
-
-        """) + extra + "\n" + sinks
+        """) + (DEFAULT_SOURCES if sources is None else sources) + "\n" + extra + "\n" + sinks
 
 
 class Relay(Process):
     """`relay serve` on a free port with a config written into tmp_dir; start() waits for /healthz."""
 
     def __init__(self, tmp_dir: Path, sinks: str, *, sync: str = "normal", extra: str = "",
-                 name: str = "relay", env: Mapping[str, str] | None = None) -> None:
+                 name: str = "relay", env: Mapping[str, str] | None = None, **config: Any) -> None:
+        """`config`: the further relay_toml options (sources, queue_max_size, max_body_size)."""
         self.port = free_port()
         self.config_path = Path(tmp_dir) / f"{name}.toml"
-        self.config_path.write_text(relay_toml(Path(tmp_dir), sinks, self.port, sync=sync, extra=extra))
+        self.config_path.write_text(relay_toml(Path(tmp_dir), sinks, self.port, sync=sync, extra=extra, **config))
         super().__init__(["serve", "-c", str(self.config_path)], tmp_dir, name=name, env=env)
 
     @property
