@@ -99,7 +99,9 @@ def test_fluentbit_nginx_maps_every_captured_record(case: str) -> None:
     assert result.entries[2].query_params == {"q": "café crème", "lang": "fr"}  # percent-decoded
     assert result.entries[11].path == "/blog/café-crème"
     assert result.entries[11].query_params == {"tag": "été,noël"}  # repeated keys joined
-    assert result.entries[23].path == "/wiki/na\\xC3\\xAFve_bayes"  # Fluent Bit unescapes nothing
+    assert result.entries[23].path == "/wiki/naïve_bayes"  # Fluent Bit keeps nginx's \xHH escapes: undone
+    assert "\\x22" not in result.entries[23].user_agent and '"Quoted"' in result.entries[23].user_agent
+    assert result.entries[7].user_agent == "Mozilla/5.0 (compatible; \\"  # cut short by the parser: kept as is
     assert all(e.referer != "-" for e in result.entries)
     assert result.entries[2].referer == "https://claude.ai/"
 
