@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cramjam
 import pytest
+import zstandard
 
 from tests.e2e.harness import FIXTURES, PINNED_NOW, Relay, sink_toml
 from tests.support import MockUpstream, http_request, wait_until
@@ -195,6 +197,18 @@ def test_every_fluent_bit_format_of_the_same_log_delivers_the_same_entries(stack
         reference = stack.run(group[0])
         for case in group[1:]:
             assert same_entries(stack.run(case), reference), f"{case.id} differs from {group[0].id}"
+
+
+@needs_fluent_bit
+@pytest.mark.parametrize("compress", ["zstd", "snappy"])
+def test_fluent_bit_zstd_and_snappy_compression(stack: Stack, compress: str) -> None:
+    """`compress zstd` / `compress snappy` (no capture of these: the captured json_lines body,
+    compressed as Fluent Bit does it: one zstd frame with its content size, one RAW snappy block)."""
+    body, headers, _ = CASES["fluent-bit/nginx-combined.json_lines"].request()
+    packed = zstandard.ZstdCompressor().compress(body) if compress == "zstd" else bytes(cramjam.snappy.compress_raw(body))
+    answer, entries = stack.post_and_deliver("/ingest/fluentbit", packed, {**headers, "Content-Encoding": compress})
+    assert (answer["accepted"], answer["rejected"]) == (200, 0)
+    assert same_entries(entries, stack.run(CASES["fluent-bit/nginx-combined.json_lines"]))
 
 
 @needs_fluent_bit
