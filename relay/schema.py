@@ -71,13 +71,20 @@ class ValidationPolicy(msgspec.Struct):
     now: float | None = None  # pinned clock (unix seconds) for tests and replays; None = time.time()
 
 
-def format_timestamp(epoch: float) -> str:
-    """Unix seconds -> ISO 8601 UTC: whole seconds as `...:00Z`, else ms or µs digits."""
+def format_timestamp(epoch: float, seconds: dict[int, str] | None = None) -> str:
+    """Unix seconds -> ISO 8601 UTC: whole seconds as `...:00Z`, else ms or µs digits.
+    `seconds` memoises the text of each whole second (records of a batch share seconds)."""
     sec = math.floor(epoch)
     micros = round((epoch - sec) * 1_000_000)
     if micros >= 1_000_000:
         sec, micros = sec + 1, micros - 1_000_000
-    base = datetime.fromtimestamp(sec, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    base = seconds.get(sec) if seconds is not None else None
+    if base is None:
+        base = datetime.fromtimestamp(sec, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        if seconds is not None:
+            if len(seconds) >= _CACHE_LIMIT:
+                seconds.clear()
+            seconds[sec] = base
     if not micros:
         return base + "Z"
     if micros % 1000 == 0:
@@ -124,7 +131,8 @@ class Validator:
         self.policy = policy or ValidationPolicy()
         self.repair = self.policy.on_invalid == "repair"
         self.repairs: dict[str, int] = {}  # running totals of repairs made through validate()
-        self._iso: dict[float, str] = {}  # epoch -> ISO string
+        self._iso: dict[float, str] = {}  # epoch -> ISO string, for whole seconds and repeated values
+        self._seconds: dict[int, str] = {}  # whole second -> "YYYY-MM-DDTHH:MM:SS"
         self._ips: set[str] = set()  # strings known to be valid IPs as they are
         self.lo = self.hi = 0.0
         self.check: Callable[..., Entry | Rejection] = self._make_check(0.0, 0.0)
@@ -146,12 +154,23 @@ class Validator:
         valid (and its timestamp and IP seen before) builds the Entry at once; anything else goes
         through the field-by-field rules of `_slow`."""
         iso_get, ips, slow, methods, unset = self._iso.get, self._ips, self._slow, _METHODS, UNSET
+        iso_of, second_get = self._iso_of, self._seconds.get
 
         def check(
             index: int, ts: Any, method: Any, host: Any, path: Any, status: Any, ip: Any,
             ua: Any, qp: Any, referer: Any, nbytes: Any, duration: Any, repairs: dict[str, int],
         ) -> Entry | Rejection:  # fmt: skip
             iso = iso_get(ts) if ts.__class__ is float else None
+            if iso is None and ts.__class__ is float and lo <= ts <= hi:  # a new fraction of a known second?
+                sec = int(ts)
+                micros = round((ts - sec) * 1_000_000)
+                base = second_get(sec)
+                if base is None or not 0 < micros < 1_000_000:
+                    iso = iso_of(ts)
+                elif micros % 1000:
+                    iso = f"{base}.{micros:06d}Z"
+                else:
+                    iso = f"{base}.{micros // 1000:03d}Z"
             if (
                 iso is not None
                 and lo <= ts <= hi
@@ -238,11 +257,15 @@ class Validator:
                 f"out of range: {_iso_or_repr(epoch)} is {when} (accepted: {self.policy.max_age:g}s back, "
                 f"{self.policy.max_future:g}s ahead)",
             )  # fmt: skip
-        iso = self._iso.get(epoch)
-        if iso is None:
+        return self._iso.get(epoch) or self._iso_of(epoch)
+
+    def _iso_of(self, epoch: float) -> str:
+        """Format (in range) `epoch`; whole seconds are remembered, fractions only built from their second."""
+        iso = format_timestamp(epoch, self._seconds)
+        if epoch == int(epoch):
             if len(self._iso) >= _CACHE_LIMIT:
                 self._iso.clear()
-            iso = self._iso[epoch] = format_timestamp(epoch)
+            self._iso[epoch] = iso
         return iso
 
     def _method(self, value: Any, fixes: list[str]) -> str:
