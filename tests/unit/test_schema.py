@@ -175,3 +175,11 @@ def test_validate_counts_repairs_into_running_totals_or_given_dict() -> None:
     mine: dict[str, int] = {}
     v.validate(good(method="put"), 1, mine)
     assert v.repairs == {"method:uppercased": 1} and mine == {"method:uppercased": 1}
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 0.123, 0.123456, 0.9999997, 0.0000004])
+def test_fast_path_formats_fractions_like_format_timestamp(fraction: float) -> None:
+    v = validator()
+    check(v, ts=TS)  # the whole second is now known
+    out = check(v, ts=TS + fraction)
+    assert isinstance(out, Entry) and out.timestamp == format_timestamp(TS + fraction)
