@@ -99,6 +99,13 @@ def peak_rss_mb(root: int) -> float:
     return peak / 1024
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine spent busy since boot (all processes)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / _CLK_TCK
+
+
 def read_bytes(pid: int) -> int:
     """Bytes the process read through read(2): for a uvloop server, its sockets."""
     try:
@@ -233,6 +240,8 @@ class Sample:
     relay_cpu: float = 0.0
     upstream_cpu: float = 0.0
     upstream_bytes: int = 0
+    busy: float = 0.0  # the whole machine's busy CPU seconds
+
 
 
 @dataclass
@@ -248,7 +257,7 @@ class Run:
         relay, upstream = self.children["relay"], self.children["upstream"]
         stats = _get_json(self.upstream_base + "/_mock/stats")
         return Sample(time.monotonic(), acked, int(stats["entries_accepted"]), cpu_seconds(relay.pid),
-                      cpu_seconds(upstream.pid), read_bytes(upstream.pid))
+                      cpu_seconds(upstream.pid), read_bytes(upstream.pid), machine_busy_seconds())
 
     upstream_base: str = ""
     relay_base: str = ""
@@ -446,6 +455,9 @@ def _report(run: Run, result: dict[str, Any], first: Sample, stopped: Sample, en
         "delivered_per_s": round((stopped.delivered - first.delivered) / window, 1),
         "end_to_end_per_s": round(acked / (drained_at - first.at), 1) if drained_at else None,
         "backlog_at_stop": max(acked - (stopped.delivered - first.delivered), 0),
+        # Delivery kept pace with intake: what was still queued at the stop is at most two
+        # seconds of intake (a batch timeout plus batches in flight), not a growing pile.
+        "keeps_up": acked - (stopped.delivered - first.delivered) <= 2 * acked / window,
         "drain_s": round(drained_at - stopped.at, 2) if drained_at else None,
         "latency_ms": result["latency_ms"],
         "relay_cpu_s_per_million": round((end.relay_cpu - first.relay_cpu) / million, 2),
@@ -454,6 +466,11 @@ def _report(run: Run, result: dict[str, Any], first: Sample, stopped: Sample, en
         "bytes_in": result["bytes_sent"], "bytes_upstream": end.upstream_bytes - first.upstream_bytes,
         "upstream_cpu_s_per_million": round((end.upstream_cpu - first.upstream_cpu) / million, 2),
         "loadgen_cpu_s_per_million": round(result["cpu_seconds"] / million, 2),
+        # Busy cores during the load outside the relay, the upstream and the load generator:
+        # other work on the machine that the relay had to share it with.
+        "other_cpu_cores": round(max(stopped.busy - first.busy - (stopped.relay_cpu - first.relay_cpu)
+                                     - (stopped.upstream_cpu - first.upstream_cpu) - result["cpu_seconds"], 0)
+                                 / window, 2),
         "errors": result["errors"], "rejected": result["rejected"], "status": result["status"],
         "duplicates": duplicates, "losses": losses, "ids_checked": ids is not None,
         "relay_exit_status": relay_status,
@@ -485,6 +502,8 @@ def table(r: dict[str, Any]) -> str:
         ("entries/s acknowledged", f"{r['acked_per_s']:,.0f}  ({r['requests_per_s']:,.0f} requests/s)"),
         ("entries/s delivered", f"{r['delivered_per_s']:,.0f}  (during the load; backlog at stop "
                                 f"{r['backlog_at_stop']:,})"),
+        ("delivery kept up", "yes" if r["keeps_up"] else "NO: the backlog grew during the load; lower --rate "
+                                                             "to find the sustained rate"),
         ("entries/s end to end", f"{e2e}  (acknowledged / time until drained; drain {r['drain_s']}s)"),
         ("request latency", f"p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms"),
         ("relay CPU", f"{r['relay_cpu_s_per_million']} s per million entries "
@@ -493,6 +512,8 @@ def table(r: dict[str, Any]) -> str:
         ("bytes in / upstream", f"{r['bytes_in']:,} / {r['bytes_upstream']:,}"),
         ("others' CPU", f"upstream {r['upstream_cpu_s_per_million']} s, load generator "
                         f"{r['loadgen_cpu_s_per_million']} s per million entries"),
+        ("machine", f"{r['machine']['cpus']} CPUs ({r['machine']['cpu_model']}); other processes kept "
+                    f"{r['other_cpu_cores']} cores busy during the load"),
         ("errors / rejected", f"{r['errors']} / {r['rejected']}"),
         ("duplicates / losses", f"{r['duplicates']} / {r['losses']}"
                                 + ("" if r["ids_checked"] else " (by count only)")),
@@ -529,7 +550,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--sink-option", action="append", default=[], metavar="KEY=VALUE",
         help='an extra line for the relay\'s [sinks.upstream], e.g. compression_level=2 (repeatable)')
     add("--drain-timeout", type=_duration, default=120.0, help="longest wait for the queue to drain (120s)")
-    add("--profile", metavar="FILE.svg", help="record the relay with py-spy during the load (flame graph)")
+    add("--profile", metavar="FILE", help="record the relay with py-spy while it runs: FILE.svg a flame "
+                                       "graph, FILE.txt collapsed stacks, FILE.json speedscope")
     add("--json", action="store_true", help="print the result as JSON")
     add("--keep", metavar="DIR", help="keep the work dir (configs, logs, queue, record) in DIR")
     add("--quiet", action="store_true", help="no progress lines on stderr")
@@ -596,11 +618,70 @@ class _Profiler:
         while "loadgen" not in self.bench.children:  # the relay is up once the load generator starts
             time.sleep(0.05)
         relay = self.bench.children["relay"]
+        formats = {".txt": "raw", ".json": "speedscope"}  # else a flame graph (SVG)
         self.popen = subprocess.Popen([py_spy, "record", "--pid", str(relay.pid), "--rate", "200",
-                                       "--threads", "--nonblocking", "-o", self.path],
+                                       "--threads", "-o", self.path,
+                                       "--duration", str(max(int(self.bench.args.duration), 1)),
+                                       "--format", formats.get(Path(self.path).suffix, "flamegraph")],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self) -> None:
         self._thread.join(5)
         if self.popen is not None:
             self.popen.wait(30)  # py-spy writes its file when the relay exits
+        if self.path.endswith(".txt") and Path(self.path).is_file() and not self.bench.args.quiet:
+            print(profile_breakdown(Path(self.path).read_text()), file=sys.stderr)
+
+
+# Where a sample's time goes: the first frame, from the leaf up, that matches. Library
+# frames not listed (diskcache, sqlite3, isal, msgspec) count for the relay code that called them.
+PROFILE_STAGES: list[tuple[str, str]] = [
+    ("decode: gunzip + JSON", r"relay/decode\.py"),
+    ("map + validate", r"<mapping |relay/mapping/|relay/schema\.py"),
+    ("pipeline: encode NDJSON, answer", r"relay/pipeline\.py"),
+    ("queue: commit ingest group", r"DiskQueue\._commit_appends|DiskQueue\.append\.<locals>\.write"),
+    ("queue: append (event loop side)", r"DiskQueue\.append |DiskQueue\.append\.<locals>"),
+    ("queue: read inbox", r"DiskQueue\.read_inbox"),
+    ("queue: seal batch", r"DiskQueue\.seal"),
+    ("queue: load + delete batch", r"DiskQueue\.(load_batch|delete_batch)"),
+    ("queue: hand-off to the event loop", r"relay/queue\.py"),
+    ("batcher: split, join, gzip", r"relay/batcher\.py"),
+    ("sender: dispatch + aiohttp client", r"relay/(sender|dispatch)\.py|aiohttp/(client|connector)"),
+    ("metrics", r"prometheus_client/|relay/telemetry\.py"),
+    ("aiohttp server", r"aiohttp/"),
+    ("ingest route", r"relay/ingest\.py"),
+    ("thread pool (to_thread)", r"concurrent/futures/"),
+    ("event loop: uvloop, socket I/O, callbacks", r"asyncio/|uvloop"),
+]
+
+
+# Leaf frames where a thread waits for work: py-spy sees them as running (a futex wait on a
+# queue), so they are left out of the percentages.
+_WAITING = re.compile(r"^(DiskQueue\._run \(relay/queue\.py|_worker \(concurrent/futures/thread\.py)")
+
+
+def profile_breakdown(collapsed: str) -> str:
+    """A py-spy raw (collapsed) profile as % of samples per pipeline stage, and per thread."""
+    stages = [(name, re.compile(pattern)) for name, pattern in PROFILE_STAGES]
+    by_stage: dict[str, int] = {}
+    by_thread: dict[str, int] = {}
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        frames = stack.split(";")
+        thread = frames[0].split(": ", 1)[-1] if frames[0].startswith("thread") else "?"
+        thread = "executor" if thread.startswith(("asyncio_", "ThreadPool")) else thread
+        n = int(count)
+        if _WAITING.search(frames[-1]):
+            continue
+        total += n
+        by_thread[thread] = by_thread.get(thread, 0) + n
+        stage = next((name for frame in reversed(frames[1:]) for name, rx in stages if rx.search(frame)), "other")
+        by_stage[stage] = by_stage.get(stage, 0) + n
+    lines = [f"relay profile: {total} samples at 200/s (threads at work; waits for work left out)"]
+    lines += [f"  {100 * n / max(total, 1):5.1f}%  {name}" for name, n in sorted(by_stage.items(), key=lambda x: -x[1])]
+    lines.append("  by thread: " + ", ".join(f"{name} {100 * n / max(total, 1):.1f}%"
+                                             for name, n in sorted(by_thread.items(), key=lambda x: -x[1])))
+    return "\n".join(lines)

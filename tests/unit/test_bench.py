@@ -22,9 +22,9 @@ from tests.support import REPO_ROOT
 KEYS = {
     "workload", "sync", "records_per_request", "duration_s", "concurrency", "rate_cap", "upstream",
     "requests_acked", "entries_acked", "entries_delivered", "requests_per_s", "acked_per_s",
-    "delivered_per_s", "end_to_end_per_s", "backlog_at_stop", "drain_s", "latency_ms",
+    "delivered_per_s", "end_to_end_per_s", "backlog_at_stop", "keeps_up", "drain_s", "latency_ms",
     "relay_cpu_s_per_million", "relay_cpu_cores", "relay_peak_rss_mb", "bytes_in", "bytes_upstream",
-    "upstream_cpu_s_per_million", "loadgen_cpu_s_per_million", "errors", "rejected", "status",
+    "upstream_cpu_s_per_million", "loadgen_cpu_s_per_million", "other_cpu_cores", "errors", "rejected", "status",
     "duplicates", "losses", "ids_checked", "relay_exit_status", "machine",
 }
 
