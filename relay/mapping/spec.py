@@ -67,6 +67,7 @@ class MappingSpec:
     drop_if: list[Condition] = field(default_factory=list)
     description: str = ""
     extends: str | None = None
+    no_line: bool = False  # `line = false`: drop the line parser of the mapping extended
 
     def derived(self, *, sure: bool = False) -> dict[str, list[str]]:
         """target -> the parsers that may fill it besides its own rule, in the order they are tried;
@@ -103,7 +104,10 @@ def parse_spec(name: str, raw: Any, *, file: str | None = None) -> MappingSpec:
             except ValueError as exc:
                 raise ConfigError(str(exc), key=where, file=file) from None
         elif key == "line":
-            spec.line = _line(value, where, file)
+            if value is False:
+                spec.no_line = True
+            else:
+                spec.line = _line(value, where, file)
         elif key in KIND:
             spec.fields[key] = None if value is False else _rule(key, value, where, file)
         else:
@@ -122,7 +126,7 @@ def merge(parent: MappingSpec, child: MappingSpec) -> MappingSpec:
     return replace(
         child,
         fields=fields,
-        line=child.line if child.line is not None else parent.line,
+        line=None if child.no_line else child.line if child.line is not None else parent.line,
         drop_if=parent.drop_if + child.drop_if,
         description=child.description or parent.description,
     )

@@ -347,3 +347,8 @@ def test_nested_paths_compiled_inline_agree_with_the_resolver(req: dict[str, Any
             assert run(table, [{**RECORD, **req}]).rejections[0].field == "method"  # quoted: exact keys only
         else:
             assert one(table, {**RECORD, **req})["method"] == "PATCH"
+
+
+def test_extending_mapping_can_drop_the_line_parser() -> None:
+    library = MappingLibrary({"json-envoy": {"extends": "envoy", "line": False}})
+    assert library.get("json-envoy").spec.line is None and library.get("envoy").spec.line is not None
