@@ -58,6 +58,20 @@ mapping = "vector-apache"
 host = "{HOST}"
 tokens = ["{VECTOR_TOKEN}"]
 
+[sources.fb-gelf]                # Fluent Bit format gelf: no preset reads GELF; a user mapping does
+mapping = "fluentbit-gelf"
+host = "{HOST}"
+
+[mappings.fluentbit-gelf]        # the nginx parser's keys, as GELF additional fields (_ prefix)
+timestamp = "timestamp"
+method = "_method"
+path = {{ from = "_path", parse = "url", unescape = true }}   # nginx's \\xHH escapes undone
+status_code = "_code"
+ip = "_remote"
+user_agent = {{ from = "_agent", unescape = true }}
+referer = {{ from = "_referer", unescape = true }}
+bytes_sent = "_size"
+
 [sources.vector-raw]             # Vector events with the raw line in .message
 mapping = "nginx-combined"
 host = "{HOST}"
@@ -212,6 +226,24 @@ def test_fluent_bit_zstd_and_snappy_compression(stack: Stack, compress: str) -> 
 
 
 @needs_fluent_bit
+def test_fluent_bit_gelf_with_a_user_mapping(stack: Stack) -> None:
+    """`format gelf` (no capture: built from the nginx-combined records as out_http's GELF
+    encoder writes them: version, short_message, host, the other keys as `_key`, timestamp
+    in seconds with ms, one object per line). No preset maps GELF; the mapping above does."""
+    records = [json.loads(line) for line in
+               (FLUENT_BIT / "nginx-combined.json" / "records.jsonl").read_text().splitlines()]
+    lines = []
+    for r in records:
+        gelf = {"version": "1.1", "short_message": r["path"], "host": r["host"],
+                **{"_" + k: v for k, v in r.items() if k not in ("date", "host")}}
+        lines.append(json.dumps(gelf, separators=(",", ":"))[:-1] + ',"timestamp":%.3f}' % r["date"])
+    body = "".join(line + "\n" for line in lines).encode()
+    answer, entries = stack.post_and_deliver("/ingest/fb-gelf", body, {"Content-Type": "application/json"})
+    assert (answer["accepted"], answer["rejected"]) == (200, 0)
+    assert same_entries(entries, stack.run(CASES["fluent-bit/nginx-combined.json"]))
+
+
+@needs_fluent_bit
 def test_raw_lines_give_the_same_entries_from_every_shipper(stack: Stack) -> None:
     """The same 200 nginx lines, raw: Fluent Bit `log`, Vector `message` (json, ndjson, text) and syslog-ng."""
     reference = stack.run(CASES["fluent-bit/raw-line.json.gzip"])
@@ -219,19 +251,44 @@ def test_raw_lines_give_the_same_entries_from_every_shipper(stack: Stack) -> Non
         assert same_entries(stack.run(CASES[case_id]), reference), case_id
 
 
+LINE_7 = ("203.0.113.66", "2026-11-25T08:00:19Z")  # user agent with \" : VRL's nginx regex fails on it
+LINE_23 = ("192.0.2.14", "2026-11-25T08:02:07Z")  # nginx's \xC3\xAF and \x22 escapes in path and agent
+
+
+def line(entries: list[dict[str, Any]], which: tuple[str, str]) -> list[dict[str, Any]]:
+    return [e for e in entries if (e["ip"], e["timestamp"]) == which]
+
+
+def without(entries: list[dict[str, Any]], *lines: tuple[str, str]) -> list[dict[str, Any]]:
+    return [e for e in entries if (e["ip"], e["timestamp"]) not in lines]
+
+
 @needs_fluent_bit
 def test_vector_parsed_events_match_the_fluent_bit_parser(stack: Stack) -> None:
-    """parse_apache_log and parse_nginx_log fields give what Fluent Bit's nginx parser gives."""
+    """parse_apache_log and parse_nginx_log fields give what Fluent Bit's nginx parser gives,
+    but for lines 7 and 23 (see the two xfail tests below)."""
     fluent_bit = stack.run(CASES["fluent-bit/nginx-combined.json"])
-    assert same_entries(stack.run(CASES["vector/apache-parsed.ndjson.zstd"]), fluent_bit)
-    # Line 7 (203.0.113.66 at 08:00:19) aside: parse_nginx_log cannot read it, so it is either
-    # rejected or (by a preset that falls back to .message) read whole, unlike Fluent Bit's cut agent.
-    def not_line_7(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [e for e in entries if (e["ip"], e["timestamp"]) != ("203.0.113.66", "2026-11-25T08:00:19Z")]
+    assert len(without(fluent_bit, LINE_7, LINE_23)) == 198
+    for case_id in ("vector/apache-parsed.ndjson.zstd", "vector/nginx-parsed.json.gzip"):
+        vector = stack.run(CASES[case_id])
+        assert same_entries(without(vector, LINE_7, LINE_23), without(fluent_bit, LINE_7, LINE_23)), case_id
 
-    nginx = stack.run(CASES["vector/nginx-parsed.json.gzip"])
-    assert len(not_line_7(fluent_bit)) == 199
-    assert same_entries(not_line_7(nginx), not_line_7(fluent_bit))
+
+@needs_fluent_bit
+@pytest.mark.xfail(strict=True, reason="core: vector-nginx/vector-apache do not undo nginx's \\xHH escapes "
+                   "(fluentbit-nginx and nginx-combined do, with unescape = true)")
+@pytest.mark.parametrize("case_id", ["vector/apache-parsed.ndjson.zstd", "vector/nginx-parsed.json.gzip"])
+def test_vector_presets_undo_nginx_escapes_like_the_fluent_bit_preset(stack: Stack, case_id: str) -> None:
+    expected = line(stack.run(CASES["fluent-bit/nginx-combined.json"]), LINE_23)
+    assert expected and expected[0]["path"] == "/wiki/na\u00efve_bayes"
+    assert line(stack.run(CASES[case_id]), LINE_23) == expected
+
+
+@pytest.mark.xfail(strict=True, reason="core: vector-nginx rejects an event that parse_nginx_log could not "
+                   "parse, though its raw line is in .message (no `line` fallback as nginx-combined has)")
+def test_vector_event_that_vrl_could_not_parse_is_still_mapped(stack: Stack) -> None:
+    entries = stack.run(CASES["vector/nginx-parsed.json.gzip"])
+    assert len(line(entries, LINE_7)) == 1
 
 
 def test_vector_nginx_parse_failure_is_reported_with_its_index(stack: Stack) -> None:
