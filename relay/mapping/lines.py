@@ -1,9 +1,10 @@
 """Whole-line parsers for records that carry an unparsed access-log line (`log`, `message`).
 
 Each returns the tuple `LINE_OUTPUTS` (timestamp as Unix seconds, numbers as
-ints), or raises `RuleError` naming the format. A line is split into tokens:
-bare words, `[bracketed]` and `"quoted"` fields; quoted fields are unescaped
-the way nginx escapes them (`\\"`, `\\\\`, `\\xHH` bytes, decoded as UTF-8).
+ints), or raises `RuleError` naming the format. Each format is one anchored
+regular expression over its leading columns (later columns are ignored);
+quoted fields are unescaped the way nginx escapes them (`\\"`, `\\\\`,
+`\\xHH` bytes, decoded as UTF-8).
 """
 
 from __future__ import annotations
@@ -21,8 +22,13 @@ LINE_OUTPUTS = (
     "user_agent", "referer", "bytes_sent", "duration_ms",
 )  # fmt: skip
 _QUOTED = r'"([^"\\]*(?:\\.[^"\\]*)*)"'  # unrolled: no per-character alternation
-_TOKEN = re.compile(_QUOTED + r'|\[([^\]]*)\](?=\s|$)|(\S+)')  # `[::1]:80` is one bare word
 # $remote_addr $ident $remote_user [$time_local] "$request" $status $bytes ["$referer" "$user_agent"] ...
+# type time elb client:port target:port t1 t2 t3 elb_status target_status rx tx "request" "user_agent"
+#   [cipher protocol target_group "trace_id" "domain_name" ...]
+_ALB = re.compile(r"(\S+) " * 12 + f"{_QUOTED} {_QUOTED}" + rf"(?: (\S+) (\S+) (\S+) {_QUOTED} {_QUOTED})?")
+# [START] "REQUEST" CODE FLAGS [DETAILS TERMINATION "FAILURE" (Istio)] RX TX DURATION UPSTREAM "XFF" "UA" "ID" "AUTHORITY"
+_ENVOY = re.compile(rf'\[([^\]]+)\] {_QUOTED} (\S+) (\S+) (?:(\S+) (\S+) {_QUOTED} )?(\d+) (\S+) (\S+) (\S+) '
+                    + " ".join([_QUOTED] * 4))
 _COMBINED = re.compile(rf'(\S+) \S+ \S+ \[([^\]]+)\] {_QUOTED} (\S+) (\S+)(?: {_QUOTED} {_QUOTED})?')
 _ESCAPE = re.compile(rb'\\x([0-9A-Fa-f]{2})|\\(.)', re.DOTALL)
 
@@ -33,14 +39,6 @@ def unescape(text: str) -> str:
         return text
     raw = _ESCAPE.sub(lambda m: bytes([int(m[1], 16)]) if m[1] else m[2], text.encode("utf-8", "surrogateescape"))
     return raw.decode("utf-8", "replace")
-
-
-def tokens(line: str) -> list[str]:
-    """`a "b c" [d e]` -> ["a", "b c", "d e"], quoted fields unescaped."""
-    out = []
-    for quoted, bracketed, bare in _TOKEN.findall(line):
-        out.append(unescape(quoted) if quoted else bracketed or bare)
-    return out
 
 
 def _num(text: str) -> int | None:
@@ -101,11 +99,18 @@ def _seconds_sum(*texts: str) -> float | None:
     return round(total * 1000, 3)
 
 
+def _text(quoted: str | None) -> str | None:
+    if quoted is None:
+        return None
+    return _missing(unescape(quoted) if "\\" in quoted else quoted)
+
+
 def parse_alb(line: str) -> tuple[Any, ...]:
     """AWS ALB access log (space-separated, positional)."""
-    parts = tokens(line)
-    if len(parts) < 14 or parts[1][4:5] != "-":
+    match = _ALB.match(line)
+    if match is None or match[2][4:5] != "-":
         raise _fail("alb", line, "an AWS ALB access log line")
+    parts = match.groups()  # parts[i]: the ALB field at position i (0 = type)
     try:
         epoch = parse_iso(parts[1])
         duration = _seconds_sum(parts[5], parts[6], parts[7])
@@ -114,34 +119,32 @@ def parse_alb(line: str) -> tuple[Any, ...]:
     method, path, query, host = _request(parts[12])
     if host and host.endswith((":443", ":80")):
         host = host.rpartition(":")[0]
-    if not host and len(parts) > 18:
-        host = _missing(parts[18])  # domain_name: the TLS SNI
+    if not host:
+        host = _text(parts[18])  # domain_name: the TLS SNI
     status = _num(parts[8])
     client = parts[3].rpartition(":")[0].strip("[]") if ":" in parts[3] else parts[3]  # always ip:port
     return (epoch, method, host, path, query, status if status is not None else parts[8],
-            _missing(client), _missing(parts[13]), None, _num(parts[11]), duration)  # fmt: skip
+            _missing(client), _text(parts[13]), None, _num(parts[11]), duration)  # fmt: skip
 
 
 def parse_envoy(line: str) -> tuple[Any, ...]:
-    """Envoy's default text format, and Istio's (three more columns after the flags):
-    `[START_TIME] "METHOD PATH PROTO" CODE FLAGS [DETAILS TERMINATION "FAILURE"] RX TX DURATION
-    UPSTREAM_TIME "XFF" "UA" "REQUEST_ID" "AUTHORITY" "UPSTREAM_HOST" ...`."""
-    parts = tokens(line)
-    if len(parts) < 12 or parts[0][4:5] != "-":
-        raise _fail("envoy", line, "an Envoy default-format access log line")
+    """Envoy's default text format, and Istio's (three more columns after the flags)."""
+    match = _ENVOY.match(line)
+    if match is None:
+        raise _fail("envoy", line, "an Envoy or Istio default-format access log line")
+    when, request, code, _flags, _details, _end, _failure, _rx, sent, took, _up, forwarded, agent, _id, authority = (
+        match.groups()
+    )
     try:
-        epoch = parse_iso(parts[0])
+        epoch = parse_iso(when)
     except ValueError as exc:
         raise _fail("envoy", line, "an Envoy access log line (bad [START_TIME])") from exc
-    at = 4 if parts[4].isdigit() else 7  # BYTES_RECEIVED: Envoy's column 4, Istio's column 7
-    if len(parts) < at + 8:
-        raise _fail("envoy", line, "an Envoy or Istio access log line (too few columns)")
-    method, path, query, _ = _request(parts[1])
-    forwarded = _missing(parts[at + 4])
+    method, path, query, _ = _request(unescape(request) if "\\" in request else request)
+    forwarded = _missing(forwarded)
     ip = strip_ip_port(forwarded.partition(",")[0].strip()) if forwarded else None
-    status = _num(parts[2])
-    return (epoch, method, _missing(parts[at + 7]), path, query, status if status is not None else parts[2], ip,
-            _missing(parts[at + 5]), None, _num(parts[at + 1]), _num(parts[at + 2]))  # fmt: skip
+    status = _num(code)
+    return (epoch, method, _text(authority), path, query, status if status is not None else code, ip,
+            _text(agent), None, _num(sent), _num(took))  # fmt: skip
 
 
 _ALL = frozenset(LINE_OUTPUTS)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from relay.mapping.lines import parse_alb, parse_combined, parse_common, parse_envoy, tokens, unescape
+from relay.mapping.lines import parse_alb, parse_combined, parse_common, parse_envoy, unescape
 from relay.mapping.parsers import first_ip, parse_query, parse_request_line, parse_url
 from relay.mapping.values import RuleError
 
@@ -65,10 +65,11 @@ def test_first_ip(text: str, ip: str | None) -> None:
     assert first_ip(text) == (ip,)
 
 
-def test_tokens_and_nginx_unescaping() -> None:
-    line = 'a - - [25/Nov/2026:09:00:00 +0100] "GET / HTTP/1.1" "x \\"y\\" \\x22z\\x22" "na\\xC3\\xAFve"'
-    assert tokens(line) == ["a", "-", "-", "25/Nov/2026:09:00:00 +0100", "GET / HTTP/1.1", 'x "y" "z"', "naïve"]
-    assert unescape("plain") == "plain" and unescape("a\\\\b") == "a\\b"
+def test_nginx_unescaping() -> None:
+    assert unescape('x \\"y\\" \\x22z\\x22') == 'x "y" "z"' and unescape("na\\xC3\\xAFve") == "naïve"
+    assert unescape("plain") == "plain" and unescape("a\\\\b") == "a\\b" and unescape("cut\\") == "cut\\"
+    line = '1.2.3.4 - - [25/Nov/2026:09:00:00 +0100] "GET /na\\xC3\\xAFve HTTP/1.1" 200 1 "-" "x \\"y\\""'
+    assert parse_combined(line)[3] == "/naïve" and parse_combined(line)[7] == 'x "y"'
 
 
 COMBINED = '203.0.113.10 - alice [25/Nov/2026:09:00:08 +0100] "GET /search?q=a HTTP/1.1" 200 11165 "https://claude.ai/" "UA"'
