@@ -72,6 +72,15 @@ user_agent = {{ from = "_agent", unescape = true }}
 referer = {{ from = "_referer", unescape = true }}
 bytes_sent = "_size"
 
+[sources.fb-tagged]              # Fluent Bit header_tag: the tag names the site
+mapping = "fluentbit-by-tag"
+tag_header = "X-Fluent-Tag"
+tokens = ["{FB_TOKEN}"]
+
+[mappings.fluentbit-by-tag]
+extends = "fluentbit-nginx"
+host = "$tag"
+
 [sources.vector-raw]             # Vector events with the raw line in .message
 mapping = "nginx-combined"
 host = "{HOST}"
@@ -241,6 +250,18 @@ def test_fluent_bit_gelf_with_a_user_mapping(stack: Stack) -> None:
     answer, entries = stack.post_and_deliver("/ingest/fb-gelf", body, {"Content-Type": "application/json"})
     assert (answer["accepted"], answer["rejected"]) == (200, 0)
     assert same_entries(entries, stack.run(CASES["fluent-bit/nginx-combined.json"]))
+
+
+@needs_fluent_bit
+def test_fluent_bit_header_tag_reaches_the_mapping_as_tag(stack: Stack) -> None:
+    """`header_tag X-Fluent-Tag` sends the record's tag; a source's tag_header makes it `$tag`."""
+    body, headers, _ = CASES["fluent-bit/nginx-combined.msgpack.gzip"].request()
+    answer, entries = stack.post_and_deliver("/ingest/fb-tagged", body, {**headers, **FB_BASIC,
+                                                                        "X-Fluent-Tag": "shop.example.com"})
+    assert (answer["accepted"], answer["rejected"]) == (200, 0)
+    assert {e["host"] for e in entries} == {"shop.example.com"}
+    reference = stack.run(CASES["fluent-bit/nginx-combined.msgpack.gzip"])
+    assert same_entries(entries, [{**e, "host": "shop.example.com"} for e in reference])
 
 
 @needs_fluent_bit
