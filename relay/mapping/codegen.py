@@ -123,12 +123,14 @@ class _Compiler:
         for n, step in enumerate(steps[1:]):
             emit(depth + n, f"if {var}.__class__ is dict:")
             emit(depth + n + 1, f"{var} = {var}.get({step!r})")
-        if path.joinable:  # found nothing at the end of the road: try the flattened keys
+        if path.joinable:  # found nothing at the end of the road: the fully flattened key, at the top
             emit(depth + len(steps) - 1, f"if {var} is None:")
-            emit(depth + len(steps), f"{var} = {resolver}")
+            emit(depth + len(steps), f"{var} = r.get({'.'.join(steps)!r})")
         for n in range(len(steps) - 2, -1, -1):
             emit(depth + n, "else:")
-            if path.joinable:
+            if path.joinable and n == 0:  # no such key at the top: the fully flattened key, or nothing
+                emit(depth + 1, f"{var} = {resolver} if {var} is not None else r.get({'.'.join(steps)!r})")
+            elif path.joinable:
                 emit(depth + n + 1, f"{var} = {resolver}")
             else:
                 emit(depth + n + 1, f"if {var} is not None:")

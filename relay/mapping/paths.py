@@ -9,6 +9,9 @@ Syntax:
 - a bare dotted path also matches flattened keys (`http.request.method` finds
   `{"http": {"request": {"method": ...}}}`, `{"http.request.method": ...}` and
   `{"http": {"request.method": ...}}`), as ECS and OTel records come both ways;
+  compiled mappers walk the nested objects and fall back to the fully flattened
+  key; the other splits are tried when the walk meets something that is not
+  an object or misses a key on the way (`resolve` tries every split);
 - `$tag`: the Fluent Bit tag (`header_tag`); `$header.Host` / `$header["X-Real-IP"]`:
   a header of the ingest request (case-insensitive); `$time`: the event time of
   a MessagePack event `[[time, meta], record]`.
