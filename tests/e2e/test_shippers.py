@@ -320,6 +320,18 @@ def test_vector_nginx_parse_failure_is_reported_with_its_index(stack: Stack) -> 
         assert len(answer["errors"]) == 1 and answer["errors"][0].startswith("$[7]."), answer
 
 
+@needs_fluent_bit
+def test_plain_app_posts_one_json_object_per_request(stack: Stack) -> None:
+    """An app that logs one request per POST: a single JSON object, plain or gzip, no array."""
+    record = json.loads((FLUENT_BIT / "nginx-json.json.no-date" / "records.jsonl").read_text().splitlines()[0])
+    body = json.dumps(record).encode()
+    for payload, headers in [(body, {"Content-Type": "application/json"}),
+                             (gzip.compress(body), {"Content-Type": "application/json", "Content-Encoding": "gzip"})]:
+        answer, entries = stack.post_and_deliver("/ingest/fb-json", payload, headers)
+        assert (answer["accepted"], answer["rejected"]) == (1, 0) and len(entries) == 1
+        assert entries[0]["path"] == record["request_uri"].split("?")[0]
+
+
 # --- auth, as each shipper sends it -----------------------------------------------------------------
 
 
