@@ -319,3 +319,22 @@ def test_every_shipper_config_posts_to_a_relay_source() -> None:
              urlsplit(vector_configs()["vector.toml"]["sinks"]["relay"]["uri"].split("}", 1)[1] or "/").path,
              re.search(r'url\("`RELAY_URL`([^"]*)"\)', syslog_ng_destination())[1]}
     assert paths == {f"/ingest/{name}" for name in relay_sources()}
+
+
+# --- the compatibility matrix in docs/shippers.md -------------------------------------------------
+
+
+def test_every_test_the_shipper_docs_cite_exists() -> None:
+    """docs/shippers.md backs each matrix cell with a test: each named test and fixture must exist."""
+    doc = (REPO / "docs" / "shippers.md").read_text()
+    defined = set()
+    for path in (REPO / "tests").rglob("test_*.py"):
+        defined |= set(re.findall(r"^def (test_\w+)", path.read_text(), re.M))
+    cited = set(re.findall(r"`(test_\w+)", doc)) | set(re.findall(r"::(test_\w+)", doc))
+    assert len(cited) > 15 and cited <= defined, sorted(cited - defined)
+    fixture_dirs = {f"{shipper}/{p.name}" for shipper, root in
+                    [("vector", VECTOR_FIXTURES), ("syslog-ng", REPO / "tests" / "fixtures" / "syslog-ng")]
+                    for p in root.iterdir() if p.is_dir()}
+    cited_fixtures = {m for m in re.findall(r"fixture\[((?:vector|syslog-ng)/[^\]*]+)\]", doc)}
+    assert cited_fixtures and cited_fixtures <= fixture_dirs, sorted(cited_fixtures - fixture_dirs)
+    assert {f for f in fixture_dirs} <= cited_fixtures, "a fixture the matrix does not list"
