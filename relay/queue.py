@@ -72,6 +72,13 @@ class Cursor(msgspec.Struct, array_like=True, gc=False):
     seq: int = 0  # first inbox item not wholly sealed
     offset: int = 0  # entries of that item already sealed
     next_batch: int = 0
+    crc: int = 0  # of the three numbers: a flipped bit must not skip entries silently
+
+    def sealed(self) -> Cursor:
+        return Cursor(self.seq, self.offset, self.next_batch, checksum(f"{self.seq}:{self.offset}:{self.next_batch}".encode()))
+
+    def intact(self) -> bool:
+        return self.crc == self.sealed().crc
 
 
 class BatchRef(msgspec.Struct, frozen=True, gc=False):
@@ -204,6 +211,7 @@ class DiskQueue:
                 sinks[name] = SinkSnapshot(Cursor(), [], [], [])
             return sinks[name]
 
+        damaged: list[str] = []
         for key in cache.iterkeys():
             if not isinstance(key, str) or key[1:2] != "/":
                 continue
@@ -211,7 +219,10 @@ class DiskQueue:
             name, _, tail = rest.rpartition("/")
             try:
                 if kind == "c":
-                    sink(rest).cursor = _decode_cursor(cache[key])
+                    cursor = _decode_cursor(cache[key])
+                    if not cursor.intact():
+                        raise CorruptItem(f"{key} failed its checksum")
+                    sink(rest).cursor = cursor
                 elif kind == "i":
                     seq, count, nbytes = tail.split(".")
                     sink(name).inbox.append(InboxRef(int(seq), int(count), int(nbytes)))
@@ -221,9 +232,26 @@ class DiskQueue:
                 elif kind == "d":
                     _, count, nbytes = tail.split(".")
                     sink(name).dead.append(BatchRef(key, int(count), int(nbytes)))
-            except (ValueError, msgspec.DecodeError):
-                log.error("queue: ignoring unreadable key %r", key)
+            except (ValueError, msgspec.DecodeError, CorruptItem) as exc:
+                if kind != "c":
+                    log.error("queue: ignoring unreadable key %r", key)
+                    continue
+                self._quarantine(key, cache.get(key), str(exc))
+                damaged.append(rest)
+        for name in damaged:
+            sinks[name].cursor = self._rebuilt_cursor(sinks[name])
         return sinks
+
+    @staticmethod
+    def _rebuilt_cursor(found: SinkSnapshot) -> Cursor:
+        """A cursor that failed its checksum: start again from the first inbox item still on disk.
+        Entries of a partly sealed item may then go out twice; none is skipped."""
+        seq = min((ref.seq for ref in found.inbox), default=0)
+        ids = [int(ref.key.split("/")[-1].split(".")[0].rstrip("LR")) for ref in (*found.batches, *found.dead)]
+        cursor = Cursor(seq, 0, max(ids, default=-1) + 1)
+        log.error("queue: rebuilt a damaged cursor from the inbox: it resumes at item %d (entries of that "
+                  "item sealed before may be delivered twice; none is lost)", seq)
+        return cursor
 
     # ---- the DB thread ----------------------------------------------------------------
 
@@ -375,7 +403,7 @@ class DiskQueue:
         with cache.transact(retry=True):
             if batch is not None:
                 cache.set(key, value)
-            cache.set(f"c/{sink}", _encode(cursor))
+            cache.set(f"c/{sink}", _encode(cursor.sealed()))
             for ref in consumed:
                 cache.delete(inbox_key(sink, ref.seq, ref.count, ref.nbytes))
                 freed += ref.nbytes

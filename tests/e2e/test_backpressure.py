@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,12 +16,14 @@ from tests.e2e.test_upstream_faults import KEY, JSON_GZ, wait_delivered
 from tests.support import MockUpstream, wait_until
 
 
-def post_until_refused(relay: Relay, start: int, limit: int = 400) -> tuple[set[str], dict[int, int]]:
+def post_until_refused(relay: Relay, start: int, limit: int = 1000) -> tuple[set[str], dict[int, int]]:
     """Post 200-entry bodies one at a time until the relay says 503; acknowledged paths and statuses."""
     acked: set[str] = set()
     statuses: dict[int, int] = {}
     for i in range(limit):
-        batch = entries(start + i * 200, 200, user_agent="x" * 400)
+        batch = entries(start + i * 200, 200)
+        for entry in batch:  # incompressible, so that sealed batches fill the disk too
+            entry["user_agent"] = secrets.token_urlsafe(300)
         [(_, status, answer)] = asyncio.run(post_all(relay.base_url + "/v1/logs/custom",
                                                      [(i, gz_json(batch))], headers=JSON_GZ, concurrency=1))
         statuses[status] = statuses.get(status, 0) + 1
@@ -50,7 +53,7 @@ def test_queue_full_answers_503_and_keeps_everything_acknowledged(tmp_path: Path
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     mount = tmp_path / "disk"
     mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
                                            capture_output=True).returncode != 0:
         pytest.skip("needs root to mount a small tmpfs")
     try:
@@ -63,7 +66,7 @@ def test_disk_running_out_of_space_gives_503_not_a_crash(tmp_path: Path, tiny_di
     with MockUpstream(tmp_path, api_keys=[KEY], faults={"down": True}, extra_args=["--now", PINNED_NOW]) as upstream:
         relay = Relay(tmp_path, sink_toml("profound", upstream.url, KEY))
         text = relay.config_path.read_text().replace(str(tmp_path / "queue"), str(tiny_disk / "queue"))
-        text = text.replace('max_size = "1GiB"', 'max_size = "1GiB"\nmin_free_space = "512KiB"')
+        text = text.replace('max_size = "1GiB"', 'max_size = "1GiB"\nmin_free_space = "4MiB"')
         relay.config_path.write_text(text.replace("[server]", '[server]\nmax_body_size = "256KiB"'))
         with relay:
             acked, statuses = post_until_refused(relay, 0)
