@@ -207,7 +207,7 @@ class _Compiler:
         for pos, produced in enumerate(parser.outputs):
             if produced == target:
                 emit(depth + 1, f"{var} = {out}[{pos}]")
-            elif produced in self.wanted and produced in parser.fills | {"host"}:
+            elif produced in parser.fills or produced == "host":  # (host: found in absolute URLs)
                 local = f"d_{produced}_{out}"
                 self.derived.setdefault(produced, []).append(local)
                 emit(depth + 1, f"{local} = {out}[{pos}]")
@@ -255,7 +255,6 @@ class _Compiler:
         return parsing + [t for t in FIELDS if t not in parsing]
 
     def build(self) -> tuple[str, dict[str, Any]]:
-        self.wanted = set(FIELDS)
         emit = self.w.emit
         spec = self.spec
         # the loop body first, into self.w; the prologue needs the header names it used
@@ -264,7 +263,7 @@ class _Compiler:
             self.read(3, "x_line", spec.line, "line")
         for target in self.order():
             self.field(3, target)
-        for n, cond in enumerate(spec.drop_if):
+        for cond in spec.drop_if:
             test = self.w.const(cond.test, "_drop")
             subject = f"v_{cond.subject}" if cond.subject else self.lookup(cond.path)  # type: ignore[arg-type]
             self.mark(3, "drop_if")

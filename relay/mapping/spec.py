@@ -49,6 +49,7 @@ class Source:
         notes += [f"format {self.format}"] if self.format else []
         notes += [f"x{self.scale:g}"] if self.scale not in (None, 1) else []
         notes += [f"as {self.type}"] if self.type else []
+        notes += ["unescape"] if self.unescape else []
         return text + (f" ({', '.join(notes)})" if notes else "")
 
 
