@@ -42,6 +42,7 @@ DEFAULT_MAX_AGE = 30 * 86400.0
 DEFAULT_MAX_FUTURE = 86400.0
 _CACHE_LIMIT = 65536  # entries per memo table before it is cleared
 _FLOAT_MAX = 1.7e308
+_INT_MAX = 2**63 - 1  # bytes_sent beyond a signed 64-bit integer is garbage an upstream store may choke on
 # methods taken as they are on the fast path; any other string goes through the rules (upper case, length)
 _METHODS = frozenset(
     "GET HEAD POST PUT DELETE CONNECT OPTIONS TRACE PATCH PROPFIND PROPPATCH MKCOL COPY MOVE LOCK UNLOCK PURGE".split()
@@ -181,7 +182,7 @@ class Validator:
                 and ip.__class__ is str and ip in ips
                 and ua.__class__ is str and len(ua) <= 1024
                 and (referer is None or (referer.__class__ is str and len(referer) <= 2048))
-                and (nbytes is None or (nbytes.__class__ is int and nbytes >= 0))
+                and (nbytes is None or (nbytes.__class__ is int and 0 <= nbytes <= _INT_MAX))
                 and (duration is None or ((duration.__class__ is float or duration.__class__ is int)
                                           and 0 <= duration <= _FLOAT_MAX))
                 and (qp is None or _query_ok(qp))
@@ -390,8 +391,8 @@ def _as_int(value: Any) -> int | None:
 
 def _bytes_sent(value: Any, fixes: list[str]) -> int:
     number = _as_int(value)
-    if number is None or number < 0:
-        raise _Invalid("bytes_sent", "range", f"must be an integer >= 0, got {_show(value)}")
+    if number is None or not 0 <= number <= _INT_MAX:
+        raise _Invalid("bytes_sent", "range", f"must be an integer >= 0 (64-bit), got {_show(value)}")
     return number
 
 

@@ -85,9 +85,10 @@ def _cidr_test(networks: tuple[Any, ...]) -> Callable[[Any], bool]:
                 hit = any(address in net or (mapped is not None and mapped in net) for net in networks)
             except ValueError:
                 hit = False
-            if len(memo) > 65536:
-                memo.clear()
-            memo[value] = hit
+            if len(value) <= 64:  # an address; anything longer is not remembered
+                if len(memo) > 65536:
+                    memo.clear()
+                memo[value] = hit
         return hit
 
     return test

@@ -59,6 +59,7 @@ def unquote(text: str) -> str:
 
 _QUERY_MEMO: dict[str, dict[str, str]] = {}
 _QUERY_MEMO_LIMIT = 4096  # distinct query strings remembered (popular pages, campaign links)
+_QUERY_MEMO_TEXT = 512  # longer query strings are parsed every time, never kept
 
 
 def parse_query(text: str) -> dict[str, str] | None:
@@ -83,6 +84,8 @@ def parse_query(text: str) -> dict[str, str] | None:
         out[key] = value if seen is None else f"{seen},{value}"
     if not out:
         return None
+    if len(text) > _QUERY_MEMO_TEXT:
+        return out
     if len(_QUERY_MEMO) >= _QUERY_MEMO_LIMIT:
         _QUERY_MEMO.clear()
     _QUERY_MEMO[text] = out

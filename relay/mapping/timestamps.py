@@ -30,6 +30,7 @@ from relay.mapping.values import RuleError, show
 _MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}  # fmt: skip
 _MEMO_LIMIT = 16384
+_MAX_TEXT = 64  # no timestamp is longer: longer text is refused before it is parsed or remembered
 _memo: dict[Any, float] = {}  # text (or (pattern, text)) -> epoch, for what `auto` reads the same way
 _clf_memo: dict[str, float] = {}
 _EVENT_TIME = struct.Struct(">II")
@@ -74,6 +75,8 @@ def parse_iso(text: str) -> float:
     epoch = _memo.get(text)
     if epoch is not None:
         return epoch
+    if len(text) > _MAX_TEXT:
+        raise ValueError("over-long timestamp")
     if len(text) >= 19 and text[4] == "-" and text[10] in "Tt " and text[13] == ":" and text[16] == ":":
         head = text[:10] + text[11:19]  # one memo entry per second, whatever the fraction and offset
         base = _memo.get(head)
@@ -102,6 +105,8 @@ def parse_clf(text: str) -> float:
     epoch = _clf_memo.get(text)
     if epoch is not None:
         return epoch
+    if len(text) > _MAX_TEXT:
+        raise ValueError("over-long timestamp")
     body = text.strip().strip("[]")
     when, _, zone = body.partition(" ")
     day, month, rest = when.split("/", 2)
@@ -130,8 +135,8 @@ def to_epoch(value: Any) -> float:
         return from_number(value)
     if cls is str:
         text = value.strip()
-        if not text:
-            raise ValueError("empty timestamp")
+        if not text or len(text) > _MAX_TEXT:
+            raise ValueError("empty or over-long timestamp")
         epoch = _memo.get(text)
         if epoch is not None:
             return epoch
@@ -172,6 +177,8 @@ def _strptime_reader(fmt: str) -> Callable[[Any], float]:
     def read(value: Any) -> float:
         if value.__class__ is not str:
             return to_epoch(value)
+        if len(value) > 4 * _MAX_TEXT:
+            raise ValueError("over-long timestamp")
         key = (fmt, value)
         epoch = _memo.get(key)
         if epoch is None:

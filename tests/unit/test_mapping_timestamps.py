@@ -62,3 +62,10 @@ def test_explicit_formats() -> None:
         reader("clf")("2026-11-25T08:00:00Z")
     with pytest.raises(ValueError):
         reader("epoch")
+
+
+def test_over_long_text_is_refused_before_parsing() -> None:
+    with pytest.raises(RuleError):
+        reader("auto")("2026-11-25T08:00:00." + "0" * 1_000_000 + "Z")
+    with pytest.raises(RuleError):
+        reader("clf")("25/Nov/2026:09:00:00 " + "+" * 100)

@@ -133,6 +133,7 @@ def test_repair_mode_fixes_and_counts_by_field_and_action() -> None:
         ({"ip": "1.2.3.4:5678"}, "ip", "invalid_ip", "without a port"),
         ({"ua": None}, "user_agent", "required", "missing"),
         ({"nbytes": -1}, "bytes_sent", "range", "integer >= 0"),
+        ({"nbytes": 2**64}, "bytes_sent", "range", "64-bit"),
         ({"duration": -0.5}, "duration_ms", "range", "number >= 0"),
         ({"qp": {"a": ["x"]}}, "query_params", "type", "must be a string"),
         ({"referer": 12}, "referer", "type", "must be a string"),
