@@ -24,7 +24,7 @@ from .outbox import Outbox
 from .queue import BatchRef, DeadLetter, DiskQueue, SealedBatch, checksum
 from .retry import Outcome, backoff, classify, parse_retry_after
 from .sender import Delivery, Sender
-from .telemetry import Metrics
+from .telemetry import Metrics, Sampler
 
 log = logging.getLogger("relay.dispatch")
 _split_array = msgspec.json.Decoder(list[msgspec.Raw]).decode
@@ -51,6 +51,7 @@ class SinkDispatcher:
                                timeout=config.batch_timeout, compression=config.compression,
                                level=config.compression_level)
         self.state = "running"  # running | backing_off | paused
+        self._sample = Sampler(10.0)
         self.last_error: str | None = None
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()  # set when config changes (new key): paused loops retry now
@@ -174,17 +175,23 @@ class SinkDispatcher:
             metrics.entries_delivered.labels(name).inc(batch.count - rejected)
             if rejected:
                 metrics.upstream_rejected.labels(name).inc(rejected)
-                log.warning("sink %s: upstream skipped %d of %d entries, e.g. %s", name, rejected,
-                            batch.count, delivery.upstream_errors[0])
+                held = self._sample(name)
+                if held is not None:
+                    log.warning("sink %s: upstream skipped %d of %d entries, e.g. %s%s", name, rejected,
+                                batch.count, delivery.upstream_errors[0],
+                                f" ({held} such batches not logged in the last 10s)" if held else "",
+                                extra={"fields": {"sink": name, "rejected": rejected,
+                                                  "reason": delivery.upstream_errors[0]}})
 
     def _set_state(self, state: str, error: str | None, delay: float = 0.0) -> None:
         if state != self.state:
+            fields = {"fields": {"sink": self.name, "state": state, "delay_s": round(delay, 3), "error": error}}
             if state == "running":
-                log.info("sink %s: resumed", self.name)
+                log.info("sink %s: resumed", self.name, extra=fields)
             elif state == "paused":
-                log.error("sink %s: paused, retrying every %.0fs: %s", self.name, delay, error)
+                log.error("sink %s: paused, retrying every %.0fs: %s", self.name, delay, error, extra=fields)
             else:
-                log.warning("sink %s: backing off %.2fs: %s", self.name, delay, error)
+                log.warning("sink %s: backing off %.2fs: %s", self.name, delay, error, extra=fields)
         self.state = state
         self.last_error = error
 

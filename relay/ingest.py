@@ -19,6 +19,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import admin, pipeline
+from .telemetry import Sampler
 from .errors import IngestError, PayloadTooLarge, RequestTimeout, ShuttingDown, Unauthorized, UnknownSource
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("relay.ingest")
 RUNTIME = admin.RUNTIME_KEY
 _json = msgspec.json.Encoder()
+_sample = Sampler(10.0)  # client errors are logged at most once per source and status per 10s
 
 
 def _reply(status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
@@ -106,10 +108,11 @@ async def _ingest(runtime: Runtime, request: web.Request) -> web.Response:
         await pipeline.commit(route, prepared, runtime.queue)
     except IngestError as exc:
         runtime.metrics.requests.labels(source, str(exc.status)).inc()
-        if exc.status >= 500 or exc.status == 401:
-            log.debug("%s %s: %s %s", request.method, request.path, exc.status, exc.message)
-        else:
-            log.info("%s %s: %s %s", request.method, request.path, exc.status, exc.message)
+        held = None if exc.status == 401 or exc.status >= 500 else _sample(f"{source}:{exc.status}")
+        if held is not None:
+            log.info("%s %s: %s %s%s", request.method, request.path, exc.status, exc.message,
+                     f" ({held} more like it in the last 10s)" if held else "",
+                     extra={"fields": {"source": source, "status": exc.status}})
         headers = dict(exc.headers)
         if exc.status == 401:
             headers["WWW-Authenticate"] = 'Basic realm="relay", charset="UTF-8"'

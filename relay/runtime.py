@@ -92,6 +92,7 @@ class Runtime:
         self._snapshot: dict[str, SinkSnapshot] = {}
         self._reload_lock = asyncio.Lock()
         self.metrics.add_gauges(self._gauges)
+        self.metrics.declare(config.sources, config.sinks)
 
     def open_queue(self) -> None:
         os.makedirs(self.config.queue.path, exist_ok=True)
@@ -157,6 +158,17 @@ class Runtime:
 
     async def reload(self, path: str | None = None) -> list[str]:
         """Apply the config file again; returns what changed. Raises ConfigError, changing nothing."""
+        try:
+            changes = await self._reload(path)
+        except ConfigError:
+            self.metrics.reloads.labels("refused").inc()
+            raise
+        self.metrics.reloads.labels("ok").inc()
+        self.metrics.last_reload.set_to_current_time()
+        self.metrics.declare(self.config.sources, self.config.sinks)
+        return changes
+
+    async def _reload(self, path: str | None) -> list[str]:
         async with self._reload_lock:
             new = load(path or self.config.file or "")
             old = self.config
@@ -244,6 +256,9 @@ class Runtime:
             dispatcher = self.dispatchers.get(name)
             state = dispatcher.state if dispatcher else "running"
             yield "relay_sink_up", "1 while the sink delivers, 0 while it backs off or is paused", labels, float(state == "running")
+            for one in ("running", "backing_off", "paused"):
+                yield ("relay_sink_state", "1 for the sink's current state", {"sink": name, "state": one},
+                       float(state == one))
         yield "relay_dead_letter_bytes", "Bytes in the dead-letter store", {}, self.dead_letters.bytes()
         yield "relay_queue_used_bytes", "Bytes of queued data, all sinks", {}, self.queue.used_bytes
         yield "relay_queue_max_bytes", "The disk budget (queue.max_size)", {}, self.queue.max_size

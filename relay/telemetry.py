@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -40,6 +40,24 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class Sampler:
+    """At most one log line per key per `every` seconds; says how many it held back."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def __call__(self, key: str) -> int | None:
+        """None: stay quiet. Otherwise log now; the value is how many were suppressed before."""
+        now = time.monotonic()
+        if now - self._last.get(key, -1e18) < self.every:
+            self._held[key] = self._held.get(key, 0) + 1
+            return None
+        self._last[key] = now
+        return self._held.pop(key, 0)
 
 
 class _Gauges(Collector):
@@ -74,8 +92,25 @@ class Metrics:
         self.retries = Counter("relay_upstream_retries", "Batch retries by reason", ["sink", "reason"], registry=r)
         self.dead_lettered = Counter("relay_dead_letter_entries_added", "Entries moved to the dead-letter store", ["sink"], registry=r)
         self.dead_letters_dropped = Counter("relay_dead_letter_entries_dropped", "Dead letters dropped past queue.dead_letter_max_size", registry=r)
+        self.reloads = Counter("relay_config_reloads", "Config reloads by result (ok, refused)", ["result"], registry=r)
+        self.last_reload = Gauge("relay_config_last_reload_success_timestamp_seconds",
+                                 "When the config was last loaded successfully", registry=r)
+        self.last_reload.set_to_current_time()
         self.latency = Histogram("relay_upstream_request_duration_seconds", "Upstream request latency", ["sink"],
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
+
+    def declare(self, sources: Iterable[str], sinks: Iterable[str]) -> None:
+        """Create the label sets a quiet source or sink would otherwise lack, so dashboards
+        show zeros instead of gaps."""
+        for source in sources:
+            self.requests.labels(source, "200")
+            for counter in (self.received_bytes, self.entries_received, self.entries_accepted, self.entries_filtered):
+                counter.labels(source)
+        for sink in sinks:
+            self.batches.labels(sink, "200")
+            self.entries_delivered.labels(sink)
+            self.upstream_rejected.labels(sink)
+            self.dead_lettered.labels(sink)
 
     def add_gauges(self, read: Callable[[], Iterable[tuple[str, str, dict[str, str], float]]]) -> None:
         self.registry.register(_Gauges(read))
