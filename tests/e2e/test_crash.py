@@ -106,7 +106,7 @@ class Delivered:
             return self
         end = chunk.rfind(b"\n") + 1  # a line still being written waits for the next poll
         self.offset += end
-        for line in chunk[:end].splitlines():
+        for line in chunk[:end].split(b"\n")[:-1]:
             record = json.loads(line)
             self.upstream_errors.extend(record.get("errors") or [])
             for entry in record["entries"]:
