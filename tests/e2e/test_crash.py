@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import gzip
 import json
 import os
@@ -279,17 +280,24 @@ def kill_at(phase: str, relay: Relay, upstream: MockUpstream, ledger: Ledger, rn
     figures.kills[phase] += 1
 
 
-def calibrate_fixture(relay: Relay, delivered: Delivered, ledger: Ledger, count: int) -> list[str]:
+def calibrate_fixture(relay: Relay, sinks: dict[str, Delivered], ledger: Ledger, count: int) -> list[str]:
     """Post the captured body once and read off upstream the entries its records become."""
     body, headers, _ = fixture(FIXTURE)
     response = http_request(relay.base_url + FLUENTBIT_PATH, "POST", body, headers=headers)
     assert response.status == 200, response.body
     ledger.record(response.status, response.json(), None, count)
-    wait_until(lambda: sum(delivered.poll().other.values()) >= count, timeout=30,
-               message=lambda: f"fixture body not delivered\n{relay.log_tail()}")
-    keys = list(delivered.other)
-    assert len(keys) == count, f"the fixture's {count} records became {len(keys)} distinct entries"
-    return keys
+    for delivered in sinks.values():
+        wait_until(lambda: sum(delivered.poll().other.values()) >= count, timeout=30,
+                   message=lambda: f"fixture body not delivered\n{relay.log_tail()}")
+    keys = [list(delivered.other) for delivered in sinks.values()]
+    assert all(sorted(k) == sorted(keys[0]) for k in keys) and len(keys[0]) == count, \
+        f"the fixture's {count} records became {len(keys[0])} distinct entries"
+    return keys[0]
+
+
+# The sinks of a crash run: a slow one (sends in flight at every kill) and a flaky one
+# (500s and dropped connections: batches being retried at a kill). Each has its own upstream.
+SINK_FAULTS = {"slow": {"latency": SEND_LATENCY}, "flaky": {"error_rate": 0.2, "drop_rate": 0.05}}
 
 
 def run_crash_load(tmp_path: Path, plan: CrashPlan, seed: int) -> Figures:
@@ -298,43 +306,51 @@ def run_crash_load(tmp_path: Path, plan: CrashPlan, seed: int) -> Figures:
     figures, ledger = Figures(), Ledger()
     _, _, fixture_records = fixture(FIXTURE)
     started = time.monotonic()
-    with MockUpstream(tmp_path, api_keys=[KEY], extra_args=["--now", PINNED_NOW], verbose=False,
-                      faults={"latency": SEND_LATENCY}) as upstream:
-        sink = sink_toml("profound", upstream.url, KEY, batch_timeout="100ms", concurrency=4,
-                         retry_initial_backoff="20ms", retry_max_backoff="500ms")
-        relay = Relay(tmp_path, sink, sync=plan.sync)
-        delivered = Delivered(upstream)
+    with contextlib.ExitStack() as stack:
+        upstreams = {name: stack.enter_context(MockUpstream(
+            tmp_path, name=f"upstream-{name}", api_keys=[KEY], extra_args=["--now", PINNED_NOW],
+            verbose=False, faults=faults)) for name, faults in SINK_FAULTS.items()}
+        sinks_toml = "\n".join(sink_toml(name, upstream.url, KEY, batch_timeout="100ms", concurrency=4,
+                                         retry_initial_backoff="20ms", retry_max_backoff="500ms")
+                               for name, upstream in upstreams.items())
+        relay = Relay(tmp_path, sinks_toml, sync=plan.sync)
+        sinks = {name: Delivered(upstream) for name, upstream in upstreams.items()}
         load = Load(relay.base_url, ledger, custom=plan.clients[0], fluentbit=plan.clients[1],
                     entries_per_body=100, pace=plan.pace)
         try:
             relay.start()
-            fixture_keys = calibrate_fixture(relay, delivered, ledger, len(fixture_records))
+            fixture_keys = calibrate_fixture(relay, sinks, ledger, len(fixture_records))
             load.start()
             phases = list(plan.phases)
             while phases or (plan.seconds is not None and time.monotonic() - started < plan.seconds):
                 phase = phases.pop(0) if phases else rng.choice(PHASES)
-                kill_at(phase, relay, upstream, ledger, rng, figures, plan.dwell)
-                delivered.poll()  # keep up with the record file as we go
+                kill_at(phase, relay, upstreams["slow"], ledger, rng, figures, plan.dwell)
+                for delivered in sinks.values():
+                    delivered.poll()  # keep up with the record files as we go
             relay.start()
             figures.restarts += 1
             goal = ledger.requests_acked + 10  # the last start takes load too
             wait_until(lambda: ledger.requests_acked >= goal, timeout=30,
                        message=lambda: f"no ingest after the last restart\n{relay.log_tail()}")
             load.stop()
-            upstream.clear_faults()
+            for upstream in upstreams.values():
+                upstream.clear_faults()
             acked, fixture_acks = ledger.snapshot()
-            wait_until(lambda: not delivered.poll().missing(acked)
-                       and not delivered.fixture_shortfall(fixture_keys, fixture_acks),
-                       timeout=plan.drain_timeout, interval=0.25,
-                       message=lambda: f"{len(delivered.missing(acked))} acknowledged entries never arrived, "
-                                       f"e.g. {delivered.missing(acked)[:5]}; fixture entries short: "
-                                       f"{delivered.fixture_shortfall(fixture_keys, fixture_acks)}\n"
-                                       f"{relay.log_tail()}")
+
+            def short() -> str:
+                return "; ".join(f"sink {name}: {len(d.missing(acked))} acknowledged entries never arrived, "
+                                 f"e.g. {d.missing(acked)[:3]}, fixture entries short "
+                                 f"{d.fixture_shortfall(fixture_keys, fixture_acks)}" for name, d in sinks.items())
+
+            wait_until(lambda: all(not d.poll().missing(acked) and not d.fixture_shortfall(fixture_keys, fixture_acks)
+                                   for d in sinks.values()),
+                       timeout=plan.drain_timeout, interval=0.25, message=lambda: f"{short()}\n{relay.log_tail()}")
             figures.seconds = time.monotonic() - started
-            report(seed, plan, figures, ledger, delivered, fixture_keys)
+            report(seed, plan, figures, ledger, sinks, fixture_keys)
             assert not ledger.unexpected, ledger.unexpected[:5]
             assert set(ledger.statuses) <= {0, 200}, f"unexpected answers under load: {ledger.statuses}"
-            assert not delivered.upstream_errors, delivered.upstream_errors[:5]
+            for name, delivered in sinks.items():
+                assert not delivered.upstream_errors, (name, delivered.upstream_errors[:5])
             assert figures.total_kills >= len(plan.phases)
             assert "Traceback" not in relay.log_text(), relay.log_tail(200)
         finally:
@@ -344,22 +360,23 @@ def run_crash_load(tmp_path: Path, plan: CrashPlan, seed: int) -> Figures:
     return figures
 
 
-def report(seed: int, plan: CrashPlan, figures: Figures, ledger: Ledger, delivered: Delivered,
+def report(seed: int, plan: CrashPlan, figures: Figures, ledger: Ledger, sinks: dict[str, Delivered],
            fixture_keys: list[str]) -> None:
     acked, fixture_acks = ledger.snapshot()
     unique_acked = sum(acked.values())
-    duplicates = delivered.duplicates()
-    extra_fixture = sum(delivered.other[k] - fixture_acks for k in fixture_keys)
     print(f"\ncrash run (seed {seed}, sync={plan.sync}): {figures.seconds:.0f}s, {figures.total_kills} kills "
           f"{dict(figures.kills)}, {figures.restarts} restarts survived")
     print(f"  requests: {dict(ledger.statuses)} (0 = no answer: refused, or cut by a kill)")
     print(f"  acknowledged: {unique_acked} unique entries + {fixture_acks} fixture bodies x "
-          f"{len(fixture_keys)} = {unique_acked + fixture_acks * len(fixture_keys)} entries")
-    print(f"  delivered: {delivered.total} entries; lost: 0; duplicates: "
-          f"{sum(n - 1 for n in duplicates.values())} extra copies of {len(duplicates)} unique entries, "
-          f"{extra_fixture} extra fixture entries")
-    if duplicates:
-        print(f"  duplicated, e.g.: {sorted(duplicates.items())[:8]}")
+          f"{len(fixture_keys)} = {unique_acked + fixture_acks * len(fixture_keys)} entries, for each sink")
+    for name, delivered in sinks.items():
+        duplicates = delivered.duplicates()
+        extra_fixture = sum(delivered.other[k] - fixture_acks for k in fixture_keys)
+        print(f"  sink {name} ({SINK_FAULTS[name]}): delivered {delivered.total} entries; lost 0; duplicates: "
+              f"{sum(n - 1 for n in duplicates.values())} extra copies of {len(duplicates)} unique entries, "
+              f"{extra_fixture} extra fixture entries")
+        if duplicates:
+            print(f"    duplicated, e.g.: {sorted(duplicates.items())[:4]}")
 
 
 # ---- the tests -----------------------------------------------------------------------------
