@@ -259,6 +259,7 @@ class Runtime:
             for one in ("running", "backing_off", "paused"):
                 yield ("relay_sink_state", "1 for the sink's current state", {"sink": name, "state": one},
                        float(state == one))
+        yield "relay_requests_in_flight", "Ingest requests being handled now", {}, self.in_flight
         yield "relay_dead_letter_bytes", "Bytes in the dead-letter store", {}, self.dead_letters.bytes()
         yield "relay_queue_used_bytes", "Bytes of queued data, all sinks", {}, self.queue.used_bytes
         yield "relay_queue_max_bytes", "The disk budget (queue.max_size)", {}, self.queue.max_size

@@ -27,6 +27,8 @@ def test_sigterm_finishes_in_flight_requests_and_refuses_new_ones(tmp_path: Path
         relay = Relay(tmp_path, sink_toml("profound", upstream.url, KEY)).start()
         body = json.dumps(entries(0, 50)).encode()
         slow = raw_post_start(relay.port, body)
+        # The relay must be handling it (headers read) before the signal, or it is not in flight.
+        wait_until(lambda: "relay_requests_in_flight 1.0" in relay.metrics(), timeout=10)
         relay.popen.send_signal(15)  # type: ignore[union-attr]
         wait_until(lambda: "stopping" in relay.log_text(), timeout=10)
         refused = http_request(relay.base_url + "/v1/logs/custom", "POST", entries(100, 1))
