@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= configs/relay.toml
 
-.PHONY: run test soak check-config bench lint clean
+.PHONY: run test soak check-config bench system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "relay needs Python 3.11+"'
@@ -30,6 +30,11 @@ check-config: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/relay bench
+
+# Optional Debian packages for the tests that drive real shippers (as root; CI runs it).
+system-deps:
+	command -v syslog-ng >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends syslog-ng-core syslog-ng-mod-http >/dev/null; }
 
 clean:
 	rm -rf $(VENV) data build *.egg-info
