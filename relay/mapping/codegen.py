@@ -88,6 +88,7 @@ class _Compiler:
         self.w = _Writer()
         self.headers: dict[str, str] = {}  # header name -> local
         self.derived: dict[str, list[str]] = {}  # target -> locals holding parser outputs, in order
+        self.line_locals: dict[str, str] = {}  # target -> local holding the line parser's output
         self.parse_count = 0
 
     def mark(self, depth: int, field: str | None) -> None:
@@ -101,6 +102,8 @@ class _Compiler:
             return "tag"
         if path.kind == "time":
             return "et"
+        if path.kind == "line":
+            return self.line_locals[path.steps[0]]  # type: ignore[index]
         if path.kind == "header":
             name = path.steps[0]
             if name not in self.headers:
@@ -136,13 +139,17 @@ class _Compiler:
                 emit(depth + n + 1, f"if {var} is not None:")
                 emit(depth + n + 2, f"{var} = {resolver}")
 
-    def read(self, depth: int, var: str, source: Source, target: str) -> None:
-        """`var` = the first present, non-empty, non-"-" value of the source's paths, converted; else None."""
-        emit, paths = self.w.emit, source.paths
+    def first_present(self, depth: int, var: str, paths: tuple[Path, ...]) -> None:
+        """`var` = the first present, non-empty, non-"-" value of `paths`, else None."""
         for n, path in enumerate(paths):
             self.fetch(depth + n, var, path)
-            emit(depth + n, f"if {var} {BLANK.format(v=var)}:")
-        emit(depth + len(paths), f"{var} = None")
+            self.w.emit(depth + n, f"if {var} {BLANK.format(v=var)}:")
+        self.w.emit(depth + len(paths), f"{var} = None")
+
+    def read(self, depth: int, var: str, source: Source, target: str) -> None:
+        """`var` = the first present value of the source's paths, converted; else None."""
+        emit, paths = self.w.emit, source.paths
+        self.first_present(depth, var, paths)
         if len(paths) == 1:
             emit(depth, "else:")
             self.convert(depth + 1, var, target, source)
@@ -207,9 +214,12 @@ class _Compiler:
         for pos, produced in enumerate(parser.outputs):
             if produced == target:
                 emit(depth + 1, f"{var} = {out}[{pos}]")
-            elif produced in parser.fills or produced == "host":  # (host: found in absolute URLs)
+            elif produced in parser.fills or produced == "host" or target == "line":  # (host: in absolute URLs)
                 local = f"d_{produced}_{out}"
-                self.derived.setdefault(produced, []).append(local)
+                if produced in parser.fills or produced == "host":
+                    self.derived.setdefault(produced, []).append(local)
+                if target == "line":
+                    self.line_locals[produced] = local
                 emit(depth + 1, f"{local} = {out}[{pos}]")
 
     # -- one target field ---------------------------------------------------------------
@@ -260,7 +270,12 @@ class _Compiler:
         # the loop body first, into self.w; the prologue needs the header names it used
         if spec.line is not None:
             self.mark(3, "line")
-            self.read(3, "x_line", spec.line, "line")
+            depth = 3
+            if spec.line.unless:  # a record the shipper already parsed: leave its line alone
+                self.first_present(3, "x_unless", spec.line.unless)
+                emit(3, "if x_unless is None:")
+                depth = 4
+            self.read(depth, "x_line", spec.line, "line")
         for target in self.order():
             self.field(3, target)
         for cond in spec.drop_if:
@@ -274,7 +289,8 @@ class _Compiler:
         args = ", ".join(f"v_{t}" for t in FIELDS)
         emit(3, f"e = check(i, {args}, repairs)")
         loop = self.w.lines
-        derived_locals = sorted({local for locals_ in self.derived.values() for local in locals_})
+        derived_locals = sorted({local for locals_ in self.derived.values() for local in locals_}
+                                | set(self.line_locals.values()))
         head = [
             "def map_batch(records, ctx, check, repairs):",
             "    entries = []",

@@ -14,7 +14,8 @@ Syntax:
   an object or misses a key on the way (`resolve` tries every split);
 - `$tag`: the Fluent Bit tag (`header_tag`); `$header.Host` / `$header["X-Real-IP"]`:
   a header of the ingest request (case-insensitive); `$time`: the event time of
-  a MessagePack event `[[time, meta], record]`.
+  a MessagePack event `[[time, meta], record]`; `$line.timestamp` (any target
+  field): what the mapping's `line` parser found for that field.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-SPECIALS = ("$tag", "$time", "$header")
+SPECIALS = ("$tag", "$time", "$header", "$line")
 
 
 class Path(NamedTuple):
     text: str  # as written
-    kind: str  # "record", "tag", "header", "time"
+    kind: str  # "record", "tag", "header", "time", "line"
     steps: tuple[str | int, ...]
     joinable: bool  # every step was a bare word: flattened dotted keys may match too
 
@@ -49,6 +50,10 @@ def parse_path(text: str) -> Path:
             if len(steps) > 1:
                 raise ValueError(f"{head} has no fields: {text!r}")
             return Path(text, head[1:], (), False)
+        if head == "$line":
+            if len(steps) != 2 or not isinstance(steps[1], str):
+                raise ValueError(f"name one field of the line: $line.timestamp, got {text!r}")
+            return Path(text, "line", (steps[1],), False)
         if head == "$header":
             if len(steps) != 2 or not isinstance(steps[1], str):
                 raise ValueError(f'name one header: $header.Host or $header["X-Real-IP"], got {text!r}')

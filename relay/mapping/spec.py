@@ -42,6 +42,7 @@ class Source:
     scale: float | None = None  # combined factor of `scale` and `unit`
     type: str | None = None
     unescape: bool = False
+    unless: tuple[Path, ...] = ()  # line only: skip it when the record has any of these
 
     def describe(self) -> str:
         text = repr(self.const) if self.const is not MISSING else " | ".join(p.text for p in self.paths)
@@ -50,6 +51,7 @@ class Source:
         notes += [f"x{self.scale:g}"] if self.scale not in (None, 1) else []
         notes += [f"as {self.type}"] if self.type else []
         notes += ["unescape"] if self.unescape else []
+        notes += [f"unless {' | '.join(p.text for p in self.unless)}"] if self.unless else []
         return text + (f" ({', '.join(notes)})" if notes else "")
 
 
@@ -134,7 +136,15 @@ def merge(parent: MappingSpec, child: MappingSpec) -> MappingSpec:
 
 
 def check_complete(spec: MappingSpec, *, file: str | None = None) -> None:
-    """Every required field needs a source (host may come from the source's `host` setting)."""
+    """Every required field needs a source (host may come from the source's `host` setting);
+    `$line.FIELD` needs a line parser."""
+    for target, rule in spec.fields.items():
+        for path in (p for src in (rule.sources if rule else ()) for p in src.paths if p.kind == "line"):
+            where = f"mappings.{spec.name}.{target}"
+            if spec.line is None:
+                raise ConfigError(f"{path.text} reads the line, but the mapping has no `line` parser", key=where, file=file)
+            if path.steps[0] not in KIND:
+                raise ConfigError(f"{path.text}: a line fills target fields ({', '.join(FIELDS)})", key=where, file=file)
     derived = spec.derived(sure=True)
     for target in NEEDED:
         if spec.fields.get(target) is None and target not in derived:
@@ -150,10 +160,12 @@ def _line(value: Any, where: str, file: str | None) -> Source:
         raise ConfigError(f'line = {{ from = ["log", "message"], parse = "combined" }} (parse: {", ".join(LINE_FORMATS)})', key=where, file=file)
     if value["parse"] not in LINE_FORMATS:
         raise ConfigError(f"unknown line parser {value['parse']!r}: use one of {', '.join(LINE_FORMATS)}", key=where, file=file)
-    extra = set(value) - {"from", "parse"}
+    extra = set(value) - {"from", "parse", "unless"}
     if extra:
-        raise ConfigError(f"unknown option {sorted(extra)[0]!r} for line: it takes from and parse", key=where, file=file)
-    return Source(paths=_paths(value.get("from", ["log", "message"]), where, file), parse=value["parse"])
+        raise ConfigError(f"unknown option {sorted(extra)[0]!r} for line: it takes from, parse and unless",
+                          key=where, file=file)  # fmt: skip
+    unless = _paths(value["unless"], where, file) if "unless" in value else ()
+    return Source(paths=_paths(value.get("from", ["log", "message"]), where, file), parse=value["parse"], unless=unless)
 
 
 def _rule(target: str, value: Any, where: str, file: str | None) -> FieldRule:

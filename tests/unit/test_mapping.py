@@ -352,3 +352,27 @@ def test_nested_paths_compiled_inline_agree_with_the_resolver(req: dict[str, Any
 def test_extending_mapping_can_drop_the_line_parser() -> None:
     library = MappingLibrary({"json-envoy": {"extends": "envoy", "line": False}})
     assert library.get("json-envoy").spec.line is None and library.get("envoy").spec.line is not None
+
+
+def test_line_fields_by_name_and_unless() -> None:
+    table = {
+        "line": {"from": "message", "parse": "combined", "unless": ["status"]},
+        "timestamp": ["$line.timestamp", "ts"], "method": "m", "path": "p", "status_code": "status", "ip": "ip",
+        "user_agent": "ua", "host": {"value": "h.example"},
+    }  # fmt: skip
+    line = '192.0.2.9 - - [25/Nov/2026:09:00:05 +0100] "POST /l HTTP/1.1" 201 3 "-" "line-ua"'
+    from_line = one(table, {"message": line, "ts": 1795593600})
+    assert (from_line["timestamp"], from_line["method"], from_line["ip"]) == ("2026-11-25T08:00:05Z", "POST", "192.0.2.9")
+    parsed = one(table, {**RECORD, "status": 200, "message": line})  # has `status`: the line is not read
+    assert (parsed["timestamp"], parsed["method"], parsed["ip"]) == ("2026-11-25T08:00:00Z", "GET", "192.0.2.1")
+
+
+@pytest.mark.parametrize(
+    "table, words",
+    [({**BASE, "timestamp": "$line.timestamp"}, "has no `line` parser"),
+     ({**BASE, "line": {"from": "log", "parse": "combined"}, "timestamp": "$line.when"}, "a line fills target fields"),
+     ({**BASE, "line": {"from": "log", "parse": "combined", "if": "x"}}, "unknown option 'if'")],
+)  # fmt: skip
+def test_line_errors(table: dict[str, Any], words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        mapper(table)

@@ -401,3 +401,20 @@ def test_otel_attributes_and_top_level_keys() -> None:
     other = {**vector_event, "attributes": {**attributes, "http.request.method": "_OTHER",
                                             "http.request.method_original": "PURGE"}}  # fmt: skip
     assert only("otel", other).method == "PURGE"
+
+
+def test_vector_presets_read_what_vrl_could_not_parse_and_undo_escapes() -> None:
+    line = ('203.0.113.66 - - [25/Nov/2026:09:00:19 +0100] "GET /wiki/na\\xC3\\xAFve?q=1 HTTP/2.0" 200 18234 "-" '
+            '"Mozilla/5.0 (compatible; \\"Fancy\\" Crawler/0.9)"')  # fmt: skip
+    unparsed = {"file": "/var/log/nginx/access.log", "host": "web-1", "message": line, "source_type": "file",
+                "timestamp": "2026-11-25T08:19:07.007000959Z"}  # Vector's read time, not the request's  # fmt: skip
+    for preset in ("vector-nginx", "vector-apache"):
+        entry = only(preset, unparsed, "www.example.com")
+        assert (entry.timestamp, entry.path, entry.query_params, entry.ip) == (
+            "2026-11-25T08:00:19Z", "/wiki/naïve", {"q": "1"}, "203.0.113.66"), preset  # fmt: skip
+        assert entry.user_agent == 'Mozilla/5.0 (compatible; "Fancy" Crawler/0.9)'
+    parsed = {"agent": "A \\x22q\\x22", "client": "192.0.2.14", "host": "web-1", "referer": "-", "message": "garbage",
+              "request": "GET /wiki/na\\xC3\\xAFve_bayes HTTP/1.1", "size": 555, "status": 404,
+              "timestamp": "2026-11-25T08:02:07Z"}  # fmt: skip
+    entry = only("vector-nginx", parsed, "www.example.com")  # `request` is there: the line is left alone
+    assert (entry.path, entry.user_agent, entry.timestamp) == ("/wiki/naïve_bayes", 'A "q"', "2026-11-25T08:02:07Z")
