@@ -287,7 +287,7 @@ def without(entries: list[dict[str, Any]], *lines: tuple[str, str]) -> list[dict
 @needs_fluent_bit
 def test_vector_parsed_events_match_the_fluent_bit_parser(stack: Stack) -> None:
     """parse_apache_log and parse_nginx_log fields give what Fluent Bit's nginx parser gives,
-    but for lines 7 and 23 (see the two xfail tests below)."""
+    but for lines 7 and 23 (covered by the two tests below)."""
     fluent_bit = stack.run(CASES["fluent-bit/nginx-combined.json"])
     assert len(without(fluent_bit, LINE_7, LINE_23)) == 198
     for case_id in ("vector/apache-parsed.ndjson.zstd", "vector/nginx-parsed.json.gzip"):
@@ -296,8 +296,6 @@ def test_vector_parsed_events_match_the_fluent_bit_parser(stack: Stack) -> None:
 
 
 @needs_fluent_bit
-@pytest.mark.xfail(strict=True, reason="core: vector-nginx/vector-apache do not undo nginx's \\xHH escapes "
-                   "(fluentbit-nginx and nginx-combined do, with unescape = true)")
 @pytest.mark.parametrize("case_id", ["vector/apache-parsed.ndjson.zstd", "vector/nginx-parsed.json.gzip"])
 def test_vector_presets_undo_nginx_escapes_like_the_fluent_bit_preset(stack: Stack, case_id: str) -> None:
     expected = line(stack.run(CASES["fluent-bit/nginx-combined.json"]), LINE_23)
@@ -305,8 +303,6 @@ def test_vector_presets_undo_nginx_escapes_like_the_fluent_bit_preset(stack: Sta
     assert line(stack.run(CASES[case_id]), LINE_23) == expected
 
 
-@pytest.mark.xfail(strict=True, reason="core: vector-nginx rejects an event that parse_nginx_log could not "
-                   "parse, though its raw line is in .message (no `line` fallback as nginx-combined has)")
 def test_vector_event_that_vrl_could_not_parse_is_still_mapped(stack: Stack) -> None:
     entries = stack.run(CASES["vector/nginx-parsed.json.gzip"])
     assert len(line(entries, LINE_7)) == 1
