@@ -11,22 +11,19 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import gzip
 import json
 import os
 import random
 import re
-import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import diskcache
-import msgpack
 import pytest
 
 from tests.e2e.harness import PINNED_NOW, Relay, fixture, gz_json, sink_toml

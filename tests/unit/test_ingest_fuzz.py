@@ -16,7 +16,6 @@ import re
 import urllib.parse
 import zlib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import cramjam
