@@ -61,7 +61,10 @@ async def serve(config: Config) -> int:
     server = config.server
     app = build_app(runtime)
     # auto_decompress=False: decode.py undoes Content-Encoding itself, with its own bomb limits.
+    # keepalive_timeout: an idle or half-sent connection (slowloris) is closed after read_timeout,
+    # not after aiohttp's default of an hour.
     runner = web.AppRunner(app, handle_signals=False, access_log=None, auto_decompress=False,
+                           keepalive_timeout=float(server.read_timeout),
                            shutdown_timeout=max(server.shutdown_grace * 0.5, 0.1))
     await runner.setup()
     ssl_context = None

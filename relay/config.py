@@ -82,6 +82,7 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class ServerConfig(_Section):
     address: str = DEFAULT_ADDRESS
     max_body_size: Size = Size(DEFAULT_MAX_BODY_SIZE)  # compressed and decompressed
+    max_body_memory: Size = Size(128 * 2**20)  # bodies held at once; more wait their turn
     read_timeout: Duration = Duration(DEFAULT_READ_TIMEOUT)
     shutdown_grace: Duration = Duration(DEFAULT_SHUTDOWN_GRACE)
     tls_cert: str | None = None
@@ -286,6 +287,8 @@ def check(config: Config) -> None:
             fail(f"sinks.{name}.api_key", "is empty")
         if not 0 <= sink.compression_level <= 3:
             fail(f"sinks.{name}.compression_level", "must be 0..3 (the isal gzip levels)")
+    if config.server.max_body_memory < config.server.max_body_size:
+        fail("server.max_body_memory", "must be at least server.max_body_size")
     if config.server.max_body_size > 512 * 2**20:
         fail("server.max_body_size", "must be at most 512MiB")
     if config.queue.max_size < 4 * config.server.max_body_size:

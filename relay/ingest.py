@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import admin, pipeline
@@ -100,12 +101,15 @@ async def _ingest(runtime: Runtime, request: web.Request) -> web.Response:
                                retry_after=5.0)
         _authorize(route.tokens, request)
         server = runtime.config.server
-        body = await _read_body(request, server.max_body_size, server.read_timeout)
-        runtime.metrics.received_bytes.labels(source).inc(len(body))
-        prepared = pipeline.prepare(route, body, content_type=request.headers.get("Content-Type"),
-                                    content_encoding=request.headers.get("Content-Encoding"),
-                                    headers=request.headers, max_size=server.max_body_size)
-        await pipeline.commit(route, prepared, runtime.queue)
+        share = min(request.content_length or server.max_body_size, server.max_body_size)
+        async with runtime.body_budget.hold(share, timeout=float(server.read_timeout)):
+            body = await _read_body(request, server.max_body_size, server.read_timeout)
+            runtime.metrics.received_bytes.labels(source).inc(len(body))
+            prepared = pipeline.prepare(route, body, content_type=request.headers.get("Content-Type"),
+                                        content_encoding=request.headers.get("Content-Encoding"),
+                                        headers=request.headers, max_size=server.max_body_size)
+            del body
+            await pipeline.commit(route, prepared, runtime.queue)
     except IngestError as exc:
         runtime.metrics.requests.labels(source, str(exc.status)).inc()
         held = None if exc.status == 401 or exc.status >= 500 else _sample(f"{source}:{exc.status}")
@@ -142,8 +146,24 @@ async def handle_metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every answer, even the router's 404/405 or a bug of ours, has the JSON error shape."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+        return _reply(exc.status, {"status": "error", "error": exc.reason}, headers)
+    except Exception:
+        log.exception("unexpected error handling %s %s", request.method, request.path)
+        return _reply(500, {"status": "error", "error": "internal error: the request was not "
+                            "acknowledged; retry it"})
+
+
 def build_app(runtime: Runtime) -> web.Application:
-    app = web.Application(client_max_size=runtime.config.server.max_body_size)
+    app = web.Application(client_max_size=runtime.config.server.max_body_size, middlewares=[json_errors])
     app[RUNTIME] = runtime
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)

@@ -26,6 +26,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import sqlite3
 import queue as thread_queue
 import threading
 import time
@@ -174,14 +175,20 @@ class DiskQueue:
         if lock and self._lock_file is None and not self.lock():
             raise QueueError(f"queue.path {self.path} is in use by another relay process; "
                              "each relay needs its own queue directory")
-        self._cache = diskcache.Cache(
-            self.path, eviction_policy="none", size_limit=2**62, cull_limit=0,
-            disk_min_file_size=_VALUES_IN_SQLITE, statistics=False, tag_index=False,
-            sqlite_synchronous=2 if self.sync == "full" else 1,
-            sqlite_cache_size=2**13, timeout=60,
-            sqlite_journal_size_limit=16 * 2**20,  # give WAL space back after checkpoints
-        )
-        snapshot = self.scan()
+        try:
+            self._cache = diskcache.Cache(
+                self.path, eviction_policy="none", size_limit=2**62, cull_limit=0,
+                disk_min_file_size=_VALUES_IN_SQLITE, statistics=False, tag_index=False,
+                sqlite_synchronous=2 if self.sync == "full" else 1,
+                sqlite_cache_size=2**13, timeout=60,
+                sqlite_journal_size_limit=16 * 2**20,  # give WAL space back after checkpoints
+            )
+            snapshot = self.scan()
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise QueueError(f"the queue database in {self.path} cannot be read ({exc}); move the "
+                             "directory aside to start with an empty queue, and keep it to recover "
+                             "its data (e.g. with sqlite3 .recover)") from None
         self.used_bytes = sum(ref.nbytes for found in snapshot.values()
                               for ref in (*found.inbox, *found.batches, *found.dead))
         self._thread = threading.Thread(target=self._run, name="relay-queue", daemon=True)

@@ -20,6 +20,7 @@ from datetime import datetime
 
 import aiohttp
 
+from .budget import ByteBudget
 from .config import Config, SinkConfig, load
 from .deadletter import DeadLetters
 from .dispatch import SinkDispatcher
@@ -85,6 +86,7 @@ class Runtime:
         self.sessions: dict[str, aiohttp.ClientSession] = {}
         self.routes = compile_routes(config, {name: Outbox(name) for name in config.sinks})
         self.dead_letters = DeadLetters(self.queue, self.outboxes, config.queue.dead_letter_max_size)
+        self.body_budget = ByteBudget(config.server.max_body_memory)
         self.draining = False
         self.in_flight = 0  # ingest requests being handled
         self._idle = asyncio.Event()
@@ -200,6 +202,7 @@ class Runtime:
         changes: list[str] = []
         self.config = new
         self.queue.max_size = new.queue.max_size
+        self.body_budget.capacity = new.server.max_body_memory
         self.queue.min_free_space = new.queue.min_free_space
         self.dead_letters.max_bytes = new.queue.dead_letter_max_size
         self.outboxes.clear()

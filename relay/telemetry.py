@@ -40,6 +40,9 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # aiohttp logs each malformed request (bad request line, header flood) with a traceback:
+    # a hostile client could flood the log. Our own handler errors go through ingest's middleware.
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
 
 
 class Sampler:

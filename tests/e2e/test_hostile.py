@@ -503,11 +503,6 @@ def test_many_idle_and_half_sent_connections_do_not_block_others(b: Battery) -> 
     b.cases.append(("200-half-sent-connections", 200))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: no timeout while a request's headers arrive: read_timeout covers only the body "
-    "(ingest._read_body), and app.serve's web.AppRunner leaves aiohttp's keepalive_timeout at its "
-    "default (3630s in aiohttp 3.14), the only bound on an idle or half-sent connection: a client "
-    "that never finishes its headers holds a connection and an fd for an hour (slowloris)"))
 def test_client_that_never_finishes_its_headers_is_cut_off(b: Battery) -> None:
     with socket.create_connection(("127.0.0.1", b.relay.port), timeout=10) as sock:
         sock.sendall(b"POST /v1/logs/custom HTTP/1.1\r\nHost: relay\r\nContent-Type: appl")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.harness import PINNED_NOW, Relay, entries, fixture, gz_json, post_all, sink_toml
-from tests.support import MockUpstream, http_request, wait_until
+from tests.support import MockUpstream, Process, http_request, wait_until
 
 KEY = "test-key"
 JSON_GZ = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
@@ -138,3 +138,21 @@ def test_error_answers(tmp_path: Path, path: str, status: int) -> None:
         response = http_request(relay.base_url + path, "POST", b"{not json", headers={"Content-Type": "application/json"})
         assert response.status == status
         assert response.json()["status"] == "error" and response.json()["error"]
+
+
+def test_router_errors_have_the_json_shape(tmp_path: Path) -> None:
+    with MockUpstream(tmp_path, api_keys=[KEY]) as upstream, \
+            Relay(tmp_path, sink_toml("profound", upstream.url, KEY)) as relay:
+        response = http_request(relay.base_url + "/v1/logs/custom")  # GET on an ingest path
+        assert response.status == 405 and "POST" in response.headers["allow"]
+        assert response.json() == {"status": "error", "error": "Method Not Allowed"}
+
+
+def test_unreadable_queue_database_stops_start_up_with_a_clear_message(tmp_path: Path) -> None:
+    with MockUpstream(tmp_path, api_keys=[KEY]) as upstream:
+        relay = Relay(tmp_path, sink_toml("profound", upstream.url, KEY))
+        (tmp_path / "queue").mkdir()
+        (tmp_path / "queue" / "cache.db").write_bytes(b"this is not a database" * 100)
+        Process.start(relay)
+        assert relay.wait(20) == 2
+        assert "cannot be read" in relay.log_text() and "Traceback" not in relay.log_text()
