@@ -1,15 +1,6 @@
 """The durable queue: one diskcache (SQLite) database, driven by one thread.
 
-Layout (all keys in one Cache so that sealing a batch is one transaction):
-
-    i/<sink>/<seq:020d>.<count>.<bytes>  inbox item: entries accepted for <sink>, not yet batched
-    c/<sink>                             the sink's cursor: first unsealed (seq, offset), next batch id
-    b/<sink>/<id:020d>.<count>.<bytes>   sealed batch: a compressed upstream body, deleted on 2xx
-    d/<sink>/<id>.<count>.<bytes>        dead letter: entries upstream refused, with the reason
-    q/<original key>                     quarantined: an item whose checksum failed
-
-Counts and sizes ride in the keys so that start-up rebuilds every figure from
-the key index alone, without reading a gigabyte of values.
+The layout of keys and values is in queue_layout.py.
 
 Why one thread: every diskcache call blocks, and SQLite serialises writers
 anyway. Appends that arrive while a commit is running are written together in
@@ -30,7 +21,6 @@ import sqlite3
 import queue as thread_queue
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterable
 from typing import IO, Any, TypeVar
 
@@ -38,95 +28,14 @@ import diskcache
 import msgspec
 
 from .errors import CorruptItem, QueueError, QueueFull
+from .queue_layout import (BatchRef, Cursor, DeadLetter, InboxItem, InboxRef, SealedBatch, SinkSnapshot, batch_key,
+                           checksum, dead_key, decode_batch, decode_item, encode, inbox_key, scan)
 
 log = logging.getLogger("relay.queue")
 T = TypeVar("T")
 
 _VALUES_IN_SQLITE = 2**40  # never spill values to unsynced side files
 _GROUP_MAX = 512  # appends per transaction; bounds one commit's latency
-
-
-class InboxItem(msgspec.Struct, array_like=True, gc=False):
-    count: int
-    entries: bytes  # encoded entries, one JSON object per line, each line ending in "\n"
-    crc: int
-    created: float
-
-
-class SealedBatch(msgspec.Struct, array_like=True, gc=False):
-    count: int
-    body: bytes  # the exact upstream request body (compressed when encoding is set)
-    encoding: str | None
-    crc: int
-    oldest: float  # arrival time of its oldest entry
-
-
-class DeadLetter(msgspec.Struct, array_like=True, gc=False):
-    count: int
-    entries: bytes  # as in InboxItem
-    reason: str
-    status: int | None
-    failed_at: float
-
-
-class Cursor(msgspec.Struct, array_like=True, gc=False):
-    seq: int = 0  # first inbox item not wholly sealed
-    offset: int = 0  # entries of that item already sealed
-    next_batch: int = 0
-    crc: int = 0  # of the three numbers: a flipped bit must not skip entries silently
-
-    def sealed(self) -> Cursor:
-        return Cursor(self.seq, self.offset, self.next_batch, checksum(f"{self.seq}:{self.offset}:{self.next_batch}".encode()))
-
-    def intact(self) -> bool:
-        return self.crc == self.sealed().crc
-
-
-class BatchRef(msgspec.Struct, frozen=True, gc=False):
-    key: str
-    count: int
-    nbytes: int
-    created: float = 0.0  # arrival of its oldest entry; 0: unknown (found on disk at start-up)
-
-
-class InboxRef(msgspec.Struct, frozen=True, gc=False):
-    seq: int
-    count: int
-    nbytes: int
-    created: float = 0.0
-
-
-class SinkSnapshot(msgspec.Struct, gc=False):
-    """What start-up found on disk for one sink."""
-
-    cursor: Cursor
-    inbox: list[InboxRef]
-    batches: list[BatchRef]
-    dead: list[BatchRef]
-
-
-_encode = msgspec.msgpack.Encoder().encode
-_decode_item = msgspec.msgpack.Decoder(InboxItem).decode
-_decode_batch = msgspec.msgpack.Decoder(SealedBatch).decode
-_decode_dead = msgspec.msgpack.Decoder(DeadLetter).decode
-_decode_cursor = msgspec.msgpack.Decoder(Cursor).decode
-
-
-def inbox_key(sink: str, seq: int, count: int, nbytes: int) -> str:
-    return f"i/{sink}/{seq:020d}.{count}.{nbytes}"
-
-
-def batch_key(sink: str, batch_id: int, count: int, nbytes: int) -> str:
-    return f"b/{sink}/{batch_id:020d}.{count}.{nbytes}"
-
-
-def dead_key(stem: str, count: int, nbytes: int) -> str:
-    """stem: the refused batch's key without its counts, "b/<sink>/<id>" -> "d/<sink>/<id>..."."""
-    return f"d/{stem[2:]}.{count}.{nbytes}"
-
-
-def checksum(data: bytes) -> int:
-    return zlib.crc32(data)
 
 
 class _Job:
@@ -209,56 +118,8 @@ class DiskQueue:
 
     def scan(self) -> dict[str, SinkSnapshot]:
         """Every sink's items, from the key index alone (at start-up, or on the DB thread)."""
-        cache = self._cache
-        assert cache is not None
-        sinks: dict[str, SinkSnapshot] = {}
-
-        def sink(name: str) -> SinkSnapshot:
-            if name not in sinks:
-                sinks[name] = SinkSnapshot(Cursor(), [], [], [])
-            return sinks[name]
-
-        damaged: list[str] = []
-        for key in cache.iterkeys():
-            if not isinstance(key, str) or key[1:2] != "/":
-                continue
-            kind, _, rest = key.partition("/")
-            name, _, tail = rest.rpartition("/")
-            try:
-                if kind == "c":
-                    cursor = _decode_cursor(cache[key])
-                    if not cursor.intact():
-                        raise CorruptItem(f"{key} failed its checksum")
-                    sink(rest).cursor = cursor
-                elif kind == "i":
-                    seq, count, nbytes = tail.split(".")
-                    sink(name).inbox.append(InboxRef(int(seq), int(count), int(nbytes)))
-                elif kind == "b":
-                    _, count, nbytes = tail.split(".")
-                    sink(name).batches.append(BatchRef(key, int(count), int(nbytes)))
-                elif kind == "d":
-                    _, count, nbytes = tail.split(".")
-                    sink(name).dead.append(BatchRef(key, int(count), int(nbytes)))
-            except (ValueError, msgspec.DecodeError, CorruptItem) as exc:
-                if kind != "c":
-                    log.error("queue: ignoring unreadable key %r", key)
-                    continue
-                self._quarantine(key, cache.get(key), str(exc))
-                damaged.append(rest)
-        for name in damaged:
-            sinks[name].cursor = self._rebuilt_cursor(sinks[name])
-        return sinks
-
-    @staticmethod
-    def _rebuilt_cursor(found: SinkSnapshot) -> Cursor:
-        """A cursor that failed its checksum: start again from the first inbox item still on disk.
-        Entries of a partly sealed item may then go out twice; none is skipped."""
-        seq = min((ref.seq for ref in found.inbox), default=0)
-        ids = [int(ref.key.split("/")[-1].split(".")[0].rstrip("LR")) for ref in (*found.batches, *found.dead)]
-        cursor = Cursor(seq, 0, max(ids, default=-1) + 1)
-        log.error("queue: rebuilt a damaged cursor from the inbox: it resumes at item %d (entries of that "
-                  "item sealed before may be delivered twice; none is lost)", seq)
-        return cursor
+        assert self._cache is not None
+        return scan(self._cache, self._quarantine)
 
     # ---- the DB thread ----------------------------------------------------------------
 
@@ -359,7 +220,7 @@ class DiskQueue:
         `on_commit` runs on the event loop in commit order, even if the caller was
         cancelled meanwhile, so the outboxes learn of every item that reached disk."""
         now = time.time()
-        encoded = [(sink, seq, count, _encode(InboxItem(count, lines, checksum(lines), now)))
+        encoded = [(sink, seq, count, encode(InboxItem(count, lines, checksum(lines), now)))
                    for sink, seq, count, lines in writes]
         refs = [InboxRef(seq, count, len(value), now) for _, seq, count, value in encoded]
         nbytes = sum(ref.nbytes for ref in refs)
@@ -390,7 +251,7 @@ class DiskQueue:
             try:
                 if raw is None:
                     raise CorruptItem(f"{key} is missing")
-                item = _decode_item(raw)
+                item = decode_item(raw)
                 if checksum(item.entries) != item.crc:
                     raise CorruptItem(f"{key} failed its checksum")
             except (CorruptItem, msgspec.DecodeError) as exc:
@@ -404,13 +265,13 @@ class DiskQueue:
         """DB thread: store a sealed batch, advance the cursor, drop wholly sealed items."""
         cache = self._cache
         assert cache is not None
-        value = _encode(batch) if batch is not None else b""
+        value = encode(batch) if batch is not None else b""
         key = batch_key(sink, batch_id, batch.count, len(value)) if batch is not None else ""
         freed = 0
         with cache.transact(retry=True):
             if batch is not None:
                 cache.set(key, value)
-            cache.set(f"c/{sink}", _encode(cursor.sealed()))
+            cache.set(f"c/{sink}", encode(cursor.sealed()))
             for ref in consumed:
                 cache.delete(inbox_key(sink, ref.seq, ref.count, ref.nbytes))
                 freed += ref.nbytes
@@ -425,7 +286,7 @@ class DiskQueue:
         try:
             if raw is None:
                 raise CorruptItem(f"{ref.key} is missing")
-            batch = _decode_batch(raw)
+            batch = decode_batch(raw)
             if checksum(batch.body) != batch.crc:
                 raise CorruptItem(f"{ref.key} failed its checksum")
             return batch
@@ -453,13 +314,13 @@ class DiskQueue:
         dead_refs: list[BatchRef] = []
         with cache.transact(retry=True):
             for stem, letter in dead:
-                value = _encode(letter)
+                value = encode(letter)
                 key = dead_key(stem, letter.count, len(value))
                 cache.set(key, value)
                 self.used_bytes += len(value)
                 dead_refs.append(BatchRef(key, letter.count, len(value)))
             for stem, batch in retry:
-                value = _encode(batch)
+                value = encode(batch)
                 key = f"{stem}.{batch.count}.{len(value)}"
                 cache.set(key, value)
                 self.used_bytes += len(value)

@@ -129,7 +129,7 @@ def test_refused_status_dead_letters_with_reason_and_replay_delivers(tmp_path: P
     upstream, relay = start(tmp_path, {"status": status})
     with upstream, relay:
         paths = send(relay, 1, per_request=8)
-        wait_until(lambda: f'relay_dead_letter_entries{{sink="profound"}} 8.0' in relay.metrics(), timeout=30,
+        wait_until(lambda: 'relay_dead_letter_entries{sink="profound"} 8.0' in relay.metrics(), timeout=30,
                    message=relay.log_tail)
         assert not upstream.records()
         upstream.clear_faults()
