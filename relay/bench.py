@@ -250,17 +250,16 @@ class Run:
     workdir: Path
     record: Path | None
     children: dict[str, Child] = field(default_factory=dict)
-    ticks: list[dict[str, Any]] = field(default_factory=list)
+    ticks: list[dict[str, Any]] = field(default_factory=list)  # the load generator's, one a second
     done: threading.Event = field(default_factory=threading.Event)
+    upstream_base: str = ""
+    relay_base: str = ""
 
     def sample(self, acked: int = 0) -> Sample:
         relay, upstream = self.children["relay"], self.children["upstream"]
         stats = _get_json(self.upstream_base + "/_mock/stats")
         return Sample(time.monotonic(), acked, int(stats["entries_accepted"]), cpu_seconds(relay.pid),
                       cpu_seconds(upstream.pid), read_bytes(upstream.pid), machine_busy_seconds())
-
-    upstream_base: str = ""
-    relay_base: str = ""
 
 
 def _pool_size(args: argparse.Namespace, per_body: int) -> int:
@@ -455,9 +454,9 @@ def _report(run: Run, result: dict[str, Any], first: Sample, stopped: Sample, en
         "delivered_per_s": round((stopped.delivered - first.delivered) / window, 1),
         "end_to_end_per_s": round(acked / (drained_at - first.at), 1) if drained_at else None,
         "backlog_at_stop": max(acked - (stopped.delivered - first.delivered), 0),
-        # Delivery kept pace with intake: what was still queued at the stop is at most two
-        # seconds of intake (a batch timeout plus batches in flight), not a growing pile.
-        "keeps_up": acked - (stopped.delivered - first.delivered) <= 2 * acked / window,
+        # Delivery kept pace with intake: what was still queued at the stop is at most a
+        # second of intake (a batch timeout, batches in flight) plus 5 %, not a growing pile.
+        "keeps_up": acked - (stopped.delivered - first.delivered) <= acked / window + 0.05 * acked,
         "drain_s": round(drained_at - stopped.at, 2) if drained_at else None,
         "latency_ms": result["latency_ms"],
         "relay_cpu_s_per_million": round((end.relay_cpu - first.relay_cpu) / million, 2),
