@@ -30,8 +30,9 @@ log = logging.getLogger("relay.queue")
 class InboxItem(msgspec.Struct, array_like=True, gc=False):
     count: int
     entries: bytes  # encoded entries, one JSON object per line, each line ending in "\n"
-    crc: int
+    crc: int  # of `entries` as stored (compressed or not)
     created: float
+    encoding: str | None = None  # "gzip": `entries` is stored compressed
 
 
 class SealedBatch(msgspec.Struct, array_like=True, gc=False):

@@ -2,19 +2,22 @@
 
 import asyncio
 import json
+import secrets
 from pathlib import Path
 
+import msgspec
 import pytest
 from isal import igzip
 
 from relay.batcher import Batcher
 from relay.errors import QueueFull
 from relay.outbox import Outbox
-from relay.queue import DiskQueue
+from relay.queue import DiskQueue, InboxItem
 
 
 def lines(start: int, n: int) -> bytes:
-    return b"".join(json.dumps({"n": i}).encode() + b"\n" for i in range(start, start + n))
+    # a random token per entry: items are stored compressed, so sizes must not collapse
+    return b"".join(json.dumps({"n": i, "r": secrets.token_hex(8)}).encode() + b"\n" for i in range(start, start + n))
 
 
 def open_queue(path: Path, max_size: int = 2**30) -> tuple[DiskQueue, Outbox]:
@@ -102,9 +105,11 @@ def test_corrupt_inbox_item_is_quarantined_and_the_rest_goes_on(tmp_path: Path) 
         await append(queue, outbox, 0, 5)
         await append(queue, outbox, 5, 5)
         key = [k for k in queue._cache.iterkeys() if k.startswith("i/up/")][0]
-        raw = bytearray(queue.get_raw(key))
-        raw[raw.index(b'{"n": 2}') + 6] ^= 0x01  # flip a bit inside the entries: "2" -> "3"
-        queue.set_raw(key, bytes(raw))
+        item = msgspec.msgpack.decode(queue.get_raw(key), type=InboxItem)
+        flipped = bytearray(item.entries)
+        flipped[len(flipped) // 2] ^= 0x01  # one bit inside the stored (compressed) entries
+        item.entries = bytes(flipped)
+        queue.set_raw(key, msgspec.msgpack.encode(item))
         b = batcher(queue, outbox)
         while outbox.unsealed:
             await b.seal_one()
