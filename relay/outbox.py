@@ -14,6 +14,9 @@ from collections import deque
 
 from .queue import BatchRef, Cursor, InboxRef, SinkSnapshot
 
+# Entries accepted but not yet cut into batches, per sink, past which new requests wait.
+UNSEALED_HIGH_WATER = 50_000
+
 
 class Outbox:
     def __init__(self, name: str, snapshot: SinkSnapshot | None = None) -> None:
@@ -35,6 +38,8 @@ class Outbox:
         self.dead = list(snapshot.dead)
         self.oldest_ready: float | None = None  # arrival time of the oldest entry in a sealed batch
         self._data = asyncio.Event()  # new inbox items
+        self._room = asyncio.Event()  # unsealed entries below UNSEALED_HIGH_WATER
+        self._room.set()
         self._batches = asyncio.Event()  # new sealed batches
         if self.unsealed:
             self._data.set()
@@ -55,6 +60,13 @@ class Outbox:
         self.unsealed += ref.count
         self.inbox_bytes += ref.nbytes
         self._data.set()
+        if self.unsealed >= UNSEALED_HIGH_WATER:
+            self._room.clear()
+
+    async def wait_for_room(self) -> None:
+        """Hold a new request while the batcher is far behind (CPU-starved, not an outage:
+        sealing goes on while a sink is down), so ingest cannot starve delivery."""
+        await self._room.wait()
 
     # ---- batcher side -----------------------------------------------------------------
 
@@ -82,6 +94,8 @@ class Outbox:
                 self.inbox.popleft()
                 self.inbox_bytes -= done.nbytes
         self.unsealed -= count
+        if self.unsealed < UNSEALED_HIGH_WATER:
+            self._room.set()
         if self.unsealed <= 0:
             self.unsealed = 0
             self.unsealed_since = None

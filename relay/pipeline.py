@@ -8,6 +8,7 @@ commit returns.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -15,6 +16,7 @@ import msgspec
 
 from .config import SourceConfig
 from .decode import decode_body
+from .errors import Unavailable
 from .mapping import Mapper
 from .models import IngestResult, MapResult, RecordContext, Rejection
 from .outbox import Outbox
@@ -22,6 +24,7 @@ from .queue import DiskQueue, InboxRef
 from .schema import Validator
 from .telemetry import Metrics
 
+ROOM_WAIT = 10.0  # seconds a request may wait for a CPU-starved batcher before a 503
 MAX_ERRORS_REPORTED = 100  # per answer; the rest are summarised in one line
 
 _encode_lines = msgspec.json.Encoder().encode_lines
@@ -69,6 +72,12 @@ async def commit(route: Route, prepared: Prepared, queue: DiskQueue) -> None:
     if not count:
         return
     outboxes = route.outboxes
+    for outbox in outboxes:
+        try:
+            await asyncio.wait_for(outbox.wait_for_room(), ROOM_WAIT)
+        except asyncio.TimeoutError:
+            raise Unavailable(f"sink {outbox.name} is {outbox.unsealed} entries behind; retry later",
+                              retry_after=5.0) from None
     writes = [(outbox.name, outbox.reserve(), count, prepared.lines) for outbox in outboxes]
 
     def on_commit(refs: list[InboxRef]) -> None:

@@ -136,3 +136,19 @@ def test_batcher_flushes_a_small_batch_after_the_timeout(tmp_path: Path) -> None
         queue.close()
 
     asyncio.run(main())
+
+
+def test_ingest_waits_while_the_batcher_is_far_behind(tmp_path: Path) -> None:
+    from relay.outbox import UNSEALED_HIGH_WATER
+
+    async def main() -> None:
+        queue, outbox = open_queue(tmp_path)
+        await append(queue, outbox, 0, UNSEALED_HIGH_WATER)
+        waiting = asyncio.create_task(outbox.wait_for_room())
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # held: 50,000 entries not yet cut into batches
+        await batcher(queue, outbox).seal_one()
+        await asyncio.wait_for(waiting, timeout=5)  # released once the batcher catches up
+        queue.close()
+
+    asyncio.run(main())
