@@ -36,6 +36,7 @@ log = logging.getLogger("relay.queue")
 T = TypeVar("T")
 
 _VALUES_IN_SQLITE = 2**40  # never spill values to unsynced side files
+_COMPRESS_FROM = 4096  # bytes of entries from which inbox items are stored compressed
 _GROUP_MAX = 512  # appends per transaction; bounds one commit's latency
 
 
@@ -232,12 +233,15 @@ class DiskQueue:
         def pack() -> int:
             # Stored gzip-compressed (isal, level 1): about a tenth of the bytes to write and
             # fsync, and isal runs without the GIL, so this thread overlaps the event loop.
+            # Small items (single-entry requests) are not worth the call.
             bodies: dict[int, bytes] = {}
             for sink, seq, count, lines in writes:
+                small = len(lines) < _COMPRESS_FROM
                 body = bodies.get(id(lines))
                 if body is None:
-                    body = bodies[id(lines)] = igzip.compress(lines, compresslevel=1)
-                packed.append((sink, seq, count, encode(InboxItem(count, body, checksum(body), now, "gzip"))))
+                    body = bodies[id(lines)] = lines if small else igzip.compress(lines, compresslevel=1)
+                item = InboxItem(count, body, checksum(body), now, None if small else "gzip")
+                packed.append((sink, seq, count, encode(item)))
             return sum(len(value) for *_, value in packed)
 
         def write() -> list[InboxRef]:
