@@ -636,7 +636,7 @@ class _Profiler:
 # Where a sample's time goes: the first frame, from the leaf up, that matches. Library
 # frames not listed (diskcache, sqlite3, isal, msgspec) count for the relay code that called them.
 PROFILE_STAGES: list[tuple[str, str]] = [
-    ("decode: gunzip + JSON", r"relay/decode\.py"),
+    ("decode: gunzip + JSON", r"relay/(decode|compression)\.py"),
     ("map + validate", r"<mapping |relay/mapping/|relay/schema\.py"),
     ("pipeline: encode NDJSON, answer", r"relay/pipeline\.py"),
     ("queue: commit ingest group", r"DiskQueue\._commit_appends|DiskQueue\.append\.<locals>\.write"),
