@@ -424,7 +424,7 @@ def test_full_queue_answers_503_with_retry_after_then_recovers(tmp_path: Path) -
                   queue_max_size="256KiB", max_body_size="64KiB") as relay:
         url = relay.base_url + "/ingest/fluentbit"
         statuses = []
-        for _ in range(20):
+        for _ in range(400):  # items are stored compressed: it takes a while to fill 256KiB
             response = http_request(url, "POST", body, headers=headers)
             statuses.append(response.status)
             if response.status != 200:
