@@ -266,20 +266,14 @@ class DiskQueue:
         out: list[tuple[InboxRef, InboxItem | None]] = []
         for ref in refs:
             key = inbox_key(sink, ref.seq, ref.count, ref.nbytes)
-            raw = cache.get(key)
-            item: InboxItem | None = None
-            try:
-                if raw is None:
-                    raise CorruptItem(f"{key} is missing")
-                item = decode_item(raw)
-                if checksum(item.entries) != item.crc:
-                    raise CorruptItem(f"{key} failed its checksum")
-                if item.encoding == "gzip":
+            item = self._checked(key, decode_item, lambda item: item.entries)
+            if item is not None and item.encoding == "gzip":
+                try:
                     item.entries = igzip.decompress(item.entries)
                     item.encoding = None
-            except (CorruptItem, msgspec.DecodeError, OSError, ValueError) as exc:
-                self._quarantine(key, raw, str(exc))
-                item = None
+                except (OSError, ValueError) as exc:  # the checksum held, so this is a bug, not the disk
+                    self._quarantine(key, cache.get(key), f"{key} does not decompress: {exc}")
+                    item = None
             out.append((ref, item))
         return out
 
@@ -303,19 +297,24 @@ class DiskQueue:
 
     def load_batch(self, ref: BatchRef) -> SealedBatch | None:
         """DB thread: a sealed batch, or None when it is corrupt (then quarantined)."""
-        cache = self._cache
-        assert cache is not None
-        raw = cache.get(ref.key)
+        batch = self._checked(ref.key, decode_batch, lambda batch: batch.body)
+        if batch is None:
+            self.used_bytes -= ref.nbytes
+        return batch
+
+    def _checked(self, key: str, decode: Callable[[bytes], T], payload: Callable[[T], bytes]) -> T | None:
+        """DB thread: read and decode one item and verify its checksum; quarantine it if it fails."""
+        assert self._cache is not None
+        raw = self._cache.get(key)
         try:
             if raw is None:
-                raise CorruptItem(f"{ref.key} is missing")
-            batch = decode_batch(raw)
-            if checksum(batch.body) != batch.crc:
-                raise CorruptItem(f"{ref.key} failed its checksum")
-            return batch
+                raise CorruptItem(f"{key} is missing")
+            value = decode(raw)
+            if checksum(payload(value)) != value.crc:  # type: ignore[attr-defined]
+                raise CorruptItem(f"{key} failed its checksum")
+            return value
         except (CorruptItem, msgspec.DecodeError) as exc:
-            self._quarantine(ref.key, raw, str(exc))
-            self.used_bytes -= ref.nbytes
+            self._quarantine(key, raw, str(exc))
             return None
 
     def delete_batch(self, ref: BatchRef) -> None:
