@@ -58,19 +58,9 @@ mapping = "vector-apache"
 host = "{HOST}"
 tokens = ["{VECTOR_TOKEN}"]
 
-[sources.fb-gelf]                # Fluent Bit format gelf: no preset reads GELF; a user mapping does
+[sources.fb-gelf]                # Fluent Bit format gelf, through the fluentbit-gelf preset
 mapping = "fluentbit-gelf"
 host = "{HOST}"
-
-[mappings.fluentbit-gelf]        # the nginx parser's keys, as GELF additional fields (_ prefix)
-timestamp = "timestamp"
-method = "_method"
-path = {{ from = "_path", parse = "url", unescape = true }}   # nginx's \\xHH escapes undone
-status_code = "_code"
-ip = "_remote"
-user_agent = {{ from = "_agent", unescape = true }}
-referer = {{ from = "_referer", unescape = true }}
-bytes_sent = "_size"
 
 [sources.fb-tagged]              # Fluent Bit header_tag: the tag names the site
 mapping = "fluentbit-by-tag"
@@ -235,10 +225,10 @@ def test_fluent_bit_zstd_and_snappy_compression(stack: Stack, compress: str) -> 
 
 
 @needs_fluent_bit
-def test_fluent_bit_gelf_with_a_user_mapping(stack: Stack) -> None:
+def test_fluent_bit_gelf_through_its_preset(stack: Stack) -> None:
     """`format gelf` (no capture: built from the nginx-combined records as out_http's GELF
     encoder writes them: version, short_message, host, the other keys as `_key`, timestamp
-    in seconds with ms, one object per line). No preset maps GELF; the mapping above does."""
+    in seconds with ms, one object per line), mapped by the fluentbit-gelf preset."""
     records = [json.loads(line) for line in
                (FLUENT_BIT / "nginx-combined.json" / "records.jsonl").read_text().splitlines()]
     lines = []

@@ -51,6 +51,7 @@ def test_every_documented_preset_is_shipped_and_compiles() -> None:
     expected = {
         "profound", "nginx-json", "nginx-combined", "fluentbit-nginx", "fluentbit-apache2", "vector-nginx",
         "vector-apache", "caddy", "traefik", "envoy", "istio", "aws-alb", "cloudflare", "ecs", "otel",
+        "fluentbit-gelf",
     }  # fmt: skip
     assert expected <= set(LIBRARY.names())
     for name in LIBRARY.names():
