@@ -31,7 +31,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .bench_processes import BenchError, Run, Sample, get_text, start_loadgen, start_processes
+from .bench_processes import (
+    BenchError,
+    Run,
+    Sample,
+    get_text,
+    start_loadgen,
+    start_processes,
+)
 from .bench_procfs import peak_rss_mb
 from .bench_profile import PROFILE_STAGES, Profiler, profile_breakdown
 from .bench_report import check_ids, delivered_ids, report, table

@@ -29,7 +29,7 @@ class ByteBudget:
                 await asyncio.wait_for(
                     self._changed.wait_for(lambda: self.used == 0 or self.used + nbytes <= self.capacity),
                     timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise Unavailable(f"too many large bodies in flight ({self.used} bytes); retry later",
                                   retry_after=2.0) from None
             self.used += nbytes

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .runtime import build_routes, validation_policy
 from .config import DEFAULT_CONFIG_PATH, load
 from .errors import ConfigError
 from .mapping import MappingLibrary
 from .outbox import Outbox
+from .runtime import build_routes, validation_policy
 from .schema import Validator
 
 

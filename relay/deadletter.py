@@ -15,7 +15,15 @@ import time
 import msgspec
 
 from .outbox import Outbox
-from .queue import BatchRef, DeadLetter, DiskQueue, InboxItem, InboxRef, checksum, inbox_key
+from .queue import (
+    BatchRef,
+    DeadLetter,
+    DiskQueue,
+    InboxItem,
+    InboxRef,
+    checksum,
+    inbox_key,
+)
 
 log = logging.getLogger("relay.deadletter")
 _encode = msgspec.msgpack.Encoder().encode

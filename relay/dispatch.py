@@ -86,7 +86,7 @@ class SinkDispatcher:
         waiter = asyncio.ensure_future(self._wake.wait())
         try:
             await asyncio.wait_for(waiter, timeout=seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         return not self._stop.is_set()
 

@@ -20,8 +20,15 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import admin, pipeline
+from .errors import (
+    IngestError,
+    PayloadTooLarge,
+    RequestTimeout,
+    ShuttingDown,
+    Unauthorized,
+    UnknownSource,
+)
 from .telemetry import Sampler
-from .errors import IngestError, PayloadTooLarge, RequestTimeout, ShuttingDown, Unauthorized, UnknownSource
 
 if TYPE_CHECKING:
     from .runtime import Runtime

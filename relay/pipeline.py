@@ -75,7 +75,7 @@ async def commit(route: Route, prepared: Prepared, queue: DiskQueue) -> None:
     for outbox in outboxes:
         try:
             await asyncio.wait_for(outbox.wait_for_room(), ROOM_WAIT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise Unavailable(f"sink {outbox.name} is {outbox.unsealed} entries behind; retry later",
                               retry_after=5.0) from None
     writes = [(outbox.name, outbox.reserve(), count, prepared.lines) for outbox in outboxes]

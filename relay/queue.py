@@ -17,8 +17,8 @@ import asyncio
 import fcntl
 import logging
 import os
-import sqlite3
 import queue as thread_queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -29,8 +29,23 @@ import msgspec
 from isal import igzip
 
 from .errors import CorruptItem, QueueError, QueueFull
-from .queue_layout import (BatchRef, Cursor, DeadLetter, InboxItem, InboxRef, SealedBatch, SinkSnapshot, batch_key,
-                           checksum, dead_key, decode_batch, decode_item, encode, inbox_key, scan)
+from .queue_layout import (
+    BatchRef,
+    Cursor,
+    DeadLetter,
+    InboxItem,
+    InboxRef,
+    SealedBatch,
+    SinkSnapshot,
+    batch_key,
+    checksum,
+    dead_key,
+    decode_batch,
+    decode_item,
+    encode,
+    inbox_key,
+    scan,
+)
 
 log = logging.getLogger("relay.queue")
 T = TypeVar("T")

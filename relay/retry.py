@@ -8,8 +8,8 @@ a wrong URL (401, 403, other 4xx, 501) pauses the sink and keeps its data.
 
 from __future__ import annotations
 
-import enum
 import email.utils
+import enum
 import random
 import time
 

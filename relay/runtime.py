@@ -122,7 +122,7 @@ class Runtime:
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     # ---- senders ----------------------------------------------------------------------

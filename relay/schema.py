@@ -207,7 +207,9 @@ class Validator:
             self.begin()
         values = [_blank_to_none(fields.get(name)) for name in FIELDS]
         if values[0] is not None and values[0].__class__ is not bool:
-            from relay.mapping.timestamps import to_epoch  # the timestamp readers live with the mapping
+            from relay.mapping.timestamps import (
+                to_epoch,  # the timestamp readers live with the mapping
+            )
 
             try:
                 values[0] = to_epoch(values[0])

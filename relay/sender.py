@@ -45,7 +45,7 @@ class Sender:
                 payload = await response.read()
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             return Delivery(None, error=_describe(exc), seconds=time.monotonic() - started)
         answer = _parse(payload)
         error = None

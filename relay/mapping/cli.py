@@ -90,7 +90,9 @@ def _setup(args: argparse.Namespace) -> tuple[Mapper, Validator, RecordContext]:
     policy = ValidationPolicy()
     host, tag_header = args.host, None
     if args.config:
-        from relay import config as config_module  # only when asked: the config module knows every section
+        from relay import (
+            config as config_module,  # only when asked: the config module knows every section
+        )
 
         config = config_module.load(args.config)
         mappings, file = config.mappings, config.file

@@ -25,7 +25,15 @@ from relay.mapping.lines import unescape
 from relay.mapping.parsers import PARSERS, parse_query
 from relay.mapping.paths import Path, header, resolve
 from relay.mapping.spec import KIND, MISSING, MappingSpec, Source
-from relay.mapping.values import RuleError, scaled, show, to_float, to_int, to_num, to_str
+from relay.mapping.values import (
+    RuleError,
+    scaled,
+    show,
+    to_float,
+    to_int,
+    to_num,
+    to_str,
+)
 from relay.models import Rejection
 from relay.schema import FIELDS, Entry
 
