@@ -109,8 +109,8 @@ class Batcher:
         if lines:
             body, encoding = await asyncio.to_thread(build_body, lines, self.compression, self.level)
             batch = SealedBatch(len(lines), body, encoding, checksum(body), oldest)
-        ref = await queue.call(lambda: queue.seal(sink, batch, cursor, batch_id, consumed))
-        outbox.sealed(ref, len(lines) + skipped, cursor, consumed)
+        sealed = await queue.call(lambda: queue.seal(sink, batch, cursor, batch_id, consumed))
+        outbox.sealed(sealed, len(lines) + skipped, cursor, consumed)
         if self._partial and self._partial[0] != cursor.seq:
             self._partial = None
 

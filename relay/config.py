@@ -276,16 +276,16 @@ def check(config: Config) -> None:
             paths[route] = name
         if any(not token for token in source.tokens):
             fail(f"sources.{name}.tokens", "a token may not be empty")
-    for name, sink in config.sinks.items():
-        if not 1 <= sink.batch_max_entries <= MAX_BATCH_ENTRIES:
-            fail(f"sinks.{name}.batch_max_entries", f"must be 1..{MAX_BATCH_ENTRIES}, got {sink.batch_max_entries}")
-        if sink.concurrency < 1:
+    for name, sink_config in config.sinks.items():
+        if not 1 <= sink_config.batch_max_entries <= MAX_BATCH_ENTRIES:
+            fail(f"sinks.{name}.batch_max_entries", f"must be 1..{MAX_BATCH_ENTRIES}, got {sink_config.batch_max_entries}")
+        if sink_config.concurrency < 1:
             fail(f"sinks.{name}.concurrency", "must be at least 1")
-        if not sink.url.startswith(("http://", "https://")):
-            fail(f"sinks.{name}.url", f"must be an http:// or https:// URL, got {sink.url!r}")
-        if not sink.api_key:
+        if not sink_config.url.startswith(("http://", "https://")):
+            fail(f"sinks.{name}.url", f"must be an http:// or https:// URL, got {sink_config.url!r}")
+        if not sink_config.api_key:
             fail(f"sinks.{name}.api_key", "is empty")
-        if not 0 <= sink.compression_level <= 3:
+        if not 0 <= sink_config.compression_level <= 3:
             fail(f"sinks.{name}.compression_level", "must be 0..3 (the isal gzip levels)")
     if config.server.max_body_memory < config.server.max_body_size:
         fail("server.max_body_memory", "must be at least server.max_body_size")

@@ -9,6 +9,7 @@ letters back into their sink's inbox, so they are batched and sent again.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 
@@ -104,7 +105,7 @@ class DeadLetters:
         views: list[DeadLetterView] = []
         for outbox in self._chosen(sink):
             for ref in outbox.dead[:max(0, limit - len(views))]:
-                letter = await queue.call(lambda ref=ref: _load(queue, ref))
+                letter = await queue.call(functools.partial(_load, queue, ref))
                 if letter is None:
                     continue
                 lines = [msgspec.Raw(line) for line in letter.entries.split(b"\n") if line]

@@ -138,7 +138,7 @@ class Outbox:
 
     def oldest_age(self) -> float:
         """Seconds the oldest queued entry has waited (0 when nothing is queued)."""
-        heads = list(self.inflight.values())
+        heads: list[BatchRef | InboxRef] = list(self.inflight.values())
         heads += [queue[0] for queue in (self.ready, self.inbox) if queue]
         if not heads:
             return 0.0

@@ -116,8 +116,8 @@ class DiskQueue:
             raise QueueError(f"the queue database in {self.path} cannot be read ({exc}); move the "
                              "directory aside to start with an empty queue, and keep it to recover "
                              "its data (e.g. with sqlite3 .recover)") from None
-        self.used_bytes = sum(ref.nbytes for found in snapshot.values()
-                              for ref in (*found.inbox, *found.batches, *found.dead))
+        self.used_bytes = sum(sum(ref.nbytes for ref in found.inbox) + sum(ref.nbytes for ref in found.batches)
+                              + sum(ref.nbytes for ref in found.dead) for found in snapshot.values())
         self._thread = threading.Thread(target=self._run, name="relay-queue", daemon=True)
         self._thread.start()
         return snapshot
