@@ -52,10 +52,10 @@ async def reload(runtime: Runtime) -> None:
 
 
 async def serve(config: Config) -> int:
-    runtime = Runtime(config)
     try:
+        runtime = Runtime(config)
         runtime.open_queue()
-    except QueueError as exc:
+    except (ConfigError, QueueError) as exc:
         log.error("%s", exc)
         return 2
     server = config.server

@@ -84,7 +84,12 @@ class Runtime:
         self.outboxes: dict[str, Outbox] = {}
         self.dispatchers: dict[str, SinkDispatcher] = {}
         self.sessions: dict[str, aiohttp.ClientSession] = {}
-        self.routes = compile_routes(config, {name: Outbox(name) for name in config.sinks})
+        # Mappings compile here, before the queue is opened, so a bad one fails fast; open_queue
+        # binds the routes to the real outboxes with the same library (each mapping compiled once).
+        self._library = MappingLibrary(config.mappings, file=config.file)
+        self._validator = Validator(validation_policy(config))
+        self.routes = build_routes(config, self._library, self._validator,
+                                   {name: Outbox(name) for name in config.sinks})
         self.dead_letters = DeadLetters(self.queue, self.outboxes, config.queue.dead_letter_max_size)
         self.body_budget = ByteBudget(config.server.max_body_memory)
         self.draining = False
@@ -106,7 +111,7 @@ class Runtime:
                 log.warning("queue holds %d batches and %d inbox items for sink %r, which is not configured; "
                             "they stay on disk until it is configured again", len(found.batches),
                             len(found.inbox), name)
-        self.routes = compile_routes(self.config, self.outboxes)
+        self.routes = build_routes(self.config, self._library, self._validator, self.outboxes)
 
     def request_started(self) -> None:
         self.in_flight += 1

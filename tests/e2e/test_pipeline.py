@@ -156,3 +156,14 @@ def test_unreadable_queue_database_stops_start_up_with_a_clear_message(tmp_path:
         Process.start(relay)
         assert relay.wait(20) == 2
         assert "cannot be read" in relay.log_text() and "Traceback" not in relay.log_text()
+
+
+def test_unknown_mapping_stops_start_up_with_a_clear_message(tmp_path: Path) -> None:
+    with MockUpstream(tmp_path, api_keys=[KEY]) as upstream:
+        relay = Relay(tmp_path, sink_toml("profound", upstream.url, KEY))
+        relay.config_path.write_text(relay.config_path.read_text().replace('mapping = "profound"',
+                                                                           'mapping = "no-such-mapping"'))
+        Process.start(relay)
+        assert relay.wait(20) == 2
+        log = relay.log_text()
+        assert "sources.custom.mapping: unknown mapping 'no-such-mapping'" in log and "Traceback" not in log
