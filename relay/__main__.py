@@ -11,13 +11,13 @@ import sys
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("relay.app", "run the relay"),
-    "check-config": ("relay.check", "validate the config and print what each source does"),
-    "map": ("relay.mapping.cli", "dry-run a mapping on sample records"),
-    "mock-upstream": ("relay.upstream_mock", "run a local stand-in of the upstream API"),
-    "bench": ("relay.bench", "measure end-to-end throughput"),
-    "dead-letter": ("relay.deadletter_cli", "inspect and re-send what upstream refused"),
-    "status": ("relay.status", "live view of a running relay"),
+    "serve": ("relay.server.serve", "run the relay"),
+    "check-config": ("relay.commands.check_config", "validate the config and print what each source does"),
+    "map": ("relay.commands.map", "dry-run a mapping on sample records"),
+    "mock-upstream": ("relay.tools.mock_upstream", "run a local stand-in of the upstream API"),
+    "bench": ("relay.tools.bench.command", "measure end-to-end throughput"),
+    "dead-letter": ("relay.commands.dead_letter", "inspect and re-send what upstream refused"),
+    "status": ("relay.commands.status", "live view of a running relay"),
 }
 
 

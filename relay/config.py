@@ -17,7 +17,7 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
-from .errors import ConfigError
+from relay.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "configs/relay.toml"
 DEFAULT_ADDRESS = "0.0.0.0:8080"

@@ -20,18 +20,18 @@ from datetime import datetime
 
 import aiohttp
 
-from .budget import ByteBudget
-from .config import Config, SinkConfig, load
-from .deadletter import DeadLetters
-from .dispatch import SinkDispatcher
-from .errors import ConfigError
-from .mapping import MappingLibrary
-from .outbox import Outbox
-from .pipeline import Route
-from .queue import DiskQueue, SinkSnapshot
-from .schema import ValidationPolicy, Validator
-from .sender import Sender
-from .telemetry import Metrics, setup_logging
+from relay.config import Config, SinkConfig, load
+from relay.delivery.dispatch import SinkDispatcher
+from relay.delivery.sender import Sender
+from relay.errors import ConfigError
+from relay.mapping import MappingLibrary
+from relay.server.budget import ByteBudget
+from relay.stages.pipeline import Route
+from relay.stages.schema import ValidationPolicy, Validator
+from relay.store.deadletters import DeadLetters
+from relay.store.outbox import Outbox
+from relay.store.queue import DiskQueue, SinkSnapshot
+from relay.telemetry import Metrics, setup_logging
 
 log = logging.getLogger("relay")
 

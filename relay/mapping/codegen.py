@@ -20,12 +20,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from relay.mapping import timestamps
 from relay.mapping.lines import unescape
 from relay.mapping.parsers import PARSERS, parse_query
 from relay.mapping.paths import Path, header, resolve
 from relay.mapping.spec import KIND, MISSING, MappingSpec, Source
-from relay.mapping.values import (
+from relay.models import Rejection
+from relay.stages import timestamps
+from relay.stages.schema import FIELDS, Entry
+from relay.stages.values import (
     RuleError,
     scaled,
     show,
@@ -34,8 +36,6 @@ from relay.mapping.values import (
     to_num,
     to_str,
 )
-from relay.models import Rejection
-from relay.schema import FIELDS, Entry
 
 BLANK = 'is None or {v} == "" or {v} == "-"'
 _CONVERT = {"str": "_to_str", "int": "_to_int", "float": "_to_float"}

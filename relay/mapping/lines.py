@@ -13,9 +13,9 @@ import re
 from typing import Any
 
 from relay.mapping.parsers import Parser, parse_url, register
-from relay.mapping.timestamps import parse_clf, parse_iso
-from relay.mapping.values import RuleError, show
-from relay.schema import strip_ip_port
+from relay.stages.schema import strip_ip_port
+from relay.stages.timestamps import parse_clf, parse_iso
+from relay.stages.values import RuleError, show
 
 LINE_OUTPUTS = (
     "timestamp", "method", "host", "path", "query_params", "status_code", "ip",

@@ -7,7 +7,7 @@ from typing import Any
 from relay.mapping.codegen import compile_spec
 from relay.mapping.spec import MISSING, MappingSpec
 from relay.models import MapResult, RecordContext, Rejection
-from relay.schema import FIELDS, Validator
+from relay.stages.schema import FIELDS, Validator
 
 
 class Mapper:

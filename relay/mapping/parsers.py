@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from relay.mapping.values import RuleError, show
-from relay.schema import strip_ip_port
+from relay.stages.schema import strip_ip_port
+from relay.stages.values import RuleError, show
 
 
 class Parser(NamedTuple):

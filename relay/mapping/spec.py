@@ -14,9 +14,9 @@ from relay.mapping import lines  # noqa: F401  (registers the whole-line parsers
 from relay.mapping.drop import Condition, parse_conditions
 from relay.mapping.parsers import PARSERS
 from relay.mapping.paths import Path, parse_path
-from relay.mapping.timestamps import reader
-from relay.mapping.values import SIZE_UNITS, TIME_UNITS
-from relay.schema import FIELDS
+from relay.stages.schema import FIELDS
+from relay.stages.timestamps import reader
+from relay.stages.values import SIZE_UNITS, TIME_UNITS
 
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
 KIND = {

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.harness import PINNED_NOW, Relay, entries, gz_json, post_all, sink_toml
-from tests.e2e.test_upstream_faults import KEY, JSON_GZ, wait_delivered
+from tests.e2e.test_upstream_faults import JSON_GZ, KEY, wait_delivered
 from tests.support import MockUpstream, wait_until
 
 

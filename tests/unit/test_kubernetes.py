@@ -6,7 +6,7 @@ and /readyz, one port everywhere (the ConfigMap's server.address, containerPort,
 Services' targetPort), the queue claim mounted where RELAY_QUEUE_PATH points, a grace
 period longer than the preStop pause plus shutdown_grace, and every ${VAR} of the
 config provided by the Secret or the pod. The dashboard may only query metrics the
-relay exports (relay/telemetry.py and Runtime._gauges in relay/app.py).
+relay exports (relay/telemetry.py and Runtime._gauges in relay/server/serve.py).
 """
 
 from __future__ import annotations

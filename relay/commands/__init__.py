@@ -1,0 +1,1 @@
+"""The operator commands besides `serve`: check-config, map, dead-letter, status."""

@@ -1,0 +1,62 @@
+"""`relay check-config`: validate the config and every mapping, print the plan."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from relay.config import DEFAULT_CONFIG_PATH, load
+from relay.errors import ConfigError
+from relay.mapping import MappingLibrary
+from relay.runtime import build_routes, validation_policy
+from relay.stages.schema import Validator
+from relay.store.outbox import Outbox
+
+
+def plan(config_path: str) -> tuple[list[str], list[str]]:
+    """The lines describing what each source does, and the warnings."""
+    config = load(config_path)
+    library = MappingLibrary(config.mappings, file=config.file)
+    validator = Validator(validation_policy(config))
+    routes = build_routes(config, library, validator, {name: Outbox(name) for name in config.sinks})
+    lines = [f"config {config.file}: OK", ""]
+    warnings: list[str] = []
+    seen: set[str] = set()
+    for path, route in sorted(routes.items(), key=lambda item: item[1].name):
+        if route.name in seen:
+            continue
+        seen.add(route.name)
+        paths = [p for p, r in routes.items() if r is route]
+        sinks = [outbox.name for outbox in route.outboxes]
+        lines.append(f"source {route.name}: POST {' and '.join(sorted(paths))}")
+        lines.append(f"  auth:    {len(route.tokens)} token(s)" if route.tokens else "  auth:    none (open source)")
+        lines.append(f"  mapping: {route.config.mapping}")
+        lines.extend("    " + line for line in library.describe(route.config.mapping).splitlines())
+        if route.config.host:
+            lines.append(f"  host:    {route.config.host!r} when the logs carry none")
+        elif route.mapper.needs_host:
+            warnings.append(f"sources.{route.name}: mapping {route.config.mapping!r} finds no virtual host in "
+                            f"the logs, so every record will be rejected; set host = \"www.example.com\"")
+        lines.append(f"  sinks:   {', '.join(sinks)}")
+    lines.append("")
+    for name, sink in config.sinks.items():
+        lines.append(f"sink {name}: POST {sink.url}, batches of <= {sink.batch_max_entries} entries or "
+                     f"{sink.batch_timeout:g}s, {sink.compression}, {sink.concurrency} in flight")
+    lines.append(f"queue: {config.queue.path}, at most {config.queue.max_size} bytes, sync = {config.queue.sync}")
+    return lines, warnings
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", default=DEFAULT_CONFIG_PATH, help="config file (TOML or YAML)")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        lines, warnings = plan(args.config)
+    except ConfigError as exc:
+        print(f"relay: config error: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0

@@ -1,0 +1,104 @@
+"""`relay dead-letter list|replay`: what upstream refused, and sending it again.
+
+With the relay running, this asks it over its admin endpoints (so its
+in-memory queue state stays right); with it stopped, it works on the queue
+directory directly. The queue directory's lock tells which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import msgspec
+
+from relay.config import DEFAULT_CONFIG_PATH, Config, load
+from relay.errors import ConfigError
+from relay.store.deadletters import DeadLetters
+from relay.store.outbox import Outbox
+from relay.store.queue import DiskQueue
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["list", "replay"])
+    parser.add_argument("-c", "--config", default=DEFAULT_CONFIG_PATH, help="config file (TOML or YAML)")
+    parser.add_argument("--sink", help="only this sink")
+    parser.add_argument("--json", action="store_true", help="list as JSON")
+
+
+async def _offline(config: Config, action: str, sink: str | None) -> Any:
+    queue = DiskQueue(config.queue.path, max_size=config.queue.max_size, sync=config.queue.sync)
+    snapshot = queue.open(lock=False)  # the caller holds the lock
+    try:
+        outboxes = {name: Outbox(name, found) for name, found in snapshot.items()}
+        store = DeadLetters(queue, outboxes, config.queue.dead_letter_max_size)
+        if action == "list":
+            return {"dead_letters": msgspec.to_builtins(await store.list(sink))}
+        return {"status": "replayed", "entries": await store.replay(sink)}
+    finally:
+        queue.close()
+
+
+def _online(config: Config, action: str, sink: str | None) -> Any:
+    host, port = config.server.host_port
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    scheme = "https" if config.server.tls_cert else "http"
+    path = "/-/dead-letters" + ("/replay" if action == "replay" else "")
+    query = f"?sink={sink}" if sink else ""
+    request = urllib.request.Request(f"{scheme}://{host}:{port}{path}{query}",
+                                     method="POST" if action == "replay" else "GET")
+    if config.server.admin_token:
+        request.add_header("Authorization", f"Bearer {config.server.admin_token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise SystemExit(f"relay: {exc.code}: {exc.read().decode(errors='replace')}") from None
+    except OSError as exc:
+        raise SystemExit(f"relay: the relay holds {config.queue.path} but does not answer on "
+                         f"{host}:{port}: {exc}") from None
+
+
+def _print_list(answer: dict[str, Any]) -> None:
+    letters = answer["dead_letters"]
+    if not letters:
+        print("no dead letters")
+        return
+    for letter in letters:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(letter["failed_at"]))
+        print(f"{letter['key']}  sink={letter['sink']}  entries={letter['count']}  at {when}Z")
+        print(f"  reason: {letter['reason']}")
+        for entry in letter["entries"][:3]:
+            print(f"  {json.dumps(entry)[:200]}")
+    print(f"{sum(letter['count'] for letter in letters)} entries in {len(letters)} dead letters; "
+          "`relay dead-letter replay` sends them again")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        print(f"relay: config error: {exc}", file=sys.stderr)
+        return 2
+    probe = DiskQueue(config.queue.path, max_size=config.queue.max_size)
+    if probe.lock():
+        try:
+            answer = asyncio.run(_offline(config, args.action, args.sink))
+        except KeyError as exc:
+            print(f"relay: {exc.args[0]}", file=sys.stderr)
+            return 2
+        finally:
+            probe.close()
+    else:
+        answer = _online(config, args.action, args.sink)
+    if args.action == "list" and not args.json:
+        _print_list(answer)
+    else:
+        print(json.dumps(answer, indent=2))
+    return 0

@@ -1,0 +1,224 @@
+"""Per-sink delivery: the batcher plus `concurrency` send loops.
+
+Each loop takes the next sealed batch, POSTs it, and acts on the outcome:
+DELIVERED deletes it from disk; RETRY waits (exponential backoff, jitter,
+Retry-After) and sends the same batch again; REFUSED splits it in two until
+the entries at fault stand alone, and those go to the dead-letter store;
+PAUSE keeps it and waits, logging loudly, until the key or URL is fixed.
+Nothing leaves the disk except on a 2xx or into the dead-letter store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from isal import igzip
+
+from relay.config import SinkConfig
+from relay.delivery.batcher import Batcher, build_body
+from relay.delivery.retry import Outcome, backoff, classify, parse_retry_after
+from relay.delivery.sender import Delivery, Sender
+from relay.store.outbox import Outbox
+from relay.store.queue import BatchRef, DeadLetter, DiskQueue, SealedBatch, checksum
+from relay.telemetry import Metrics, Sampler
+
+log = logging.getLogger("relay.dispatch")
+_split_array = msgspec.json.Decoder(list[msgspec.Raw]).decode
+
+
+def batch_entries(batch: SealedBatch) -> list[bytes]:
+    """The encoded entries of a sealed batch, one bytes value each."""
+    body = igzip.decompress(batch.body) if batch.encoding == "gzip" else batch.body
+    return [bytes(raw) for raw in _split_array(body)]
+
+
+class SinkDispatcher:
+    def __init__(self, name: str, config: SinkConfig, outbox: Outbox, queue: DiskQueue,
+                 sender: Sender, metrics: Metrics,
+                 on_dead_letter: Callable[[], Awaitable[object]] | None = None) -> None:
+        self.on_dead_letter = on_dead_letter
+        self.name = name
+        self.config = config
+        self.outbox = outbox
+        self.queue = queue
+        self.sender = sender
+        self.metrics = metrics
+        self.batcher = Batcher(outbox, queue, max_entries=config.batch_max_entries,
+                               timeout=config.batch_timeout, compression=config.compression,
+                               level=config.compression_level)
+        self.state = "running"  # running | backing_off | paused
+        self._sample = Sampler(10.0)
+        self.last_error: str | None = None
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()  # set when config changes (new key): paused loops retry now
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self.batcher.run(), name=f"batcher:{self.name}"))
+        for i in range(self.config.concurrency):
+            self._tasks.append(asyncio.create_task(self._send_loop(), name=f"sender:{self.name}:{i}"))
+
+    async def stop(self, timeout: float) -> None:
+        """Stop after the current seal and send attempts; everything else stays on disk."""
+        self._stop.set()
+        self._wake.set()
+        self.batcher.stopping = True
+        self.outbox.wake_batcher()
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(self._tasks, timeout=max(timeout, 0.1))
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    def rekey(self, sender: Sender) -> None:
+        """A reload changed the key or URL: use it, and retry paused batches now."""
+        self.sender = sender
+        self._wake.set()
+
+    async def _pause(self, seconds: float) -> bool:
+        """Wait, unless stopping or woken by a config change. False when stopping."""
+        self._wake.clear()
+        waiter = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait_for(waiter, timeout=seconds)
+        except TimeoutError:
+            pass
+        return not self._stop.is_set()
+
+    async def _send_loop(self) -> None:
+        while not self._stop.is_set():
+            next_batch = asyncio.ensure_future(self.outbox.next_batch())
+            stop = asyncio.ensure_future(self._stop.wait())
+            done, _ = await asyncio.wait({next_batch, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if next_batch not in done:
+                next_batch.cancel()
+                stop.cancel()
+                try:
+                    ref = await next_batch
+                except asyncio.CancelledError:
+                    return
+                self.outbox.requeue(ref)  # taken at the same moment we stopped
+                return
+            stop.cancel()
+            ref = next_batch.result()
+            try:
+                await self._deliver(ref)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let one batch kill the loop; it stays on disk
+                log.exception("sink %s: unexpected error delivering %s", self.name, ref.key)
+                self.outbox.requeue(ref)
+                await self._pause(1.0)
+
+    async def _deliver(self, ref: BatchRef) -> None:
+        queue = self.queue
+        batch = await queue.call(lambda: queue.load_batch(ref))
+        if batch is None:  # quarantined by the queue (logged, counted there)
+            self.outbox.finished(ref)
+            return
+        attempt = 0
+        while True:
+            delivery = await self.sender.send(batch)
+            self._observe(delivery, batch)
+            outcome = classify(delivery.status)
+            if outcome is Outcome.DELIVERED:
+                await self._forget(ref)
+                self._set_state("running", None)
+                return
+            if outcome is Outcome.REFUSED:
+                await self._split(ref, batch, delivery)
+                return
+            if self._stop.is_set():  # keep it on disk for the next start
+                self.outbox.requeue(ref)
+                return
+            if outcome is Outcome.RETRY:
+                reason = str(delivery.status) if delivery.status else "connection"
+                self.metrics.retries.labels(self.name, reason).inc()
+                delay = backoff(attempt, initial=self.config.retry_initial_backoff,
+                                maximum=self.config.retry_max_backoff,
+                                retry_after=parse_retry_after(delivery.retry_after))
+                self._set_state("backing_off", f"{reason}: {delivery.error or ''}".strip(": "), delay)
+                attempt += 1
+            else:
+                delay = self.config.retry_max_backoff
+                self._set_state("paused", f"upstream answered {delivery.status}: {delivery.error or ''} "
+                                "- check the sink's api_key and url; data is kept", delay)
+            if not await self._pause(delay):
+                self.outbox.requeue(ref)
+                return
+
+    async def _forget(self, ref: BatchRef) -> None:
+        """Delete a delivered batch; if the disk refuses (full), retry the delete, not the send."""
+        queue = self.queue
+        while True:
+            try:
+                await queue.call(lambda: queue.delete_batch(ref))
+                break
+            except Exception as exc:
+                log.error("sink %s: could not delete delivered batch %s, retrying: %s", self.name, ref.key, exc)
+                if not await self._pause(1.0):
+                    self.outbox.requeue(ref)  # sent again after restart: a duplicate, never a loss
+                    return
+        self.outbox.finished(ref)
+
+    def _observe(self, delivery: Delivery, batch: SealedBatch) -> None:
+        metrics, name = self.metrics, self.name
+        metrics.batches.labels(name, str(delivery.status or 0)).inc()
+        metrics.latency.labels(name).observe(delivery.seconds)
+        if delivery.status is not None and 200 <= delivery.status < 300:
+            rejected = len(delivery.upstream_errors)
+            metrics.entries_delivered.labels(name).inc(batch.count - rejected)
+            if rejected:
+                metrics.upstream_rejected.labels(name).inc(rejected)
+                held = self._sample(name)
+                if held is not None:
+                    log.warning("sink %s: upstream skipped %d of %d entries, e.g. %s%s", name, rejected,
+                                batch.count, delivery.upstream_errors[0],
+                                f" ({held} such batches not logged in the last 10s)" if held else "",
+                                extra={"fields": {"sink": name, "rejected": rejected,
+                                                  "reason": delivery.upstream_errors[0]}})
+
+    def _set_state(self, state: str, error: str | None, delay: float = 0.0) -> None:
+        if state != self.state:
+            fields = {"fields": {"sink": self.name, "state": state, "delay_s": round(delay, 3), "error": error}}
+            if state == "running":
+                log.info("sink %s: resumed", self.name, extra=fields)
+            elif state == "paused":
+                log.error("sink %s: paused, retrying every %.0fs: %s", self.name, delay, error, extra=fields)
+            else:
+                log.warning("sink %s: backing off %.2fs: %s", self.name, delay, error, extra=fields)
+        self.state = state
+        self.last_error = error
+
+    async def _split(self, ref: BatchRef, batch: SealedBatch, delivery: Delivery) -> None:
+        """Bisect a refused batch; single refused entries become dead letters."""
+        entries = await asyncio.to_thread(batch_entries, batch)
+        stem = ref.key.rsplit(".", 2)[0]  # b/<sink>/<id>
+        reason = f"upstream answered {delivery.status}: {delivery.error or 'no detail'}"
+        dead: list[tuple[str, DeadLetter]] = []
+        retry: list[tuple[str, SealedBatch]] = []
+        if len(entries) <= 1:
+            letter = DeadLetter(len(entries), b"".join(e + b"\n" for e in entries), reason,
+                                delivery.status, time.time())
+            dead.append((stem, letter))
+            log.error("sink %s: upstream refused an entry; moved to the dead-letter store: %s", self.name, reason)
+            self.metrics.dead_lettered.labels(self.name).inc(len(entries))
+        else:
+            half = len(entries) // 2
+            for suffix, part in (("L", entries[:half]), ("R", entries[half:])):
+                body, encoding = build_body(part, self.config.compression, self.config.compression_level)
+                retry.append((stem + suffix, SealedBatch(len(part), body, encoding, checksum(body), batch.oldest)))
+            self.metrics.retries.labels(self.name, "split").inc()
+        queue = self.queue
+        new_refs, dead_refs = await queue.call(lambda: queue.replace_batch(ref, dead, retry))
+        self.outbox.finished(ref)
+        self.outbox.dead.extend(dead_refs)
+        for new_ref in reversed(new_refs):
+            self.outbox.add_ready(new_ref, front=True)
+        if dead_refs and self.on_dead_letter is not None:
+            await self.on_dead_letter()

@@ -1,0 +1,70 @@
+"""One upstream request: POST a sealed batch, report what came back. No loops, no sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import msgspec
+
+from relay.store.queue import SealedBatch
+
+
+class Delivery(msgspec.Struct, gc=False):
+    status: int | None  # None: no answer (connection error or timeout)
+    error: str | None = None  # transport error, or the upstream's `detail`
+    retry_after: str | None = None
+    upstream_errors: list[str] = []  # a 200's per-entry `errors`
+    seconds: float = 0.0
+
+
+class _Answer(msgspec.Struct):
+    errors: list[str] = []
+    detail: str | msgspec.Raw | None = None
+
+
+_decode_answer = msgspec.json.Decoder(_Answer).decode
+
+
+class Sender:
+    def __init__(self, session: aiohttp.ClientSession, url: str, api_key: str, *, timeout: float) -> None:
+        self.session = session
+        self.url = url
+        self.api_key = api_key
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+
+    async def send(self, batch: SealedBatch) -> Delivery:
+        headers = {"x-api-key": self.api_key, "Content-Type": "application/json"}
+        if batch.encoding:
+            headers["Content-Encoding"] = batch.encoding
+        started = time.monotonic()
+        try:
+            async with self.session.post(self.url, data=batch.body, headers=headers,
+                                         timeout=self.timeout) as response:
+                payload = await response.read()
+                status = response.status
+                retry_after = response.headers.get("Retry-After")
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            return Delivery(None, error=_describe(exc), seconds=time.monotonic() - started)
+        answer = _parse(payload)
+        error = None
+        if not 200 <= status < 300:
+            detail = answer.detail if answer else None
+            error = (detail if isinstance(detail, str) else payload[:300].decode("utf-8", "replace")) or None
+        return Delivery(status, error=error, retry_after=retry_after,
+                        upstream_errors=answer.errors if answer and status == 200 else [],
+                        seconds=time.monotonic() - started)
+
+
+def _parse(payload: bytes) -> _Answer | None:
+    try:
+        return _decode_answer(payload)
+    except msgspec.DecodeError:
+        return None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -1,0 +1,1 @@
+"""The HTTP shell: the aiohttp application, ingest and admin routes, probes, auth. The only importer of aiohttp.web."""

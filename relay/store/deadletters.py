@@ -1,0 +1,153 @@
+"""The dead-letter store: entries upstream refused one by one, kept with the reason.
+
+A refused batch is bisected by the dispatcher until the entries at fault stand
+alone; each of those lands here (`d/<sink>/...` keys in the queue database)
+instead of being dropped. The store is bounded by `queue.dead_letter_max_size`:
+past it the oldest letters are dropped, loudly, and counted. `replay` moves
+letters back into their sink's inbox, so they are batched and sent again.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+
+import msgspec
+
+from relay.store.outbox import Outbox
+from relay.store.queue import (
+    BatchRef,
+    DeadLetter,
+    DiskQueue,
+    InboxItem,
+    InboxRef,
+    checksum,
+    inbox_key,
+)
+
+log = logging.getLogger("relay.deadletter")
+_encode = msgspec.msgpack.Encoder().encode
+_decode_dead = msgspec.msgpack.Decoder(DeadLetter).decode
+
+
+class DeadLetterView(msgspec.Struct):
+    """One dead letter as `relay dead-letter list` and the admin endpoint show it."""
+
+    key: str
+    sink: str
+    count: int
+    reason: str
+    status: int | None
+    failed_at: float
+    entries: list[msgspec.Raw]
+
+
+# ---- DB-thread functions ----------------------------------------------------------------
+
+
+def _load(queue: DiskQueue, ref: BatchRef) -> DeadLetter | None:
+    raw = queue.cache.get(ref.key)
+    try:
+        return _decode_dead(raw) if raw is not None else None
+    except msgspec.DecodeError:
+        return None
+
+
+def _delete(queue: DiskQueue, refs: list[BatchRef]) -> None:
+    with queue.cache.transact(retry=True):
+        for ref in refs:
+            if queue.cache.delete(ref.key):
+                queue.used_bytes -= ref.nbytes
+
+
+def _requeue(queue: DiskQueue, sink: str, refs: list[BatchRef], first_seq: int) -> list[InboxRef]:
+    """Move dead letters back into the sink's inbox, in one transaction."""
+    now = time.time()
+    made: list[InboxRef] = []
+    with queue.cache.transact(retry=True):
+        for ref in refs:
+            letter = _load(queue, ref)
+            if letter is not None and letter.count:
+                seq = first_seq + len(made)
+                value = _encode(InboxItem(letter.count, letter.entries, checksum(letter.entries), now))
+                queue.cache.set(inbox_key(sink, seq, letter.count, len(value)), value)
+                queue.used_bytes += len(value)
+                made.append(InboxRef(seq, letter.count, len(value)))
+            if queue.cache.delete(ref.key):
+                queue.used_bytes -= ref.nbytes
+    return made
+
+
+# ---- the store, on the event loop -------------------------------------------------------
+
+
+class DeadLetters:
+    def __init__(self, queue: DiskQueue, outboxes: dict[str, Outbox], max_bytes: int) -> None:
+        self.queue = queue
+        self.outboxes = outboxes
+        self.max_bytes = max_bytes
+        self.dropped_entries = 0
+
+    def entries(self, sink: str | None = None) -> int:
+        return sum(ref.count for name, o in self.outboxes.items() if sink in (None, name) for ref in o.dead)
+
+    def bytes(self) -> int:
+        return sum(ref.nbytes for o in self.outboxes.values() for ref in o.dead)
+
+    def _chosen(self, sink: str | None) -> list[Outbox]:
+        if sink is not None and sink not in self.outboxes:
+            raise KeyError(f"no sink named {sink!r} (sinks: {', '.join(self.outboxes)})")
+        return [o for name, o in self.outboxes.items() if sink in (None, name)]
+
+    async def list(self, sink: str | None = None, limit: int = 1000) -> list[DeadLetterView]:
+        queue = self.queue
+        views: list[DeadLetterView] = []
+        for outbox in self._chosen(sink):
+            for ref in outbox.dead[:max(0, limit - len(views))]:
+                letter = await queue.call(functools.partial(_load, queue, ref))
+                if letter is None:
+                    continue
+                lines = [msgspec.Raw(line) for line in letter.entries.split(b"\n") if line]
+                views.append(DeadLetterView(ref.key, outbox.name, letter.count, letter.reason, letter.status,
+                                            letter.failed_at, lines))
+        return views
+
+    async def replay(self, sink: str | None = None) -> int:
+        """Re-queue every dead letter of `sink` (or all sinks); returns the entries re-queued."""
+        queue = self.queue
+        total = 0
+        for outbox in self._chosen(sink):
+            refs = list(outbox.dead)
+            if not refs:
+                continue
+            first = outbox.next_seq
+            outbox.next_seq += len(refs)
+            made = await queue.call(lambda: _requeue(queue, outbox.name, refs, first))
+            outbox.dead = [ref for ref in outbox.dead if ref not in refs]
+            for ref in made:
+                outbox.committed(ref)
+            total += sum(ref.count for ref in made)
+            log.info("dead letters: re-queued %d entries for sink %s", sum(r.count for r in made), outbox.name)
+        return total
+
+    async def enforce_bound(self) -> int:
+        """Drop the oldest letters while the store is over its size; returns entries dropped."""
+        dropped: list[tuple[Outbox, BatchRef]] = []
+        excess = self.bytes() - self.max_bytes
+        while excess > 0:
+            outbox = max(self.outboxes.values(), key=lambda o: sum(r.nbytes for r in o.dead))
+            if not outbox.dead:
+                break
+            ref = outbox.dead.pop(0)
+            dropped.append((outbox, ref))
+            excess -= ref.nbytes
+        if not dropped:
+            return 0
+        queue = self.queue
+        await queue.call(lambda: _delete(queue, [ref for _, ref in dropped]))
+        count = sum(ref.count for _, ref in dropped)
+        self.dropped_entries += count
+        log.error("dead letters: store over queue.dead_letter_max_size (%d bytes); dropped the %d oldest "
+                  "entries", self.max_bytes, count)
+        return count

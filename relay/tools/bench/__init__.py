@@ -1,0 +1,1 @@
+"""`relay bench`: end-to-end throughput of the real processes."""

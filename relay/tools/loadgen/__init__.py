@@ -1,0 +1,1 @@
+"""The load generator and lean servers `relay bench` runs beside the relay."""

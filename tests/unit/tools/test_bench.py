@@ -1,0 +1,94 @@
+"""`relay bench` as users run it: real relay, mock upstream and load generator processes.
+
+Short runs that check the command works and that nothing is lost or duplicated; never a
+speed threshold (that is the bench's job on a quiet machine, not the suite's).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from array import array
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay.tools.bench.command import check_ids, table
+from relay.tools.loadgen.command import build_bodies, workload
+from tests.support import REPO_ROOT
+
+KEYS = {
+    "workload", "sync", "records_per_request", "duration_s", "concurrency", "rate_cap", "upstream",
+    "requests_acked", "entries_acked", "entries_delivered", "requests_per_s", "acked_per_s",
+    "delivered_per_s", "end_to_end_per_s", "backlog_at_stop", "keeps_up", "drain_s", "latency_ms",
+    "relay_cpu_s_per_million", "relay_cpu_cores", "relay_peak_rss_mb", "bytes_in", "bytes_upstream",
+    "upstream_cpu_s_per_million", "loadgen_cpu_s_per_million", "other_cpu_cores", "errors", "rejected", "status",
+    "duplicates", "losses", "ids_checked", "relay_exit_status", "machine",
+}
+
+
+def bench(*args: str, keep: Path | None = None) -> tuple[int, dict[str, Any], str]:
+    command = [sys.executable, "-m", "relay", "bench", "--json", *args]
+    if keep is not None:
+        command += ["--keep", str(keep)]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode in (0, 1), f"status {done.returncode}\n{done.stderr[-3000:]}"
+    return done.returncode, json.loads(done.stdout), done.stderr
+
+
+@pytest.mark.parametrize("load,extra", [
+    ("fluentbit", ["--rate", "60000"]),
+    ("passthrough", ["--rate", "60000", "--sync", "full"]),
+    ("single", ["--sync", "full"]),
+])
+def test_short_run_delivers_every_entry_once(load: str, extra: list[str], tmp_path: Path) -> None:
+    status, result, progress = bench("--workload", load, "--duration", "2s", *extra, keep=tmp_path)
+    assert status == 0, result
+    assert set(result) == KEYS
+    assert result["workload"] == load and result["ids_checked"] is True
+    assert result["entries_acked"] > 0 and result["errors"] == 0 and result["rejected"] == 0
+    assert result["entries_delivered"] == result["entries_acked"]
+    assert result["duplicates"] == 0 and result["losses"] == 0
+    assert result["relay_exit_status"] == 0
+    assert result["relay_cpu_s_per_million"] > 0 and result["relay_peak_rss_mb"] > 0
+    assert result["bytes_in"] > 0 and result["bytes_upstream"] > 0
+    assert set(result["latency_ms"]) == {"p50", "p95", "p99"}
+    assert result["latency_ms"]["p50"] <= result["latency_ms"]["p99"]
+    assert "bench     1s: acked" in progress
+    assert (tmp_path / "relay.toml").is_file() and (tmp_path / "relay.log").is_file()
+    assert "duplicates / losses     0 / 0" in table(result)
+
+
+def test_lean_sink_upstream_and_count_only_check(tmp_path: Path) -> None:
+    status, result, _ = bench("--workload", "fluentbit", "--duration", "2s", "--rate", "40000",
+                              "--upstream", "sink", "--no-verify", "--records", "500")
+    assert status == 0, result
+    assert result["upstream"] == "sink" and result["ids_checked"] is False
+    assert result["records_per_request"] == 500
+    assert result["entries_delivered"] == result["entries_acked"] > 0
+
+
+def test_check_ids_counts_what_was_lost_and_what_came_twice() -> None:
+    acks = [1, 2, 0]  # body 0 acknowledged once, body 1 twice (sent again), body 2 never
+    delivered = array("Q", [0, 1, 2, 3, 2, 3, 3, 4, 99])  # per_body 2: ids 0-1, 2-3, 4-5
+    duplicates, losses = check_ids(delivered, acks, per_body=2)
+    assert duplicates == 1 + 1 + 1  # id 3 a third time, id 4 never acknowledged, 99 not ours
+    assert losses == 0
+    # id 1 never came; ids 2 and 3 (acknowledged twice) came once each
+    assert check_ids(array("Q", [0, 2, 3]), acks, per_body=2) == (0, 1 + 1 + 1)
+
+
+@pytest.mark.parametrize("name", ["fluentbit", "passthrough", "single"])
+def test_bodies_carry_unique_ids_in_bytes_sent(name: str) -> None:
+    load = workload(name, 300)
+    bodies = list(build_bodies(load, 3))
+    assert len(set(bodies)) == 3
+    from isal import igzip
+
+    raw = [igzip.decompress(body) if load.gzip else body for body in bodies]
+    records = [record for body in raw for record in json.loads(body)]
+    assert len(records) == 3 * load.per_body
+    key = "size" if name == "fluentbit" else "bytes_sent"
+    assert [int(record[key]) for record in records] == list(range(3 * load.per_body))
