@@ -30,7 +30,8 @@ from relay.stages.pipeline import Route
 from relay.stages.schema import ValidationPolicy, Validator
 from relay.store.deadletters import DeadLetters
 from relay.store.outbox import Outbox
-from relay.store.queue import DiskQueue, SinkSnapshot
+from relay.store.layout import SinkSnapshot
+from relay.store.queue import DiskQueue
 from relay.telemetry import Metrics, setup_logging
 
 log = logging.getLogger("relay")
@@ -199,7 +200,7 @@ class Runtime:
         snapshot = self._snapshot.pop(name, None)
         if snapshot is not None:
             return snapshot
-        return (await self.queue.call(self.queue.scan)).get(name)
+        return (await self.queue.snapshot()).get(name)
 
     async def _apply(self, new: Config, outboxes: dict[str, Outbox], routes: dict[str, Route],
                      added: list[str]) -> list[str]:

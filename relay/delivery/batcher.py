@@ -16,7 +16,8 @@ import time
 from isal import igzip
 
 from relay.store.outbox import Outbox
-from relay.store.queue import Cursor, DiskQueue, InboxItem, InboxRef, SealedBatch, checksum
+from relay.store.layout import Cursor, InboxItem, InboxRef, SealedBatch, checksum
+from relay.store.queue import DiskQueue
 
 log = logging.getLogger("relay.batcher")
 
@@ -109,7 +110,7 @@ class Batcher:
         if lines:
             body, encoding = await asyncio.to_thread(build_body, lines, self.compression, self.level)
             batch = SealedBatch(len(lines), body, encoding, checksum(body), oldest)
-        sealed = await queue.call(lambda: queue.seal(sink, batch, cursor, batch_id, consumed))
+        sealed = await queue.seal(sink, batch, cursor, batch_id, consumed)
         outbox.sealed(sealed, len(lines) + skipped, cursor, consumed)
         if self._partial and self._partial[0] != cursor.seq:
             self._partial = None
@@ -119,7 +120,7 @@ class Batcher:
         cached = partial if partial and refs[0].seq == partial[0] else None
         to_read = refs[1:] if cached is not None else refs
         queue, sink = self.queue, self.outbox.name
-        loaded = await queue.call(lambda: queue.read_inbox(sink, to_read)) if to_read else []
+        loaded = await queue.read_inbox(sink, to_read) if to_read else []
         out: list[tuple[InboxRef, list[bytes] | None, float]] = []
         if cached is not None:
             out.append((refs[0], cached[1], cached[2]))

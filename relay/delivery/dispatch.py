@@ -23,7 +23,8 @@ from relay.delivery.batcher import Batcher, build_body
 from relay.delivery.retry import Outcome, backoff, classify, parse_retry_after
 from relay.delivery.sender import Delivery, Sender
 from relay.store.outbox import Outbox
-from relay.store.queue import BatchRef, DeadLetter, DiskQueue, SealedBatch, checksum
+from relay.store.layout import BatchRef, DeadLetter, SealedBatch, checksum
+from relay.store.queue import DiskQueue
 from relay.telemetry import Metrics, Sampler
 
 log = logging.getLogger("relay.dispatch")
@@ -117,7 +118,7 @@ class SinkDispatcher:
 
     async def _deliver(self, ref: BatchRef) -> None:
         queue = self.queue
-        batch = await queue.call(lambda: queue.load_batch(ref))
+        batch = await queue.load_batch(ref)
         if batch is None:  # quarantined by the queue (logged, counted there)
             self.outbox.finished(ref)
             return
@@ -157,7 +158,7 @@ class SinkDispatcher:
         queue = self.queue
         while True:
             try:
-                await queue.call(lambda: queue.delete_batch(ref))
+                await queue.delete_batch(ref)
                 break
             except Exception as exc:
                 log.error("sink %s: could not delete delivered batch %s, retrying: %s", self.name, ref.key, exc)
@@ -215,7 +216,7 @@ class SinkDispatcher:
                 retry.append((stem + suffix, SealedBatch(len(part), body, encoding, checksum(body), batch.oldest)))
             self.metrics.retries.labels(self.name, "split").inc()
         queue = self.queue
-        new_refs, dead_refs = await queue.call(lambda: queue.replace_batch(ref, dead, retry))
+        new_refs, dead_refs = await queue.replace_batch(ref, dead, retry)
         self.outbox.finished(ref)
         self.outbox.dead.extend(dead_refs)
         for new_ref in reversed(new_refs):

@@ -8,7 +8,7 @@ import time
 import aiohttp
 import msgspec
 
-from relay.store.queue import SealedBatch
+from relay.store.layout import SealedBatch
 
 
 class Delivery(msgspec.Struct, gc=False):

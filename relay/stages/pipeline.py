@@ -21,7 +21,8 @@ from relay.models import IngestResult, MapResult, RecordContext, Rejection
 from relay.stages.decode import decode_body
 from relay.stages.schema import Validator
 from relay.store.outbox import Outbox
-from relay.store.queue import DiskQueue, InboxRef
+from relay.store.outbox import commit as outbox_commit
+from relay.store.queue import DiskQueue
 from relay.telemetry import Metrics
 
 ROOM_WAIT = 10.0  # seconds a request may wait for a CPU-starved batcher before a 503
@@ -78,13 +79,7 @@ async def commit(route: Route, prepared: Prepared, queue: DiskQueue) -> None:
         except TimeoutError:
             raise Unavailable(f"sink {outbox.name} is {outbox.unsealed} entries behind; retry later",
                               retry_after=5.0) from None
-    writes = [(outbox.name, outbox.reserve(), count, prepared.lines) for outbox in outboxes]
-
-    def on_commit(refs: list[InboxRef]) -> None:
-        for outbox, ref in zip(outboxes, refs):
-            outbox.committed(ref)
-
-    await queue.append(writes, on_commit)
+    await outbox_commit(queue, outboxes, count, prepared.lines)
 
 
 def answer(prepared: Prepared) -> IngestResult:

@@ -9,26 +9,15 @@ letters back into their sink's inbox, so they are batched and sent again.
 
 from __future__ import annotations
 
-import functools
 import logging
-import time
 
 import msgspec
 
+from relay.store.layout import BatchRef
 from relay.store.outbox import Outbox
-from relay.store.queue import (
-    BatchRef,
-    DeadLetter,
-    DiskQueue,
-    InboxItem,
-    InboxRef,
-    checksum,
-    inbox_key,
-)
+from relay.store.queue import DiskQueue
 
 log = logging.getLogger("relay.deadletter")
-_encode = msgspec.msgpack.Encoder().encode
-_decode_dead = msgspec.msgpack.Decoder(DeadLetter).decode
 
 
 class DeadLetterView(msgspec.Struct):
@@ -41,45 +30,6 @@ class DeadLetterView(msgspec.Struct):
     status: int | None
     failed_at: float
     entries: list[msgspec.Raw]
-
-
-# ---- DB-thread functions ----------------------------------------------------------------
-
-
-def _load(queue: DiskQueue, ref: BatchRef) -> DeadLetter | None:
-    raw = queue.cache.get(ref.key)
-    try:
-        return _decode_dead(raw) if raw is not None else None
-    except msgspec.DecodeError:
-        return None
-
-
-def _delete(queue: DiskQueue, refs: list[BatchRef]) -> None:
-    with queue.cache.transact(retry=True):
-        for ref in refs:
-            if queue.cache.delete(ref.key):
-                queue.used_bytes -= ref.nbytes
-
-
-def _requeue(queue: DiskQueue, sink: str, refs: list[BatchRef], first_seq: int) -> list[InboxRef]:
-    """Move dead letters back into the sink's inbox, in one transaction."""
-    now = time.time()
-    made: list[InboxRef] = []
-    with queue.cache.transact(retry=True):
-        for ref in refs:
-            letter = _load(queue, ref)
-            if letter is not None and letter.count:
-                seq = first_seq + len(made)
-                value = _encode(InboxItem(letter.count, letter.entries, checksum(letter.entries), now))
-                queue.cache.set(inbox_key(sink, seq, letter.count, len(value)), value)
-                queue.used_bytes += len(value)
-                made.append(InboxRef(seq, letter.count, len(value)))
-            if queue.cache.delete(ref.key):
-                queue.used_bytes -= ref.nbytes
-    return made
-
-
-# ---- the store, on the event loop -------------------------------------------------------
 
 
 class DeadLetters:
@@ -105,7 +55,7 @@ class DeadLetters:
         views: list[DeadLetterView] = []
         for outbox in self._chosen(sink):
             for ref in outbox.dead[:max(0, limit - len(views))]:
-                letter = await queue.call(functools.partial(_load, queue, ref))
+                letter = await queue.read_dead(ref)
                 if letter is None:
                     continue
                 lines = [msgspec.Raw(line) for line in letter.entries.split(b"\n") if line]
@@ -121,9 +71,8 @@ class DeadLetters:
             refs = list(outbox.dead)
             if not refs:
                 continue
-            first = outbox.next_seq
-            outbox.next_seq += len(refs)
-            made = await queue.call(lambda: _requeue(queue, outbox.name, refs, first))
+            first = outbox.reserve(len(refs))
+            made = await queue.requeue_dead(outbox.name, refs, first)
             outbox.dead = [ref for ref in outbox.dead if ref not in refs]
             for ref in made:
                 outbox.committed(ref)
@@ -145,7 +94,7 @@ class DeadLetters:
         if not dropped:
             return 0
         queue = self.queue
-        await queue.call(lambda: _delete(queue, [ref for _, ref in dropped]))
+        await queue.drop_dead([ref for _, ref in dropped])
         count = sum(ref.count for _, ref in dropped)
         self.dropped_entries += count
         log.error("dead letters: store over queue.dead_letter_max_size (%d bytes); dropped the %d oldest "

@@ -12,7 +12,8 @@ import asyncio
 import time
 from collections import deque
 
-from relay.store.queue import BatchRef, Cursor, InboxRef, SinkSnapshot
+from relay.store.layout import BatchRef, Cursor, InboxRef, SinkSnapshot
+from relay.store.queue import DiskQueue
 
 # Entries accepted but not yet cut into batches, per sink, past which new requests wait.
 UNSEALED_HIGH_WATER = 50_000
@@ -48,9 +49,10 @@ class Outbox:
 
     # ---- ingest side ------------------------------------------------------------------
 
-    def reserve(self) -> int:
+    def reserve(self, n: int = 1) -> int:
+        """The first of `n` inbox sequence numbers, taken for this caller alone."""
         seq = self.next_seq
-        self.next_seq += 1
+        self.next_seq += n
         return seq
 
     def committed(self, ref: InboxRef) -> None:
@@ -152,3 +154,16 @@ class Outbox:
     @property
     def queued_bytes(self) -> int:
         return self.inbox_bytes + self.batch_bytes
+
+
+async def commit(queue: DiskQueue, outboxes: list[Outbox], count: int, lines: bytes) -> None:
+    """Append one request's `count` entries (`lines`) to each outbox's inbox, in one transaction.
+
+    Raises QueueFull when the disk budget cannot hold them; then none is kept."""
+    writes = [(outbox.name, outbox.reserve(), count, lines) for outbox in outboxes]
+
+    def on_commit(refs: list[InboxRef]) -> None:
+        for outbox, ref in zip(outboxes, refs, strict=True):
+            outbox.committed(ref)
+
+    await queue.append(writes, on_commit)

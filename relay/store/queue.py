@@ -1,6 +1,7 @@
 """The durable queue: one diskcache (SQLite) database, driven by one thread.
 
-The layout of keys and values is in queue_layout.py.
+The layout of keys and values is in layout.py; callers use the async methods
+(`append`, `read_inbox`, `seal`, ...), never the Cache itself.
 
 Why one thread: every diskcache call blocks, and SQLite serialises writers
 anyway. Appends that arrive while a commit is running are written together in
@@ -17,9 +18,7 @@ import asyncio
 import fcntl
 import logging
 import os
-import queue as thread_queue
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import IO, Any, TypeVar
@@ -29,6 +28,7 @@ import msgspec
 from isal import igzip
 
 from relay.errors import CorruptItem, QueueError, QueueFull
+from relay.store.jobs import DbThread, Job, resolve
 from relay.store.layout import (
     BatchRef,
     Cursor,
@@ -41,6 +41,7 @@ from relay.store.layout import (
     checksum,
     dead_key,
     decode_batch,
+    decode_dead,
     decode_item,
     encode,
     inbox_key,
@@ -52,18 +53,6 @@ T = TypeVar("T")
 
 _VALUES_IN_SQLITE = 2**40  # never spill values to unsynced side files
 _COMPRESS_FROM = 4096  # bytes of entries from which inbox items are stored compressed
-_GROUP_MAX = 512  # appends per transaction; bounds one commit's latency
-
-
-class _Job:
-    __slots__ = ("fn", "future", "is_append", "loop", "nbytes", "on_commit", "pack")
-
-    def __init__(self, fn: Callable[[], Any], future: asyncio.Future[Any] | None,
-                 loop: asyncio.AbstractEventLoop | None, nbytes: int = 0, is_append: bool = False) -> None:
-        self.fn, self.future, self.loop = fn, future, loop
-        self.nbytes, self.is_append = nbytes, is_append
-        self.on_commit: Callable[[Any], None] | None = None
-        self.pack: Callable[[], int] | None = None  # runs before the transaction; returns the bytes to write
 
 
 class DiskQueue:
@@ -75,8 +64,7 @@ class DiskQueue:
         self.min_free_space = min_free_space
         self.sync = sync
         self.used_bytes = 0  # queued data (inbox + batches + dead letters), owned by the DB thread
-        self._jobs: thread_queue.SimpleQueue[_Job | None] = thread_queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._worker = DbThread(self._commit_appends)
         self._cache: diskcache.Cache | None = None
         self.quarantined = 0
         self._lock_file: IO[str] | None = None
@@ -118,15 +106,11 @@ class DiskQueue:
                              "its data (e.g. with sqlite3 .recover)") from None
         self.used_bytes = sum(sum(ref.nbytes for ref in found.inbox) + sum(ref.nbytes for ref in found.batches)
                               + sum(ref.nbytes for ref in found.dead) for found in snapshot.values())
-        self._thread = threading.Thread(target=self._run, name="relay-queue", daemon=True)
-        self._thread.start()
+        self._worker.start()
         return snapshot
 
     def close(self) -> None:
-        if self._thread is not None:
-            self._jobs.put(None)
-            self._thread.join()
-            self._thread = None
+        self._worker.stop()
         if self._cache is not None:
             self._cache.close()
             self._cache = None
@@ -139,35 +123,12 @@ class DiskQueue:
         assert self._cache is not None
         return scan(self._cache, self._quarantine)
 
-    # ---- the DB thread ----------------------------------------------------------------
+    # ---- group commit (DB thread) --------------------------------------------------------
 
-    def _run(self) -> None:
-        jobs = self._jobs
-        while True:
-            job = jobs.get()
-            if job is None:
-                return
-            group = [job]
-            while len(group) < _GROUP_MAX:
-                try:
-                    more = jobs.get_nowait()
-                except thread_queue.Empty:
-                    break
-                if more is None:
-                    jobs.put(None)  # finish this group, then stop
-                    break
-                group.append(more)
-            appends = [j for j in group if j.is_append]
-            if appends:
-                self._commit_appends(appends)
-            for other in group:
-                if not other.is_append:
-                    self._run_one(other)
-
-    def _commit_appends(self, appends: list[_Job]) -> None:
+    def _commit_appends(self, appends: list[Job]) -> None:
         cache = self._cache
         assert cache is not None
-        admitted: list[_Job] = []
+        admitted: list[Job] = []
         for job in appends:
             if job.pack is not None:
                 job.nbytes = job.pack()
@@ -180,7 +141,7 @@ class DiskQueue:
                 why = (f"the queue is full ({self.used_bytes} of {self.max_size} bytes)" if job.nbytes > budget
                        else f"the disk holding {self.path} is nearly full")
                 self._warn_full(why)
-                _resolve(job, error=QueueFull(f"{why}; retry later", retry_after=5.0))
+                resolve(job, error=QueueFull(f"{why}; retry later", retry_after=5.0))
             else:
                 budget -= job.nbytes
                 disk -= job.nbytes * 2
@@ -196,11 +157,11 @@ class DiskQueue:
             log.error("queue: commit of %d requests failed: %s", len(admitted), exc)
             error = QueueFull(f"the queue could not be written ({exc}); retry later", retry_after=5.0)
             for job in admitted:
-                _resolve(job, error=error)
+                resolve(job, error=error)
             return
         for job, result in zip(admitted, results):
             self.used_bytes += job.nbytes
-            _resolve(job, result=result)
+            resolve(job, result=result)
 
     def _warn_full(self, why: str) -> None:
         now = time.monotonic()
@@ -214,21 +175,6 @@ class DiskQueue:
         except OSError:
             return 2**62
         return stat.f_bavail * stat.f_frsize
-
-    def _run_one(self, job: _Job) -> None:
-        try:
-            result = job.fn()
-        except BaseException as exc:
-            _resolve(job, error=exc)
-        else:
-            _resolve(job, result=result)
-
-    async def call(self, fn: Callable[[], T]) -> T:
-        """Run fn on the DB thread and wait for its result."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put(_Job(fn, future, loop))
-        return await future
 
     # ---- operations (each runs on the DB thread) ----------------------------------------
 
@@ -268,13 +214,13 @@ class DiskQueue:
 
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        job = _Job(write, future, loop, is_append=True)
+        job = Job(write, future, loop, is_append=True)
         job.pack = pack
         job.on_commit = on_commit
-        self._jobs.put(job)
+        self._worker.put(job)
         await future
 
-    def read_inbox(self, sink: str, refs: Iterable[InboxRef]) -> list[tuple[InboxRef, InboxItem | None]]:
+    def _read_inbox(self, sink: str, refs: Iterable[InboxRef]) -> list[tuple[InboxRef, InboxItem | None]]:
         """DB thread: the items behind refs; None for a missing or corrupt one (quarantined)."""
         cache = self._cache
         assert cache is not None
@@ -292,7 +238,7 @@ class DiskQueue:
             out.append((ref, item))
         return out
 
-    def seal(self, sink: str, batch: SealedBatch | None, cursor: Cursor, batch_id: int,
+    def _seal(self, sink: str, batch: SealedBatch | None, cursor: Cursor, batch_id: int,
              consumed: list[InboxRef]) -> BatchRef | None:
         """DB thread: store a sealed batch, advance the cursor, drop wholly sealed items."""
         cache = self._cache
@@ -310,7 +256,7 @@ class DiskQueue:
         self.used_bytes += len(value) - freed
         return BatchRef(key, batch.count, len(value), batch.oldest) if batch is not None else None
 
-    def load_batch(self, ref: BatchRef) -> SealedBatch | None:
+    def _load_batch(self, ref: BatchRef) -> SealedBatch | None:
         """DB thread: a sealed batch, or None when it is corrupt (then quarantined)."""
         batch = self._checked(ref.key, decode_batch, lambda batch: batch.body)
         if batch is None:
@@ -332,14 +278,14 @@ class DiskQueue:
             self._quarantine(key, raw, str(exc))
             return None
 
-    def delete_batch(self, ref: BatchRef) -> None:
+    def _delete_batch(self, ref: BatchRef) -> None:
         """DB thread: a delivered batch leaves the disk."""
         cache = self._cache
         assert cache is not None
         if cache.delete(ref.key):
             self.used_bytes -= ref.nbytes
 
-    def replace_batch(self, ref: BatchRef, dead: list[tuple[str, DeadLetter]],
+    def _replace_batch(self, ref: BatchRef, dead: list[tuple[str, DeadLetter]],
                       retry: list[tuple[str, SealedBatch]]) -> tuple[list[BatchRef], list[BatchRef]]:
         """DB thread: swap a refused batch for its dead letters and re-split halves, atomically.
 
@@ -376,11 +322,73 @@ class DiskQueue:
                 cache.set(f"q/{key}", raw)
             cache.delete(key)
 
-    @property
-    def cache(self) -> diskcache.Cache:
-        """For modules that add their own key families (deadletter.py); DB thread only."""
+    # ---- the async API: each call runs its operation on the DB thread ---------------------
+
+    async def snapshot(self) -> dict[str, SinkSnapshot]:
+        return await self._worker.call(self.scan)
+
+    async def read_inbox(self, sink: str, refs: list[InboxRef]) -> list[tuple[InboxRef, InboxItem | None]]:
+        return await self._worker.call(lambda: self._read_inbox(sink, refs))
+
+    async def seal(self, sink: str, batch: SealedBatch | None, cursor: Cursor, batch_id: int,
+                   consumed: list[InboxRef]) -> BatchRef | None:
+        return await self._worker.call(lambda: self._seal(sink, batch, cursor, batch_id, consumed))
+
+    async def load_batch(self, ref: BatchRef) -> SealedBatch | None:
+        return await self._worker.call(lambda: self._load_batch(ref))
+
+    async def delete_batch(self, ref: BatchRef) -> None:
+        await self._worker.call(lambda: self._delete_batch(ref))
+
+    async def replace_batch(self, ref: BatchRef, dead: list[tuple[str, DeadLetter]],
+                            retry: list[tuple[str, SealedBatch]]) -> tuple[list[BatchRef], list[BatchRef]]:
+        return await self._worker.call(lambda: self._replace_batch(ref, dead, retry))
+
+    async def read_dead(self, ref: BatchRef) -> DeadLetter | None:
+        return await self._worker.call(lambda: self._read_dead(ref))
+
+    async def drop_dead(self, refs: list[BatchRef]) -> None:
+        await self._worker.call(lambda: self._drop_dead(refs))
+
+    async def requeue_dead(self, sink: str, refs: list[BatchRef], first_seq: int) -> list[InboxRef]:
+        return await self._worker.call(lambda: self._requeue_dead(sink, refs, first_seq))
+
+    # ---- dead letters (DB thread) ---------------------------------------------------------
+
+    def _read_dead(self, ref: BatchRef) -> DeadLetter | None:
         assert self._cache is not None
-        return self._cache
+        raw = self._cache.get(ref.key)
+        try:
+            return decode_dead(raw) if raw is not None else None
+        except msgspec.DecodeError:
+            return None
+
+    def _drop_dead(self, refs: list[BatchRef]) -> None:
+        cache = self._cache
+        assert cache is not None
+        with cache.transact(retry=True):
+            for ref in refs:
+                if cache.delete(ref.key):
+                    self.used_bytes -= ref.nbytes
+
+    def _requeue_dead(self, sink: str, refs: list[BatchRef], first_seq: int) -> list[InboxRef]:
+        """Move dead letters back into the sink's inbox, in one transaction."""
+        cache = self._cache
+        assert cache is not None
+        now = time.time()
+        made: list[InboxRef] = []
+        with cache.transact(retry=True):
+            for ref in refs:
+                letter = self._read_dead(ref)
+                if letter is not None and letter.count:
+                    seq = first_seq + len(made)
+                    value = encode(InboxItem(letter.count, letter.entries, checksum(letter.entries), now))
+                    cache.set(inbox_key(sink, seq, letter.count, len(value)), value)
+                    self.used_bytes += len(value)
+                    made.append(InboxRef(seq, letter.count, len(value)))
+                if cache.delete(ref.key):
+                    self.used_bytes -= ref.nbytes
+        return made
 
     def get_raw(self, key: str) -> Any:
         assert self._cache is not None
@@ -389,28 +397,3 @@ class DiskQueue:
     def set_raw(self, key: str, value: bytes) -> None:
         assert self._cache is not None
         self._cache.set(key, value)
-
-
-def _resolve(job: _Job, *, result: Any = None, error: BaseException | None = None) -> None:
-    future, loop = job.future, job.loop
-    if future is None or loop is None:
-        return
-
-    def settle() -> None:
-        if error is None and job.on_commit is not None:
-            job.on_commit(result)
-        if future.done():
-            return  # the caller went away (client disconnected); the write stands
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-
-    try:
-        loop.call_soon_threadsafe(settle)
-    except RuntimeError:
-        pass  # loop closed during shutdown
-
-
-__all__ = ["BatchRef", "Cursor", "DeadLetter", "DiskQueue", "InboxItem", "InboxRef",
-           "QueueError", "SealedBatch", "SinkSnapshot", "batch_key", "dead_key", "inbox_key"]

@@ -12,7 +12,8 @@ from isal import igzip
 from relay.delivery.batcher import Batcher
 from relay.errors import QueueFull
 from relay.store.outbox import Outbox
-from relay.store.queue import DiskQueue, InboxItem
+from relay.store.layout import InboxItem
+from relay.store.queue import DiskQueue
 
 
 def lines(start: int, n: int) -> bytes:
@@ -38,10 +39,10 @@ async def drain_batches(queue: DiskQueue, outbox: Outbox) -> list[list[int]]:
     got = []
     while outbox.ready:
         ref = await outbox.next_batch()
-        batch = await queue.call(lambda: queue.load_batch(ref))
+        batch = await queue.load_batch(ref)
         assert batch is not None and batch.encoding == "gzip"
         got.append([e["n"] for e in json.loads(igzip.decompress(batch.body))])
-        await queue.call(lambda: queue.delete_batch(ref))
+        await queue.delete_batch(ref)
         outbox.finished(ref)
     return got
 
