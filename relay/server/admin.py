@@ -6,43 +6,25 @@ one they answer only to clients on the loopback interface.
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 from typing import TYPE_CHECKING
 
-import msgspec
 from aiohttp import web
 
 from relay.errors import ConfigError
+from relay.server.auth import admin_allowed
+from relay.server.keys import RUNTIME
+from relay.server.replies import error_body, reply
 
 if TYPE_CHECKING:
     from relay.runtime import Runtime
 
-RUNTIME_KEY: web.AppKey[Runtime] = web.AppKey("runtime")  # the same key ingest.py registers
-_json = msgspec.json.Encoder()
-
-
-def _reply(status: int, payload: object) -> web.Response:
-    return web.Response(status=status, body=_json.encode(payload), content_type="application/json")
-
-
-def _allowed(request: web.Request, token: str | None) -> bool:
-    if token:
-        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode())
-    peer = request.remote or ""
-    try:
-        return ipaddress.ip_address(peer).is_loopback
-    except ValueError:
-        return False
-
 
 def _guard(request: web.Request) -> Runtime:
-    runtime: Runtime = request.app[RUNTIME_KEY]
-    if not _allowed(request, runtime.config.server.admin_token):
+    runtime: Runtime = request.app[RUNTIME]
+    if not admin_allowed(request, runtime.config.server.admin_token):
         raise web.HTTPForbidden(
-            body=_json.encode({"status": "error", "error": "admin endpoints need server.admin_token as a "
-                               "Bearer token (or, when none is set, a loopback client)"}),
+            body=error_body("admin endpoints need server.admin_token as a "
+                            "Bearer token (or, when none is set, a loopback client)"),
             content_type="application/json")
     return runtime
 
@@ -52,8 +34,8 @@ async def handle_reload(request: web.Request) -> web.Response:
     try:
         changes = await runtime.reload()
     except ConfigError as exc:
-        return _reply(400, {"status": "error", "error": f"reload refused, the running config stays: {exc}"})
-    return _reply(200, {"status": "reloaded", "changes": changes})
+        return reply(400, {"status": "error", "error": f"reload refused, the running config stays: {exc}"})
+    return reply(200, {"status": "reloaded", "changes": changes})
 
 
 async def handle_dead_letters(request: web.Request) -> web.Response:
@@ -61,8 +43,8 @@ async def handle_dead_letters(request: web.Request) -> web.Response:
     try:
         letters = await runtime.dead_letters.list(request.query.get("sink"))
     except KeyError as exc:
-        return _reply(404, {"status": "error", "error": exc.args[0]})
-    return _reply(200, {"dead_letters": letters})
+        return reply(404, {"status": "error", "error": exc.args[0]})
+    return reply(200, {"dead_letters": letters})
 
 
 async def handle_replay(request: web.Request) -> web.Response:
@@ -70,8 +52,8 @@ async def handle_replay(request: web.Request) -> web.Response:
     try:
         count = await runtime.dead_letters.replay(request.query.get("sink"))
     except KeyError as exc:
-        return _reply(404, {"status": "error", "error": exc.args[0]})
-    return _reply(200, {"status": "replayed", "entries": count})
+        return reply(404, {"status": "error", "error": exc.args[0]})
+    return reply(200, {"status": "replayed", "entries": count})
 
 
 def add_routes(app: web.Application) -> None:

@@ -1,4 +1,4 @@
-"""HTTP routes: auth, size limits, status codes and answers. No parsing here.
+"""The ingest route: auth, size limits, status codes and answers. No parsing here.
 
 POST on any path is looked up in the runtime's route table (so a reload can
 change sources without restarting the server); decoding, mapping and the
@@ -8,26 +8,21 @@ queue are the pipeline's business.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hmac
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import msgspec
 from aiohttp import web
-from aiohttp.typedefs import Handler
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from relay.errors import (
     IngestError,
     PayloadTooLarge,
     RequestTimeout,
     ShuttingDown,
-    Unauthorized,
     UnknownSource,
 )
-from relay.server import admin
+from relay.server.auth import authorize
+from relay.server.keys import RUNTIME
+from relay.server.replies import reply
 from relay.stages import pipeline
 from relay.telemetry import Sampler
 
@@ -35,45 +30,7 @@ if TYPE_CHECKING:
     from relay.runtime import Runtime
 
 log = logging.getLogger("relay.ingest")
-RUNTIME = admin.RUNTIME_KEY
-_json = msgspec.json.Encoder()
 _sample = Sampler(10.0)  # client errors are logged at most once per source and status per 10s
-
-
-def _reply(status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, body=_json.encode(payload), content_type="application/json",
-                        headers=headers)
-
-
-def _presented_tokens(request: web.Request) -> list[bytes]:
-    """Every place a shipper can put its token: Bearer, x-api-key, or a basic-auth password."""
-    found: list[bytes] = []
-    auth = request.headers.get("Authorization", "")
-    scheme, _, value = auth.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        found.append(value.strip().encode())
-    elif scheme.lower() == "basic" and value.strip():
-        try:
-            _, _, password = base64.b64decode(value.strip(), validate=True).partition(b":")
-            found.append(password)
-        except (binascii.Error, ValueError):
-            pass
-    api_key = request.headers.get("x-api-key")
-    if api_key:
-        found.append(api_key.encode())
-    return found
-
-
-def _authorize(tokens: list[bytes], request: web.Request) -> None:
-    if not tokens:
-        return
-    ok = False
-    for presented in _presented_tokens(request):
-        for token in tokens:  # no early exit: the time taken does not depend on which matched
-            ok |= hmac.compare_digest(presented, token)
-    if not ok:
-        raise Unauthorized("missing or invalid token: send it as 'Authorization: Bearer <token>', "
-                           "'x-api-key: <token>' or as the basic-auth password")
 
 
 async def _read_body(request: web.Request, limit: int, timeout: float) -> bytes:
@@ -107,7 +64,7 @@ async def _ingest(runtime: Runtime, request: web.Request) -> web.Response:
         if runtime.draining:
             raise ShuttingDown("the relay is shutting down; retry on another instance or later",
                                retry_after=5.0)
-        _authorize(route.tokens, request)
+        authorize(route.tokens, request)
         server = runtime.config.server
         share = min(request.content_length or server.max_body_size, server.max_body_size)
         async with runtime.body_budget.hold(share, timeout=float(server.read_timeout)):
@@ -128,54 +85,14 @@ async def _ingest(runtime: Runtime, request: web.Request) -> web.Response:
         headers = dict(exc.headers)
         if exc.status == 401:
             headers["WWW-Authenticate"] = 'Basic realm="relay", charset="UTF-8"'
-        return _reply(exc.status, {"status": "error", "error": exc.message}, headers)
+        return reply(exc.status, {"status": "error", "error": exc.message}, headers)
     result = pipeline.answer(prepared)
     pipeline.count(runtime.metrics, route, prepared)
     runtime.metrics.requests.labels(source, "200").inc()
-    return _reply(200, {"status": "accepted", "accepted": result.accepted, "rejected": result.rejected,
+    return reply(200, {"status": "accepted", "accepted": result.accepted, "rejected": result.rejected,
                         "filtered": result.filtered, "errors": result.errors})
 
 
-async def handle_healthz(request: web.Request) -> web.Response:
-    return _reply(200, {"status": "ok"})
-
-
-async def handle_readyz(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
-    problems = runtime.readiness_problems()
-    if problems:
-        return _reply(503, {"status": "not ready", "reasons": problems})
-    return _reply(200, {"status": "ready"})
-
-
-async def handle_metrics(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
-    body = generate_latest(runtime.metrics.registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-@web.middleware
-async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every answer, even the router's 404/405 or a bug of ours, has the JSON error shape."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400 or exc.content_type == "application/json":
-            raise
-        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
-        return _reply(exc.status, {"status": "error", "error": exc.reason}, headers)
-    except Exception:
-        log.exception("unexpected error handling %s %s", request.method, request.path)
-        return _reply(500, {"status": "error", "error": "internal error: the request was not "
-                            "acknowledged; retry it"})
-
-
-def build_app(runtime: Runtime) -> web.Application:
-    app = web.Application(client_max_size=runtime.config.server.max_body_size, middlewares=[json_errors])
-    app[RUNTIME] = runtime
-    app.router.add_get("/healthz", handle_healthz)
-    app.router.add_get("/readyz", handle_readyz)
-    app.router.add_get("/metrics", handle_metrics)
-    admin.add_routes(app)
+def add_routes(app: web.Application) -> None:
+    """Ingest answers POST on any path not taken by an earlier route: add it last."""
     app.router.add_post("/{path:.*}", handle_ingest)
-    return app

@@ -17,7 +17,6 @@ import signal
 import ssl
 import subprocess
 import sys
-import time
 
 import uvloop
 from aiohttp import web
@@ -25,7 +24,8 @@ from aiohttp import web
 from relay.config import DEFAULT_CONFIG_PATH, Config, load
 from relay.errors import ConfigError, QueueError
 from relay.runtime import Runtime
-from relay.server.ingest import build_app
+from relay.server.app import build_app
+from relay.server.keys import SHUTDOWN
 from relay.telemetry import setup_logging
 
 log = logging.getLogger("relay")
@@ -54,8 +54,7 @@ async def reload(runtime: Runtime) -> None:
 async def serve(config: Config) -> int:
     try:
         runtime = Runtime(config)
-        runtime.open_queue()
-    except (ConfigError, QueueError) as exc:
+    except ConfigError as exc:
         log.error("%s", exc)
         return 2
     server = config.server
@@ -66,14 +65,17 @@ async def serve(config: Config) -> int:
     runner = web.AppRunner(app, handle_signals=False, access_log=None, auto_decompress=False,
                            keepalive_timeout=float(server.read_timeout),
                            shutdown_timeout=max(server.shutdown_grace * 0.5, 0.1))
-    await runner.setup()
+    try:
+        await runner.setup()  # runs the app's start-up steps: opens the queue, starts the senders
+    except (ConfigError, QueueError) as exc:
+        log.error("%s", exc)
+        return 2
     ssl_context = None
     if server.tls_cert and server.tls_key:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(server.tls_cert, server.tls_key)
     host, port = server.host_port
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024, reuse_address=True)
-    await runtime.start_senders()
     await site.start()
     _describe_start(runtime)
 
@@ -90,16 +92,13 @@ async def serve(config: Config) -> int:
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     await stop.wait()
-    started = time.monotonic()
+    app[SHUTDOWN].begin()
     log.info("stopping: no new requests; finishing those in flight (grace %.0fs)", server.shutdown_grace)
     runtime.draining = True  # new requests get 503 while those in flight finish
     if not await runtime.wait_idle(server.shutdown_grace * 0.5):
         log.warning("stopping: %d requests still in flight after %.0fs; closing", runtime.in_flight,
                     server.shutdown_grace * 0.5)
-    await runner.cleanup()
-    remaining = server.shutdown_grace - (time.monotonic() - started)
-    await runtime.stop_senders(max(remaining - 0.5, 0.1))
-    runtime.queue.close()
+    await runner.cleanup()  # closes the socket, then the app's clean-up steps stop the senders and the queue
     log.info("stopped; %d entries stay queued on disk for the next start",
              sum(o.queued_entries for o in runtime.outboxes.values()))
     return 0

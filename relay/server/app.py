@@ -1,0 +1,45 @@
+"""The web Application: its routes, and each start-up step paired with its clean-up.
+
+`cleanup_ctx` runs the steps in order when the runner is set up (before the
+socket listens) and undoes them in reverse when it is cleaned up (after the
+socket is closed and requests in flight are done): the queue opens first and
+closes last; the senders start after it and stop, within what is left of
+`server.shutdown_grace`, before it closes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from relay.runtime import Runtime
+from relay.server import admin, ingest, probes
+from relay.server.keys import RUNTIME, SHUTDOWN, ShutdownClock
+from relay.server.replies import json_errors
+
+
+async def _queue(app: web.Application) -> AsyncIterator[None]:
+    runtime = app[RUNTIME]
+    runtime.open_queue()  # rebuilds each sink's state from disk
+    yield
+    runtime.queue.close()
+
+
+async def _senders(app: web.Application) -> AsyncIterator[None]:
+    runtime = app[RUNTIME]
+    await runtime.start_senders()
+    yield
+    # What was not delivered by then stays on disk for the next start.
+    await runtime.stop_senders(max(app[SHUTDOWN].remaining() - 0.5, 0.1))
+
+
+def build_app(runtime: Runtime) -> web.Application:
+    app = web.Application(client_max_size=runtime.config.server.max_body_size, middlewares=[json_errors])
+    app[RUNTIME] = runtime
+    app[SHUTDOWN] = ShutdownClock(float(runtime.config.server.shutdown_grace))
+    app.cleanup_ctx.extend([_queue, _senders])
+    probes.add_routes(app)
+    admin.add_routes(app)
+    ingest.add_routes(app)  # last: it takes POST on every other path
+    return app
