@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from relay.mapping.paths import Path, parse_path
-from relay.stages.schema import FIELDS, strip_ip_port
+from relay.stages.schema import FIELDS
+from relay.stages.values import strip_ip_port
 
 TESTS = ("equals", "in", "prefix", "suffix", "contains", "matches", "cidr", "missing")
 

@@ -13,9 +13,8 @@ import re
 from typing import Any
 
 from relay.mapping.parsers import Parser, parse_url, register
-from relay.stages.schema import strip_ip_port
 from relay.stages.timestamps import parse_clf, parse_iso
-from relay.stages.values import RuleError, show
+from relay.stages.values import RuleError, show, strip_ip_port
 
 LINE_OUTPUTS = (
     "timestamp", "method", "host", "path", "query_params", "status_code", "ip",

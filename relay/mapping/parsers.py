@@ -17,8 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from relay.stages.schema import strip_ip_port
-from relay.stages.values import RuleError, show
+from relay.stages.values import RuleError, show, strip_ip_port
 
 
 class Parser(NamedTuple):

@@ -17,7 +17,6 @@ or an upstream-form record would write them.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import time
 from collections.abc import Callable
@@ -28,6 +27,8 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from relay.models import Rejection
+from relay.stages.values import is_ip, strip_ip_port
+from relay.stages.values import show as _show
 
 FIELDS = (
     "timestamp", "method", "host", "path", "status_code", "ip", "user_agent",
@@ -35,9 +36,11 @@ FIELDS = (
 )  # fmt: skip
 REQUIRED = FIELDS[:7]
 OPTIONAL = FIELDS[7:]
-MAX_LENGTH = {"method": 10, "host": 255, "path": 2048, "ip": 45, "user_agent": 1024, "referer": 2048}
-QUERY_KEY_MAX = 100
-QUERY_VALUE_MAX = 1000
+# SPEC §2's length limits, in characters: the fast check, the rules and the repairs all read this table.
+MAX_LENGTH = {"method": 10, "host": 255, "path": 2048, "ip": 45, "user_agent": 1024, "referer": 2048,
+              "query_key": 100, "query_value": 1000}
+QUERY_KEY_MAX = MAX_LENGTH["query_key"]
+QUERY_VALUE_MAX = MAX_LENGTH["query_value"]
 DEFAULT_MAX_AGE = 30 * 86400.0
 DEFAULT_MAX_FUTURE = 86400.0
 _CACHE_LIMIT = 65536  # entries per memo table before it is cleared
@@ -93,30 +96,6 @@ def format_timestamp(epoch: float, seconds: dict[int, str] | None = None) -> str
     return f"{base}.{micros:06d}Z"
 
 
-def _show(value: Any) -> str:
-    """A value as a rejection message quotes it: JSON-ish, cut to 80 characters."""
-    text = f'"{value}"' if isinstance(value, str) else repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def strip_ip_port(value: str) -> str:
-    """`1.2.3.4:5678` -> `1.2.3.4`, `[::1]:80` -> `::1`; anything else unchanged."""
-    if value.startswith("["):
-        end = value.find("]")
-        return value[1:end] if end > 0 else value
-    if value.count(":") == 1:
-        return value.partition(":")[0]
-    return value
-
-
-def is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
-
-
 class _Invalid(Exception):
     """A field that fails its rule: (field, rule name, message)."""
 
@@ -156,6 +135,7 @@ class Validator:
         through the field-by-field rules of `_slow`."""
         iso_get, ips, slow, methods, unset = self._iso.get, self._ips, self._slow, _METHODS, UNSET
         iso_of, second_get = self._iso_of, self._seconds.get
+        host_max, path_max, ua_max, referer_max = (MAX_LENGTH[f] for f in ("host", "path", "user_agent", "referer"))
 
         def check(
             index: int, ts: Any, method: Any, host: Any, path: Any, status: Any, ip: Any,
@@ -176,12 +156,12 @@ class Validator:
                 iso is not None
                 and lo <= ts <= hi
                 and method.__class__ is str and method in methods
-                and host.__class__ is str and 0 < len(host) <= 255
-                and path.__class__ is str and 0 < len(path) <= 2048
+                and host.__class__ is str and 0 < len(host) <= host_max
+                and path.__class__ is str and 0 < len(path) <= path_max
                 and status.__class__ is int and 100 <= status <= 599
                 and ip.__class__ is str and ip in ips
-                and ua.__class__ is str and len(ua) <= 1024
-                and (referer is None or (referer.__class__ is str and len(referer) <= 2048))
+                and ua.__class__ is str and len(ua) <= ua_max
+                and (referer is None or (referer.__class__ is str and len(referer) <= referer_max))
                 and (nbytes is None or (nbytes.__class__ is int and 0 <= nbytes <= _INT_MAX))
                 and (duration is None or ((duration.__class__ is float or duration.__class__ is int)
                                           and 0 <= duration <= _FLOAT_MAX))
@@ -288,6 +268,9 @@ class Validator:
             raise _Invalid(field, "required", "required field is missing")
         if value.__class__ is not str:
             raise _Invalid(field, "type", f"must be a string, got {_show(value)}")
+        return self._truncated(field, value, fixes)
+
+    def _truncated(self, field: str, value: str, fixes: list[str]) -> str:
         limit = MAX_LENGTH[field]
         if len(value) > limit:
             self._fix(fixes, field, "truncated", "max_length", f"longer than {limit} characters ({len(value)})")
@@ -311,7 +294,7 @@ class Validator:
         if text in self._ips:
             return text
         bare = strip_ip_port(text)
-        if len(bare) > 45 or not is_ip(bare):  # an IP cut short is a wrong IP: never truncated
+        if len(bare) > MAX_LENGTH["ip"] or not is_ip(bare):  # an IP cut short is a wrong IP: never truncated
             raise _Invalid("ip", "invalid_ip", f"must be an IP address, got {_show(value)}")
         if bare != text:
             self._fix(fixes, "ip", "port_stripped", "invalid_ip", f"must be an IP address without a port, got {_show(text)}")
@@ -337,10 +320,7 @@ class Validator:
     def _referer(self, value: Any, fixes: list[str]) -> str:
         if value.__class__ is not str:
             raise _Invalid("referer", "type", f"must be a string, got {_show(value)}")
-        if len(value) > 2048:
-            self._fix(fixes, "referer", "truncated", "max_length", f"longer than 2048 characters ({len(value)})")
-            return value[:2048]
-        return value
+        return self._truncated("referer", value, fixes)
 
     def _query(self, value: Any, fixes: list[str]) -> Any:
         if not isinstance(value, dict):

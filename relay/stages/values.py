@@ -10,6 +10,7 @@ only the mapping can explain (a line that is not a combined log line) raise
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from typing import Any
 
@@ -116,3 +117,21 @@ def scaled(value: Any, factor: float, integer: bool) -> Any:
 
 TIME_UNITS = {"s": 1000.0, "ms": 1.0, "us": 0.001, "µs": 0.001, "ns": 0.000001}  # -> milliseconds
 SIZE_UNITS = {"b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3}
+
+
+def strip_ip_port(value: str) -> str:
+    """`1.2.3.4:5678` -> `1.2.3.4`, `[::1]:80` -> `::1`; anything else unchanged."""
+    if value.startswith("["):
+        end = value.find("]")
+        return value[1:end] if end > 0 else value
+    if value.count(":") == 1:
+        return value.partition(":")[0]
+    return value
+
+
+def is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True

@@ -8,7 +8,8 @@ import msgspec
 import pytest
 
 from relay.models import Rejection
-from relay.stages.schema import Entry, ValidationPolicy, Validator, format_timestamp, strip_ip_port
+from relay.stages.schema import Entry, ValidationPolicy, Validator, format_timestamp
+from relay.stages.values import strip_ip_port
 
 NOW = 1795599000.0  # 2026-11-25T09:30:00Z: the fixtures' day, pinned
 TS = 1795593600.0  # 2026-11-25T08:00:00Z
