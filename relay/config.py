@@ -250,7 +250,7 @@ def check(config: Config) -> None:
         raise ConfigError(message, key=key, file=file)
 
     try:
-        config.server.host_port
+        _ = config.server.host_port  # parses the address; raises on a bad one
     except ValueError:
         fail("server.address", f"expected host:port, got {config.server.address!r}")
     if (config.server.tls_cert is None) != (config.server.tls_key is None):

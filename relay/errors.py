@@ -12,8 +12,9 @@
     │   └── Unavailable          503: queue full or shutting down; carries Retry-After
     │       ├── QueueFull
     │       └── ShuttingDown
-    └── QueueError               the durable queue failed (disk, corruption)
-        └── CorruptItem          a queue item whose checksum does not match
+    ├── QueueError               the durable queue failed (disk, corruption)
+    │   └── CorruptItem          a queue item whose checksum does not match
+    └── NoAnswer                 an upstream request got no HTTP answer (connection error, timeout)
 
 Per-record problems (a field that fails a rule) are not exceptions: they become
 `models.Rejection` values so one bad record never costs the others.
@@ -100,3 +101,7 @@ class QueueError(RelayError):
 
 class CorruptItem(QueueError):
     """A stored item failed its checksum; it is quarantined, not delivered."""
+
+
+class NoAnswer(RelayError):
+    """A transport could not get an HTTP answer; the message says why ("timed out", "ClientConnectorError: ...")."""

@@ -23,14 +23,15 @@ import aiohttp
 from relay.config import Config, SinkConfig, load
 from relay.delivery.dispatch import SinkDispatcher
 from relay.delivery.sender import Sender
+from relay.delivery.transport import HttpTransport
 from relay.errors import ConfigError
 from relay.mapping import MappingLibrary
 from relay.server.budget import ByteBudget
 from relay.stages.pipeline import Route
 from relay.stages.schema import ValidationPolicy, Validator
 from relay.store.deadletters import DeadLetters
-from relay.store.outbox import Outbox
 from relay.store.layout import SinkSnapshot
+from relay.store.outbox import Outbox
 from relay.store.queue import DiskQueue
 from relay.telemetry import Metrics, setup_logging
 
@@ -136,7 +137,7 @@ class Runtime:
     def _start_sink(self, name: str, sink: SinkConfig) -> None:
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=sink.concurrency))
         self.sessions[name] = session
-        sender = Sender(session, sink.url, sink.api_key, timeout=sink.request_timeout)
+        sender = Sender(HttpTransport(session, timeout=sink.request_timeout), sink.url, sink.api_key)
         dispatcher = SinkDispatcher(name, sink, self.outboxes[name], self.queue, sender, self.metrics,
                                     on_dead_letter=self._dead_letter_added)
         self.dispatchers[name] = dispatcher
@@ -231,7 +232,8 @@ class Runtime:
             dispatcher = self.dispatchers[name]
             if only_credentials:
                 dispatcher.config = sink
-                dispatcher.rekey(Sender(self.sessions[name], sink.url, sink.api_key, timeout=sink.request_timeout))
+                transport = HttpTransport(self.sessions[name], timeout=sink.request_timeout)
+                dispatcher.rekey(Sender(transport, sink.url, sink.api_key))
                 changes.append(f"sink {name}: new key or url")
             else:
                 await self._stop_sink(name, grace)

@@ -22,7 +22,7 @@ def plan(config_path: str) -> tuple[list[str], list[str]]:
     lines = [f"config {config.file}: OK", ""]
     warnings: list[str] = []
     seen: set[str] = set()
-    for path, route in sorted(routes.items(), key=lambda item: item[1].name):
+    for _path, route in sorted(routes.items(), key=lambda item: item[1].name):
         if route.name in seen:
             continue
         seen.add(route.name)

@@ -70,10 +70,9 @@ def run(args: argparse.Namespace) -> int:
     for index, record in enumerate(records):
         result = mapper.map_records([record], ctx, validator)
         entry = result.entries[0] if result.entries else None
-        rejection = result.rejections[0] if result.rejections else None
-        if rejection is not None:
-            rejection = Rejection(index, rejection.field, rejection.reason, rejection.message)
-        report.add(index, entry, rejection, result.repairs, filtered=bool(result.filtered))
+        first = result.rejections[0] if result.rejections else None
+        renamed = None if first is None else Rejection(index, first.field, first.reason, first.message)
+        report.add(index, entry, renamed, result.repairs, filtered=bool(result.filtered))
     try:
         if args.format == "json":
             sys.stdout.buffer.write(_json.encode(report.as_json()) + b"\n")

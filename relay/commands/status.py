@@ -22,16 +22,10 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-# The figures lived here before status_figures.py; callers may still import them from here.
-from relay.commands.status_figures import (  # noqa: F401
-    LATENCY,
-    Labels,
+from relay.commands.status_figures import (
     Scrape,
     SinkFigures,
-    SourceFigures,
     Status,
-    drain_seconds,
-    histogram_quantile,
     summarize,
 )
 
@@ -185,7 +179,7 @@ def _errors_table(status: Status, recent: Sequence[tuple[str, str]] | None) -> R
 def render_text(status: Status, width: int = PLAIN_WIDTH) -> str:
     """The view as plain text (no ANSI), as `--once` prints it off a terminal."""
     console = Console(width=width, no_color=True, force_terminal=False, color_system=None, record=True,
-                      file=_Discard())
+                      file=_Discard())  # type: ignore[arg-type]  # only write() is called
     console.print(render(status))
     return "\n".join(line.rstrip() for line in console.export_text().splitlines()) + "\n"
 

@@ -15,8 +15,8 @@ import time
 
 from isal import igzip
 
-from relay.store.outbox import Outbox
 from relay.store.layout import Cursor, InboxItem, InboxRef, SealedBatch, checksum
+from relay.store.outbox import Outbox
 from relay.store.queue import DiskQueue
 
 log = logging.getLogger("relay.batcher")

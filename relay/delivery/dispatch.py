@@ -22,8 +22,8 @@ from relay.config import SinkConfig
 from relay.delivery.batcher import Batcher, build_body
 from relay.delivery.retry import Outcome, backoff, classify, parse_retry_after
 from relay.delivery.sender import Delivery, Sender
-from relay.store.outbox import Outbox
 from relay.store.layout import BatchRef, DeadLetter, SealedBatch, checksum
+from relay.store.outbox import Outbox
 from relay.store.queue import DiskQueue
 from relay.telemetry import Metrics, Sampler
 

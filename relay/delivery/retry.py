@@ -12,6 +12,7 @@ import email.utils
 import enum
 import random
 import time
+from collections.abc import Callable
 
 
 class Outcome(enum.Enum):
@@ -62,8 +63,8 @@ def backoff(attempt: int, *, initial: float, maximum: float, retry_after: float 
     Half of the delay is fixed and half random, so that many relays retrying
     the same outage spread out, yet none hammers it at zero delay. A
     Retry-After from upstream wins when it asks for longer."""
-    uniform = (rng or random).uniform
-    ceiling = min(maximum, initial * (2 ** min(attempt, 30)))
+    uniform: Callable[[float, float], float] = (rng or random).uniform
+    ceiling = min(maximum, initial * float(2 ** min(attempt, 30)))
     delay = ceiling / 2 + uniform(0, ceiling / 2)
     if retry_after is not None:
         delay = max(delay, retry_after)

@@ -1,13 +1,13 @@
-"""One upstream request: POST a sealed batch, report what came back. No loops, no sleeps."""
+"""One upstream request: POST a sealed batch through a Transport, report what came back. No loops, no sleeps."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 
-import aiohttp
 import msgspec
 
+from relay.delivery.transport import Transport
+from relay.errors import NoAnswer
 from relay.store.layout import SealedBatch
 
 
@@ -28,11 +28,10 @@ _decode_answer = msgspec.json.Decoder(_Answer).decode
 
 
 class Sender:
-    def __init__(self, session: aiohttp.ClientSession, url: str, api_key: str, *, timeout: float) -> None:
-        self.session = session
+    def __init__(self, transport: Transport, url: str, api_key: str) -> None:
+        self.transport = transport
         self.url = url
         self.api_key = api_key
-        self.timeout = aiohttp.ClientTimeout(total=timeout)
 
     async def send(self, batch: SealedBatch) -> Delivery:
         headers = {"x-api-key": self.api_key, "Content-Type": "application/json"}
@@ -40,19 +39,16 @@ class Sender:
             headers["Content-Encoding"] = batch.encoding
         started = time.monotonic()
         try:
-            async with self.session.post(self.url, data=batch.body, headers=headers,
-                                         timeout=self.timeout) as response:
-                payload = await response.read()
-                status = response.status
-                retry_after = response.headers.get("Retry-After")
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            return Delivery(None, error=_describe(exc), seconds=time.monotonic() - started)
+            reply = await self.transport.post(self.url, batch.body, headers)
+        except NoAnswer as exc:
+            return Delivery(None, error=str(exc), seconds=time.monotonic() - started)
+        payload, status = reply.body, reply.status
         answer = _parse(payload)
         error = None
         if not 200 <= status < 300:
             detail = answer.detail if answer else None
             error = (detail if isinstance(detail, str) else payload[:300].decode("utf-8", "replace")) or None
-        return Delivery(status, error=error, retry_after=retry_after,
+        return Delivery(status, error=error, retry_after=reply.retry_after,
                         upstream_errors=answer.errors if answer and status == 200 else [],
                         seconds=time.monotonic() - started)
 
@@ -62,9 +58,3 @@ def _parse(payload: bytes) -> _Answer | None:
         return _decode_answer(payload)
     except msgspec.DecodeError:
         return None
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timed out"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

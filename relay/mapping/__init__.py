@@ -21,7 +21,7 @@ from relay.mapping.mapper import Mapper
 from relay.mapping.presets import load_presets, preset_file
 from relay.mapping.spec import MappingSpec, check_complete, merge, parse_spec
 
-__all__ = ["MappingLibrary", "Mapper"]
+__all__ = ["Mapper", "MappingLibrary"]
 
 
 class MappingLibrary:
@@ -65,10 +65,10 @@ class MappingLibrary:
             return spec
         parent = spec.extends
         key = f"mappings.{name}.extends"
-        if parent in seen or parent == name and not (user and parent in self.presets):
+        if parent in seen or (parent == name and not (user and parent in self.presets)):
             raise ConfigError(f"extends loops: {' -> '.join((*seen, name, parent))}", key=key, file=file)
         # a config mapping may extend the preset it shadows; otherwise config mappings come first
-        parent_is_user = parent in self.user and not (parent == name)
+        parent_is_user = parent in self.user and parent != name
         if not parent_is_user and parent not in self.presets:
             raise ConfigError(
                 f"extends unknown mapping {parent!r}: presets are {', '.join(sorted(self.presets))}", key=key, file=file

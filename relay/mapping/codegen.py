@@ -17,7 +17,7 @@ which builds the `Entry`. Its shape:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from relay.mapping.lines import unescape
@@ -26,6 +26,7 @@ from relay.mapping.paths import Path, header, resolve
 from relay.mapping.spec import KIND, MISSING, MappingSpec, Source
 from relay.models import Rejection
 from relay.stages import timestamps
+from relay.stages.decode import unwrap_event
 from relay.stages.schema import FIELDS, Entry
 from relay.stages.values import (
     RuleError,
@@ -39,18 +40,6 @@ from relay.stages.values import (
 
 BLANK = 'is None or {v} == "" or {v} == "-"'
 _CONVERT = {"str": "_to_str", "int": "_to_int", "float": "_to_float"}
-
-
-def _unwrap(record: Any) -> tuple[Any, Any]:
-    """A MessagePack event `[[time, meta], record]` or `[time, record]` -> (record, time)."""
-    if isinstance(record, Mapping):
-        return record, None
-    if (record.__class__ is list or record.__class__ is tuple) and len(record) == 2 and isinstance(record[1], Mapping):
-        head = record[0]
-        if head.__class__ is list or head.__class__ is tuple:
-            head = head[0] if head else None
-        return record[1], head
-    return None, None
 
 
 def _not_object(index: int, record: Any) -> Rejection:
@@ -70,7 +59,7 @@ class _Writer:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.names: dict[str, Any] = {
-            "Entry": Entry, "_unwrap": _unwrap, "_not_object": _not_object, "_fail": _fail, "_get": resolve,
+            "Entry": Entry, "_unwrap": unwrap_event, "_not_object": _not_object, "_fail": _fail, "_get": resolve,
             "_header": header, "_to_str": to_str, "_to_int": to_int, "_to_num": to_num, "_to_float": to_float,
             "_scaled": scaled, "_query": parse_query, "_unescape": unescape,
         }  # fmt: skip
@@ -113,7 +102,7 @@ class _Compiler:
         if path.kind == "line":
             return self.line_locals[path.steps[0]]  # type: ignore[index]
         if path.kind == "header":
-            name = path.steps[0]
+            name = str(path.steps[0])
             if name not in self.headers:
                 self.headers[name] = f"hdr{len(self.headers)}"
             return self.headers[name]
@@ -136,11 +125,11 @@ class _Compiler:
             emit(depth + n + 1, f"{var} = {var}.get({step!r})")
         if path.joinable:  # found nothing at the end of the road: the fully flattened key, at the top
             emit(depth + len(steps) - 1, f"if {var} is None:")
-            emit(depth + len(steps), f"{var} = r.get({'.'.join(steps)!r})")
+            emit(depth + len(steps), f"{var} = r.get({'.'.join(map(str, steps))!r})")
         for n in range(len(steps) - 2, -1, -1):
             emit(depth + n, "else:")
             if path.joinable and n == 0:  # no such key at the top: the fully flattened key, or nothing
-                emit(depth + 1, f"{var} = {resolver} if {var} is not None else r.get({'.'.join(steps)!r})")
+                emit(depth + 1, f"{var} = {resolver} if {var} is not None else r.get({'.'.join(map(str, steps))!r})")
             elif path.joinable:
                 emit(depth + n + 1, f"{var} = {resolver}")
             else:
@@ -343,7 +332,7 @@ def _diagnoser(tracked: Batch) -> Callable[..., Rejection]:
     def diagnose(index: int, record: Any, ctx: Any, check: Callable[..., Any], exc: Exception) -> Rejection:
         try:
             _, rejected, _ = tracked([record], ctx, check, {})
-        except Exception:  # noqa: BLE001 - the twin cannot do better than the generic message
+        except Exception:
             rejected = []
         if rejected:
             first = rejected[0]
@@ -357,7 +346,7 @@ def _build(spec: MappingSpec, *, track: bool, extra: dict[str, Any]) -> tuple[Ba
     source, names = _Compiler(spec, track=track).build()
     code = compile(source, f"<mapping {spec.name}>", "exec")
     namespace = {**names, **extra}
-    exec(code, namespace)  # noqa: S102 - our own generated source, built from checked rules
+    exec(code, namespace)
     return namespace["map_batch"], source
 
 

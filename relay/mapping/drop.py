@@ -134,6 +134,6 @@ def _condition(item: Any) -> Condition:
     if len(tests) == 1 and not negate:
         test = tests[0]
     else:
-        test = lambda v, _t=tuple(tests), _n=negate: all(t(v) for t in _t) is not _n  # noqa: E731
+        test = lambda v, _t=tuple(tests), _n=negate: all(t(v) for t in _t) is not _n  # type: ignore[misc]
     text = ", ".join(f"{k} = {v!r}" for k, v in item.items())
     return Condition(subject or "", path, test, "{ " + text + " }")

@@ -30,7 +30,8 @@ class Mapper:
         repairs: dict[str, int] = {}
         entries, rejections, filtered = self._batch(records, ctx, validator.check, repairs)
         if indexes is not None and rejections:
-            rejections = [Rejection(indexes[r.index], r.field, r.reason, r.message) for r in rejections]
+            rejections = [Rejection(indexes[r.index], r.field, r.reason, r.message)
+                          if r.index < len(indexes) else r for r in rejections]
         return MapResult(entries, rejections, filtered, repairs)
 
     def describe(self) -> str:

@@ -260,5 +260,5 @@ def _unit(target: str, unit: Any, where: str, file: str | None) -> float:
 
 
 def _bad_unit(target: str, unit: Any, where: str, file: str | None) -> Any:
-    known = {"duration_ms": TIME_UNITS, "bytes_sent": SIZE_UNITS, "timestamp": TIMESTAMP_UNITS}[target]
+    known: Any = {"duration_ms": TIME_UNITS, "bytes_sent": SIZE_UNITS, "timestamp": TIMESTAMP_UNITS}[target]
     raise ConfigError(f"unknown unit {unit!r} for {target}: use one of {', '.join(known)}", key=where, file=file)

@@ -75,7 +75,7 @@ def _inflate_stream(data: bytes, wbits: int, room: int, name: str, limit: int) -
     inflater = isal_zlib.decompressobj(wbits)
     try:
         out = inflater.decompress(data, room + 1)  # max_length: a bomb stops at room + 1 bytes
-    except isal_zlib.error as exc:
+    except isal_zlib.error as exc:  # type: ignore[misc]  # isal ships no types
         raise BadRequest(f"{name} data is corrupt: {exc}") from None
     if len(out) > room:
         raise _too_large(name.split()[0], limit)

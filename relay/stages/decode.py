@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Mapping
 from typing import Any
 
 import msgpack
@@ -21,10 +22,7 @@ import msgspec
 
 from relay.errors import BadRequest, UnsupportedMedia
 from relay.models import Decoded, Rejection
-from relay.stages.compression import MAX_ENCODING_LAYERS, ZSTD_MAX_WINDOW, decompress
-
-# The encoding limits lived here before compression.py; callers may still import them from decode.
-__all__ = ["MAX_ENCODING_LAYERS", "ZSTD_MAX_WINDOW", "decode_body"]
+from relay.stages.compression import decompress
 
 _JSON = msgspec.json.Decoder()
 # msgspec raises UnicodeDecodeError for invalid UTF-8 and RecursionError for deep nesting.
@@ -283,14 +281,24 @@ def _decode_msgpack(data: bytes) -> Decoded:
     return kept.result("msgpack", "MessagePack")
 
 
+def unwrap_event(event: Any) -> tuple[Any, Any]:
+    """A Fluent Bit event `[[time, meta], record]` or `[time, record]` -> (record, time);
+    a bare map -> (map, None); anything else -> (None, None)."""
+    if isinstance(event, Mapping):
+        return event, None
+    if (event.__class__ is list or event.__class__ is tuple) and len(event) == 2 and isinstance(event[1], Mapping):
+        head = event[0]
+        if head.__class__ is list or head.__class__ is tuple:
+            head = head[0] if head else None
+        return event[1], head
+    return None, None
+
+
 def _event_record(event: Any) -> dict[Any, Any] | None:
-    if type(event) is dict:  # a bare record (Fluentd's msgpack formatter)
+    record, stamp = unwrap_event(event)
+    if record is event and type(event) is dict:  # a bare record (Fluentd's msgpack formatter)
         return event
-    if type(event) is not list or len(event) != 2 or type(event[1]) is not dict:
-        return None
-    head, record = event
-    stamp = head[0] if type(head) is list and head else head
-    if type(stamp) not in (int, float):
+    if type(record) is not dict or type(stamp) not in (int, float):
         return None
     if "date" in record:
         return record

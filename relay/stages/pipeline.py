@@ -56,11 +56,9 @@ def prepare(route: Route, body: bytes, *, content_type: str | None, content_enco
     decoded = decode_body(body, content_type=content_type, content_encoding=content_encoding, max_size=max_size)
     tag = headers.get(route.config.tag_header) if route.config.tag_header else None
     ctx = RecordContext(source=route.name, tag=tag, headers=headers, host=route.config.host)
-    result = route.mapper.map_records(decoded.records, ctx, route.validator)
+    # decoding may have dropped records: indexes name the rest by their place in the body
+    result = route.mapper.map_records(decoded.records, ctx, route.validator, decoded.indexes)
     rejections = result.rejections
-    if decoded.indexes is not None:  # decoding dropped records: name them by their place in the body
-        rejections = [Rejection(decoded.indexes[r.index], r.field, r.reason, r.message)
-                      if r.index < len(decoded.indexes) else r for r in rejections]
     if decoded.errors:
         rejections = sorted([*decoded.errors, *rejections], key=lambda r: r.index)
     lines = _encode_lines(result.entries) if result.entries else b""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import msgspec
@@ -48,7 +48,7 @@ _FLOAT_MAX = 1.7e308
 _INT_MAX = 2**63 - 1  # bytes_sent beyond a signed 64-bit integer is garbage an upstream store may choke on
 # methods taken as they are on the fast path; any other string goes through the rules (upper case, length)
 _METHODS = frozenset(
-    "GET HEAD POST PUT DELETE CONNECT OPTIONS TRACE PATCH PROPFIND PROPPATCH MKCOL COPY MOVE LOCK UNLOCK PURGE".split()
+    ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "PURGE"]
 )
 
 
@@ -84,7 +84,7 @@ def format_timestamp(epoch: float, seconds: dict[int, str] | None = None) -> str
         sec, micros = sec + 1, micros - 1_000_000
     base = seconds.get(sec) if seconds is not None else None
     if base is None:
-        base = datetime.fromtimestamp(sec, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        base = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         if seconds is not None:
             if len(seconds) >= _CACHE_LIMIT:
                 seconds.clear()

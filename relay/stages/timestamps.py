@@ -21,7 +21,7 @@ from __future__ import annotations
 import calendar
 import struct
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -96,7 +96,7 @@ def parse_iso(text: str) -> float:
         return _remember(text, base + fraction - _offset(rest.strip()))
     parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))  # dates alone, `T08:00Z`, ...
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     return _remember(text, parsed.timestamp())
 
 
@@ -123,7 +123,7 @@ def _event_time(value: Any) -> float | None:
     data = getattr(value, "data", None)
     if code == 0 and isinstance(data, (bytes, bytearray, memoryview)) and len(data) == 8:
         seconds, nanos = _EVENT_TIME.unpack(bytes(data))
-        return seconds + nanos / 1e9
+        return float(seconds + nanos / 1e9)
     to_unix = getattr(value, "to_unix", None)  # msgpack.Timestamp
     return float(to_unix()) if callable(to_unix) else None
 
@@ -147,24 +147,24 @@ def to_epoch(value: Any) -> float:
                 return _remember(text, from_number(float(text)))
             except ValueError:
                 pass
-        if len(text) > 3 and text[2] == "/" or text[:1] == "[":
+        if (len(text) > 3 and text[2] == "/") or text[:1] == "[":
             return parse_clf(text)
         if text[:1].isalpha():
             parsed = parsedate_to_datetime(text)
             if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=timezone.utc)
+                parsed = parsed.replace(tzinfo=UTC)
             return _remember(text, parsed.timestamp())
         return parse_iso(text)
     if cls is dict and "EventTime" in value:
         return to_epoch(value["EventTime"])
     if cls is list or cls is tuple:
         if len(value) == 2 and all(part.__class__ is int for part in value):
-            return value[0] + value[1] / 1e9  # EventTime as [seconds, nanoseconds]
+            return float(value[0] + value[1] / 1e9)  # EventTime as [seconds, nanoseconds]
         if value:
             return to_epoch(value[0])
         raise ValueError("empty array")
     if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
     if cls is bool:
         raise ValueError("a boolean is not a timestamp")
     epoch = _event_time(value)
@@ -184,7 +184,7 @@ def _strptime_reader(fmt: str) -> Callable[[Any], float]:
         if epoch is None:
             parsed = datetime.strptime(value.strip(), fmt)
             if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=timezone.utc)
+                parsed = parsed.replace(tzinfo=UTC)
             epoch = _remember(key, parsed.timestamp())
         return epoch
 
@@ -214,6 +214,7 @@ def _strict(name: str, parse: Callable[[str], float]) -> Callable[[Any], float]:
 
 def reader(fmt: str | None) -> Callable[[Any], float]:
     """The reader for a mapping's `format` option; raises RuleError when the value cannot be read."""
+    inner: Callable[[Any], float]
     if fmt is None or fmt == "auto":
         inner = to_epoch
     elif fmt in UNIT_FORMATS:

@@ -107,7 +107,7 @@ def scaled(value: Any, factor: float, integer: bool) -> Any:
         return number
     result = number * factor
     if integer:
-        return int(round(result))
+        return round(result)
     if result.__class__ is float:
         result = round(result, 6)
         if result.is_integer() and number.__class__ is int:

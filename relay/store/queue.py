@@ -76,7 +76,7 @@ class DiskQueue:
     def lock(self) -> bool:
         """Take the directory's lock: one relay per queue. False if another process holds it."""
         os.makedirs(self.path, exist_ok=True)
-        self._lock_file = open(os.path.join(self.path, "relay.lock"), "a+")
+        self._lock_file = open(os.path.join(self.path, "relay.lock"), "a+")  # noqa: SIM115  (held open: the flock lives as long as the queue)
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -90,7 +90,7 @@ def parse_timestamp(value: Any) -> float | None:
             except ValueError:
                 parsed = datetime.fromisoformat(value.strip())
                 if parsed.tzinfo is None:  # naive: read as UTC
-                    parsed = parsed.replace(tzinfo=timezone.utc)
+                    parsed = parsed.replace(tzinfo=UTC)
                 return parsed.timestamp()
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             number = float(value)

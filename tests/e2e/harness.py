@@ -124,7 +124,7 @@ async def post_all(url: str, bodies: Sequence[tuple[Any, bytes]], *, headers: Ma
                     except ValueError:
                         answer = None
                     results.append((tag, response.status, answer))
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError, OSError):
                 results.append((tag, 0, None))
                 if stop_on_error:
                     pending.clear()

@@ -24,7 +24,7 @@ def post_until_refused(relay: Relay, start: int, limit: int = 1000) -> tuple[set
         batch = entries(start + i * 200, 200)
         for entry in batch:  # incompressible, so that sealed batches fill the disk too
             entry["user_agent"] = secrets.token_urlsafe(300)
-        [(_, status, answer)] = asyncio.run(post_all(relay.base_url + "/v1/logs/custom",
+        [(_, status, _answer)] = asyncio.run(post_all(relay.base_url + "/v1/logs/custom",
                                                      [(i, gz_json(batch))], headers=JSON_GZ, concurrency=1))
         statuses[status] = statuses.get(status, 0) + 1
         if status == 200:
@@ -45,7 +45,7 @@ def test_queue_full_answers_503_and_keeps_everything_acknowledged(tmp_path: Path
             assert "relay_queue_used_bytes" in relay.metrics()
             upstream.clear_faults()
             wait_delivered(upstream, relay, acked, timeout=60)
-            more, statuses = post_until_refused(relay, 10_000_000, limit=3)
+            _more, statuses = post_until_refused(relay, 10_000_000, limit=3)
             assert statuses == {200: 3}  # room again once delivered
 
 

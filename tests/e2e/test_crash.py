@@ -203,7 +203,7 @@ class Load(threading.Thread):
                     answer = json.loads(payload)
                 except ValueError:
                     answer = None
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError, OSError):
                 status, answer = 0, None
             self.ledger.record(status, answer, tag, expected)
             # Load shaping, not synchronisation: a short pause while the relay is down.
@@ -284,7 +284,7 @@ def calibrate_fixture(relay: Relay, sinks: dict[str, Delivered], ledger: Ledger,
     assert response.status == 200, response.body
     ledger.record(response.status, response.json(), None, count)
     for delivered in sinks.values():
-        wait_until(lambda: sum(delivered.poll().other.values()) >= count, timeout=30,
+        wait_until(lambda delivered=delivered: sum(delivered.poll().other.values()) >= count, timeout=30,
                    message=lambda: f"fixture body not delivered\n{relay.log_tail()}")
     keys = [list(delivered.other) for delivered in sinks.values()]
     assert all(sorted(k) == sorted(keys[0]) for k in keys) and len(keys[0]) == count, \

@@ -118,7 +118,7 @@ def _read_head(sock: socket.socket) -> bytes:
             if not chunk:
                 break
             head += chunk
-    except (ConnectionResetError, TimeoutError, socket.timeout):
+    except (ConnectionResetError, TimeoutError):
         pass
     return head
 
@@ -436,7 +436,7 @@ def test_wrong_types_in_every_field_are_rejected_by_index_and_field(b: Battery) 
     b.valid_sent.update(repaired)
 
 
-@pytest.mark.parametrize("name", REQUIRED + ["query_params", "referer", "bytes_sent", "duration_ms"])
+@pytest.mark.parametrize("name", [*REQUIRED, "query_params", "referer", "bytes_sent", "duration_ms"])
 def test_every_odd_value_in_a_field_gets_200_and_a_named_rejection_or_a_valid_entry(b: Battery, name: str) -> None:
     batch = [{**entry(f"/hostile/odd/{name}/{i}"), name: value} for i, value in enumerate(WRONG)]
     answer = expect(b, f"odd-values-{name}", b.post(json.dumps(batch).encode()), 200)

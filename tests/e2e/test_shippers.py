@@ -235,7 +235,7 @@ def test_fluent_bit_gelf_through_its_preset(stack: Stack) -> None:
     for r in records:
         gelf = {"version": "1.1", "short_message": r["path"], "host": r["host"],
                 **{"_" + k: v for k, v in r.items() if k not in ("date", "host")}}
-        lines.append(json.dumps(gelf, separators=(",", ":"))[:-1] + ',"timestamp":%.3f}' % r["date"])
+        lines.append(json.dumps(gelf, separators=(",", ":"))[:-1] + ',"timestamp":{:.3f}}}'.format(r["date"]))
     body = "".join(line + "\n" for line in lines).encode()
     answer, entries = stack.post_and_deliver("/ingest/fb-gelf", body, {"Content-Type": "application/json"})
     assert (answer["accepted"], answer["rejected"]) == (200, 0)
@@ -379,7 +379,7 @@ def test_one_bad_record_is_reported_and_the_rest_delivered(stack: Stack) -> None
     body, headers, _ = CASES["fluent-bit/nginx-json.json_lines"].request()
     lines = body.split(b"\n")
     lines[3] = lines[3][: len(lines[3]) // 2]  # a truncated line
-    answer, entries = stack.post_and_deliver("/ingest/fb-json", b"\n".join(lines), headers)
+    answer, _entries = stack.post_and_deliver("/ingest/fb-json", b"\n".join(lines), headers)
     assert (answer["accepted"], answer["rejected"]) == (199, 1)
     assert len(answer["errors"]) == 1 and answer["errors"][0].startswith("$[3]: line 4 "), answer
 

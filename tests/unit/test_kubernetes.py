@@ -96,7 +96,7 @@ def test_every_manifest_parses_and_names_its_kind() -> None:
     assert {"StatefulSet", "Service", "PodDisruptionBudget", "Secret", "ConfigMap",
             "HorizontalPodAutoscaler", "Kustomization"} <= kinds
     for path, doc in found:
-        assert isinstance(doc.get("apiVersion"), str) and "/" in doc["apiVersion"] or doc["apiVersion"] == "v1", path
+        assert (isinstance(doc.get("apiVersion"), str) and "/" in doc["apiVersion"]) or doc["apiVersion"] == "v1", path
         if doc["kind"] != "Kustomization":
             assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", doc["metadata"]["name"]), path
 
@@ -275,7 +275,7 @@ def test_dashboard_panels_are_well_formed() -> None:
     assert len(ids) == len(set(ids))
     for panel in dashboard["panels"]:
         grid = panel["gridPos"]
-        assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24, panel["title"]
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24, panel["title"]
         if panel["type"] != "row":
             assert panel["targets"] and panel["datasource"]["uid"] == "${datasource}", panel["title"]
     boxes = [(p["title"], p["gridPos"]) for p in dashboard["panels"]]

@@ -40,13 +40,9 @@ from relay.tools.bench.processes import (
     start_processes,
 )
 from relay.tools.bench.procfs import peak_rss_mb
-from relay.tools.bench.profile import PROFILE_STAGES, Profiler, profile_breakdown
-from relay.tools.bench.report import check_ids, delivered_ids, report, table
+from relay.tools.bench.profile import Profiler
+from relay.tools.bench.report import delivered_ids, report, table
 from relay.tools.bench.workloads import WORKLOADS
-
-# Importable from here as before the split: the tests and callers of relay.tools.bench.command use these.
-__all__ = ["PROFILE_STAGES", "check_ids", "configure", "profile_breakdown", "run", "table"]
-
 
 # ---------------------------------------------------------------- the timed run
 

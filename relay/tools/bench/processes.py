@@ -88,7 +88,8 @@ def get_json(url: str, timeout: float = 5.0) -> Any:
 
 def get_text(url: str, timeout: float = 5.0) -> str:
     with _OPENER.open(url, timeout=timeout) as response:
-        return response.read().decode()
+        data: bytes = response.read()
+        return data.decode()
 
 
 def _wait(what: str, child: Child, check: Any, timeout: float = 30.0) -> Any:

@@ -24,7 +24,7 @@ class _Recorded(msgspec.Struct):
     entries: list[_Entry]
 
 
-def delivered_ids(run: Run) -> array:
+def delivered_ids(run: Run) -> array[int]:
     """The id of every entry upstream accepted, read after the run from its record."""
     assert run.record is not None
     if run.args.upstream != "mock":
@@ -39,7 +39,7 @@ def delivered_ids(run: Run) -> array:
     return out
 
 
-def check_ids(ids: array, acks: list[int], per_body: int) -> tuple[int, int]:
+def check_ids(ids: array[int], acks: list[int], per_body: int) -> tuple[int, int]:
     """(duplicates, losses): each delivered id against how often its body was acknowledged."""
     total = len(acks) * per_body
     seen = array("I", bytes(4 * total))
@@ -60,7 +60,7 @@ def check_ids(ids: array, acks: list[int], per_body: int) -> tuple[int, int]:
 
 
 def report(run: Run, result: dict[str, Any], first: Sample, stopped: Sample, end: Sample,
-           drained_at: float | None, rss: float, relay_status: int | None, ids: array | None) -> dict[str, Any]:
+           drained_at: float | None, rss: float, relay_status: int | None, ids: array[int] | None) -> dict[str, Any]:
     args = run.args
     acked = result["entries_acked"]
     window = max(stopped.at - first.at, 1e-6)

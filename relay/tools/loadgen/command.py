@@ -25,12 +25,9 @@ from typing import Any
 
 import uvloop
 
-from relay.tools.bench.workloads import WORKLOADS, Workload, build_bodies, request_bytes, workload
+from relay.tools.bench.workloads import WORKLOADS, build_bodies, request_bytes, workload
 from relay.tools.loadgen.driver import Driver, percentiles
 from relay.tools.loadgen.servers import serve_echo, serve_sink
-
-# Importable from here as before the split: the tests and relay.tools.bench.command's callers use these.
-__all__ = ["WORKLOADS", "Workload", "build_bodies", "main", "request_bytes", "workload"]
 
 
 def _cpu_seconds() -> float:

@@ -152,7 +152,7 @@ def _parse_answer(answer: bytes) -> _Answer:
         return _Answer()
 
 
-def percentiles(values: array, points: tuple[float, ...] = (0.5, 0.95, 0.99)) -> list[float | None]:
+def percentiles(values: array[int] | array[float], points: tuple[float, ...] = (0.5, 0.95, 0.99)) -> list[float | None]:
     if not values:
         return [None for _ in points]
     ordered = sorted(values)

@@ -20,7 +20,8 @@ from prometheus_client import generate_latest
 
 from relay.__main__ import COMMANDS
 from relay.commands import status
-from relay.commands.status import Scrape, drain_seconds, histogram_quantile, render_text, summarize
+from relay.commands.status import render_text
+from relay.commands.status_figures import Scrape, drain_seconds, histogram_quantile, summarize
 from relay.telemetry import Metrics
 from tests.e2e.harness import Relay, entries, sink_toml
 from tests.support import MockUpstream, Process, free_port, http_request, wait_until
@@ -39,8 +40,8 @@ class FakeRelay:
         self.metrics.add_gauges(self._gauges)
 
     def _gauges(self) -> Iterator[tuple[str, str, dict[str, str], float]]:
-        for sink, (entries, size) in self.queue.items():
-            yield "relay_queue_entries", "queued", {"sink": sink}, entries
+        for sink, (count, size) in self.queue.items():
+            yield "relay_queue_entries", "queued", {"sink": sink}, count
             yield "relay_queue_bytes", "queued bytes", {"sink": sink}, size
             yield "relay_sink_up", "up", {"sink": sink}, float(self.up.get(sink, True))
             yield "relay_queue_oldest_entry_age_seconds", "age", {"sink": sink}, self.oldest.get(sink, 0.0)
@@ -242,7 +243,7 @@ class _Server:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 if self.path == "/metrics":
                     outer.scrapes += 1
                     outer.relay.traffic(requests=1, accepted=100)  # traffic between two scrapes

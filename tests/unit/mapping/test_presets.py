@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +173,7 @@ def test_nginx_combined_reads_raw_lines_like_the_json_log(case: str) -> None:
     assert not result.rejections, [r.render() for r in result.rejections[:5]]
     assert len(result.entries) == 200 and {e.host for e in result.entries} == {"www.example.com"}
     reference = run("nginx-json", records("nginx-json.json")).entries
-    strip = lambda e: {k: v for k, v in plain(e).items() if k not in ("host", "duration_ms")}  # noqa: E731
+    strip = lambda e: {k: v for k, v in plain(e).items() if k not in ("host", "duration_ms")}
     assert [strip(e) for e in result.entries] == [strip(e) for e in reference]  # escapes decoded, [time] used
     assert result.entries[23].path == "/wiki/naïve_bayes"
 
@@ -201,7 +201,7 @@ def source_lines() -> list[str]:
 
 
 def clf_to_rfc3339(text: str) -> str:
-    moment = datetime.strptime(text, "%d/%b/%Y:%H:%M:%S %z").astimezone(timezone.utc)
+    moment = datetime.strptime(text, "%d/%b/%Y:%H:%M:%S %z").astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ def _epoch(r: dict[str, Any]) -> float:
 
 
 def _iso(r: dict[str, Any], digits: int = 0) -> str:
-    moment = datetime.fromtimestamp(_epoch(r), timezone.utc)
+    moment = datetime.fromtimestamp(_epoch(r), UTC)
     text = moment.strftime("%Y-%m-%dT%H:%M:%S")
     return text + ("." + "0" * digits if digits else "") + "Z"
 
@@ -64,7 +64,7 @@ def _optional(**pairs: Any) -> dict[str, Any]:
     return {k: v for k, v in pairs.items() if v not in ("", None)}
 
 
-def to_format(preset: str, r: dict[str, Any]) -> Any:  # noqa: PLR0911 - one branch per format
+def to_format(preset: str, r: dict[str, Any]) -> Any:
     ua, ref, host, ip = r["http_user_agent"], r["http_referer"], r["host"], r["remote_addr"]
     if preset == "nginx-json":
         return r

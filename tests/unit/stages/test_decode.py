@@ -288,7 +288,7 @@ def test_ndjson_tolerates_crlf_blank_lines_and_a_missing_final_newline() -> None
 
 
 def test_ndjson_where_nothing_decodes_is_400() -> None:
-    with pytest.raises(BadRequest, match="line 1.*and 1 more"):
+    with pytest.raises(BadRequest, match=r"line 1.*and 1 more"):
         decode(b"{oops\n{nope\n", "application/x-ndjson")
 
 

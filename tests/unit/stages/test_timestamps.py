@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import msgpack
@@ -27,7 +27,7 @@ T = 1795593600.0  # 2026-11-25T08:00:00Z
         "25/Nov/2026:09:00:00 +0100", "[25/Nov/2026:03:00:00 -0500]", "Wed, 25 Nov 2026 08:00:00 GMT",
         {"EventTime": [1795593600, 0]}, [1795593600, 0],
         msgspec.msgpack.Ext(0, struct.pack(">II", 1795593600, 0)), msgpack.ExtType(0, struct.pack(">II", 1795593600, 0)),
-        datetime(2026, 11, 25, 8, tzinfo=timezone.utc), datetime(2026, 11, 25, 8),
+        datetime(2026, 11, 25, 8, tzinfo=UTC), datetime(2026, 11, 25, 8),
     ],
 )  # fmt: skip
 def test_auto_reads_every_shape(value: Any) -> None:

@@ -11,8 +11,8 @@ from isal import igzip
 
 from relay.delivery.batcher import Batcher
 from relay.errors import QueueFull
-from relay.store.outbox import Outbox
 from relay.store.layout import InboxItem
+from relay.store.outbox import Outbox
 from relay.store.queue import DiskQueue
 
 
@@ -105,7 +105,7 @@ def test_corrupt_inbox_item_is_quarantined_and_the_rest_goes_on(tmp_path: Path) 
         queue, outbox = open_queue(tmp_path)
         await append(queue, outbox, 0, 5)
         await append(queue, outbox, 5, 5)
-        key = [k for k in queue._cache.iterkeys() if k.startswith("i/up/")][0]
+        key = next(k for k in queue._cache.iterkeys() if k.startswith("i/up/"))
         item = msgspec.msgpack.decode(queue.get_raw(key), type=InboxItem)
         flipped = bytearray(item.entries)
         flipped[len(flipped) // 2] ^= 0x01  # one bit inside the stored (compressed) entries

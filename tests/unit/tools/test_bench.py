@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from relay.tools.bench.command import check_ids, table
-from relay.tools.loadgen.command import build_bodies, workload
+from relay.tools.bench.report import check_ids, table
+from relay.tools.bench.workloads import build_bodies, workload
 from tests.support import REPO_ROOT
 
 KEYS = {
