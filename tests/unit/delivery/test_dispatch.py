@@ -1,0 +1,58 @@
+"""The dispatcher on a real queue, with upstream scripted through the Transport seam."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from relay.config import SinkConfig
+from relay.delivery.dispatch import SinkDispatcher
+from relay.delivery.sender import Sender
+from relay.delivery.transport import Reply
+from relay.store.outbox import Outbox, commit
+from relay.store.queue import DiskQueue
+from relay.telemetry import Metrics
+from tests.unit.delivery.test_sender import Scripted
+
+
+async def run(tmp_path: Path, transport: Scripted, n: int) -> tuple[DiskQueue, Outbox]:
+    queue = DiskQueue(str(tmp_path), max_size=2**30, sync="normal")
+    queue.open()
+    outbox = Outbox("up")
+    config = SinkConfig(url="http://up", api_key="k", batch_timeout=0.01, compression="none",
+                        retry_initial_backoff=0.01, retry_max_backoff=0.05)
+    dispatcher = SinkDispatcher("up", config, outbox, queue, Sender(transport, "http://up", "k"), Metrics())
+    dispatcher.start()
+    await commit(queue, [outbox], n, b"".join(json.dumps({"n": i}).encode() + b"\n" for i in range(n)))
+    async with asyncio.timeout(10):
+        while outbox.queued_entries or outbox.inflight:
+            await asyncio.sleep(0.01)
+    await dispatcher.stop(1.0)
+    return queue, outbox
+
+
+def test_a_delivered_batch_leaves_the_disk(tmp_path: Path) -> None:
+    async def main() -> None:
+        transport = Scripted(Reply(503, b""), Reply(200, b"{}"))  # one retry, then delivered
+        queue, outbox = await run(tmp_path, transport, 3)
+        assert len(transport.requests) == 2
+        assert [e["n"] for e in json.loads(transport.requests[-1][1])] == [0, 1, 2]
+        assert queue.used_bytes == 0 and not outbox.dead
+        queue.close()
+
+    asyncio.run(main())
+
+
+def test_a_refused_batch_is_split_until_the_bad_entry_is_a_dead_letter(tmp_path: Path) -> None:
+    async def main() -> None:
+        # [0,1] refused -> [0] refused (dead letter), [1] delivered
+        transport = Scripted(Reply(400, b'{"detail": "bad entry"}'), Reply(400, b'{"detail": "bad entry"}'),
+                             Reply(200, b"{}"))
+        queue, outbox = await run(tmp_path, transport, 2)
+        assert len(outbox.dead) == 1 and outbox.dead[0].count == 1
+        letter = await queue.read_dead(outbox.dead[0])
+        assert letter is not None and json.loads(letter.entries) == {"n": 0} and "bad entry" in letter.reason
+        queue.close()
+
+    asyncio.run(main())
