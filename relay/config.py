@@ -123,6 +123,11 @@ class SourceConfig(_Section):
     host: str | None = None  # for formats that carry no virtual host
     tag_header: str | None = None  # request header holding the shipper's tag (Fluent Bit header_tag)
 
+    def __post_init__(self) -> None:
+        # `host = "${RELAY_DEFAULT_HOST:-}"` with the variable unset means no host, not a host ""
+        if self.host is not None and not self.host.strip():
+            self.host = None
+
 
 class SinkConfig(_Section, kw_only=True):
     url: str = DEFAULT_UPSTREAM_URL

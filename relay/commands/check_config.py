@@ -34,9 +34,9 @@ def plan(config_path: str) -> tuple[list[str], list[str]]:
         lines.extend("    " + line for line in library.describe(route.config.mapping).splitlines())
         if route.config.host:
             lines.append(f"  host:    {route.config.host!r} when the logs carry none")
-        elif route.mapper.needs_host:
-            warnings.append(f"sources.{route.name}: mapping {route.config.mapping!r} finds no virtual host in "
-                            f"the logs, so every record will be rejected; set host = \"www.example.com\"")
+        host_warning = route.mapper.host_warning(route.name, route.config.host)
+        if host_warning:
+            warnings.append(host_warning)
         lines.append(f"  sinks:   {', '.join(sinks)}")
     lines.append("")
     for name, sink in config.sinks.items():

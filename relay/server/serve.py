@@ -42,6 +42,10 @@ def _describe_start(runtime: Runtime) -> None:
                  "" if route.tokens else " (no token required)")
     for name, outbox in runtime.outboxes.items():
         log.info("  sink %s -> %s (%d entries queued on disk)", name, config.sinks[name].url, outbox.queued_entries)
+    for name, route in sorted({route.name: route for route in runtime.routes.values()}.items()):
+        host_warning = route.mapper.host_warning(name, route.config.host)
+        if host_warning:
+            log.warning("%s", host_warning)
 
 
 async def reload(runtime: Runtime) -> None:
@@ -117,6 +121,8 @@ def _start_local_mock() -> subprocess.Popen[bytes]:
     url = f"http://127.0.0.1:{port}/v1/logs/custom"
     os.environ["PROFOUND_URL"] = url
     os.environ["PROFOUND_API_KEY"] = MOCK_API_KEY
+    # only the mock gets an example host: the real API must never receive an invented one
+    os.environ.setdefault("RELAY_DEFAULT_HOST", "www.example.com")
     print(f"relay: PROFOUND_API_KEY is not set, so entries go to a local mock upstream at {url}\n"
           "relay: to deliver to the real API: export PROFOUND_API_KEY=<your key> and run `make run` again",
           file=sys.stderr, flush=True)
