@@ -55,9 +55,10 @@ async def reload(runtime: Runtime) -> None:
         log.error("reload refused, the running config stays: %s", exc)
 
 
-async def serve(config: Config) -> int:
+async def serve(config: Config, log_overrides: tuple[str | None, str | None] = (None, None)) -> int:
     try:
         runtime = Runtime(config)
+        runtime.log_overrides = log_overrides
         runtime.open_queue()
     except (ConfigError, QueueError) as exc:
         log.error("%s", exc)
@@ -94,6 +95,7 @@ async def serve(config: Config) -> int:
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     await stop.wait()
+    server = runtime.config.server  # shutdown_grace as the last reload left it
     started = time.monotonic()
     log.info("stopping: no new requests; finishing those in flight (grace %.0fs)", server.shutdown_grace)
     runtime.draining = True  # new requests get 503 while those in flight finish
@@ -152,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         setup_logging(args.log_level or config.log.level, args.log_format or config.log.format)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(serve(config))
+            return runner.run(serve(config, (args.log_level, args.log_format)))
     finally:
         if mock is not None:
             mock.terminate()
