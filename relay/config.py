@@ -119,6 +119,7 @@ class SourceConfig(_Section):
     path: str | None = None  # served in addition to /ingest/<name>
     mapping: str = "profound"
     tokens: list[str] = []
+    allow_anonymous: bool = False  # without tokens: True answers any client, False only loopback ones
     sinks: list[str] | None = None  # None: every sink
     host: str | None = None  # for formats that carry no virtual host
     tag_header: str | None = None  # request header holding the shipper's tag (Fluent Bit header_tag)

@@ -29,7 +29,14 @@ def plan(config_path: str) -> tuple[list[str], list[str]]:
         paths = [p for p, r in routes.items() if r is route]
         sinks = [outbox.name for outbox in route.outboxes]
         lines.append(f"source {route.name}: POST {' and '.join(sorted(paths))}")
-        lines.append(f"  auth:    {len(route.tokens)} token(s)" if route.tokens else "  auth:    none (open source)")
+        if route.tokens:
+            lines.append(f"  auth:    {len(route.tokens)} token(s)")
+        elif route.config.allow_anonymous:
+            lines.append("  auth:    none: any client (allow_anonymous)")
+            warnings.append(f"sources.{route.name}: allow_anonymous = true and no tokens: anyone who can reach "
+                            f"{config.server.address} can write into the upstream account")
+        else:
+            lines.append("  auth:    none: loopback clients only (set tokens, or allow_anonymous = true)")
         lines.append(f"  mapping: {route.config.mapping}")
         lines.extend("    " + line for line in library.describe(route.config.mapping).splitlines())
         if route.config.host:

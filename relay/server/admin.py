@@ -26,15 +26,23 @@ def _reply(status: int, payload: object) -> web.Response:
     return web.Response(status=status, body=_json.encode(payload), content_type="application/json")
 
 
+def loopback_client(request: web.Request) -> bool:
+    """The peer of the TCP connection is this machine's loopback (127.0.0.0/8, ::1, ::ffff:127.x).
+    Headers such as X-Forwarded-For are not trusted: anyone can send them."""
+    try:
+        peer = ipaddress.ip_address(request.remote or "")
+    except ValueError:
+        return False
+    if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped is not None:
+        return peer.ipv4_mapped.is_loopback
+    return peer.is_loopback
+
+
 def _allowed(request: web.Request, token: str | None) -> bool:
     if token:
         scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode())
-    peer = request.remote or ""
-    try:
-        return ipaddress.ip_address(peer).is_loopback
-    except ValueError:
-        return False
+    return loopback_client(request)
 
 
 def _guard(request: web.Request) -> Runtime:

@@ -33,6 +33,7 @@ from relay.telemetry import Sampler
 
 if TYPE_CHECKING:
     from relay.runtime import Runtime
+    from relay.stages.pipeline import Route
 
 log = logging.getLogger("relay.ingest")
 RUNTIME = admin.RUNTIME_KEY
@@ -64,9 +65,20 @@ def _presented_tokens(request: web.Request) -> list[bytes]:
     return found
 
 
-def _authorize(tokens: list[bytes], request: web.Request) -> None:
+def anonymous_allowed(route: Route, request: web.Request) -> bool:
+    """A source without tokens: any client when it says `allow_anonymous = true`, else only loopback
+    ones, so that a relay listening on 0.0.0.0 is not an open door into the upstream account."""
+    return route.config.allow_anonymous or admin.loopback_client(request)
+
+
+def _authorize(route: Route, request: web.Request) -> None:
+    tokens = route.tokens
     if not tokens:
-        return
+        if anonymous_allowed(route, request):
+            return
+        raise Unauthorized(f"source {route.name} has no tokens, so it answers only clients on this machine: "
+                           f"set sources.{route.name}.tokens (and send one), or sources.{route.name}.allow_anonymous "
+                           "= true to accept anyone who can reach the port")
     ok = False
     for presented in _presented_tokens(request):
         for token in tokens:  # no early exit: the time taken does not depend on which matched
@@ -107,7 +119,7 @@ async def _ingest(runtime: Runtime, request: web.Request) -> web.Response:
         if runtime.draining:
             raise ShuttingDown("the relay is shutting down; retry on another instance or later",
                                retry_after=5.0)
-        _authorize(route.tokens, request)
+        _authorize(route, request)
         server = runtime.config.server
         share = min(request.content_length or server.max_body_size, server.max_body_size)
         async with runtime.body_budget.hold(share, timeout=float(server.read_timeout)):

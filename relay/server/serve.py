@@ -38,14 +38,18 @@ def _describe_start(runtime: Runtime) -> None:
     log.info("relay listening on %s://%s", scheme, config.server.address)
     for path, route in sorted(runtime.routes.items()):
         sinks = ", ".join(outbox.name for outbox in route.outboxes)
-        log.info("  POST %s  source %s: mapping %s -> %s%s", path, route.name, route.config.mapping, sinks,
-                 "" if route.tokens else " (no token required)")
+        open_to = "" if route.tokens else " (no token: any client)" if route.config.allow_anonymous else \
+            " (no token: loopback clients only)"
+        log.info("  POST %s  source %s: mapping %s -> %s%s", path, route.name, route.config.mapping, sinks, open_to)
     for name, outbox in runtime.outboxes.items():
         log.info("  sink %s -> %s (%d entries queued on disk)", name, config.sinks[name].url, outbox.queued_entries)
     for name, route in sorted({route.name: route for route in runtime.routes.values()}.items()):
         host_warning = route.mapper.host_warning(name, route.config.host)
         if host_warning:
             log.warning("%s", host_warning)
+        if not route.tokens and route.config.allow_anonymous:
+            log.warning("source %s accepts writes from any client that reaches %s, without a token "
+                        "(sources.%s.allow_anonymous = true)", name, config.server.address, name)
 
 
 async def reload(runtime: Runtime) -> None:
