@@ -119,9 +119,15 @@ class SourceConfig(_Section):
     path: str | None = None  # served in addition to /ingest/<name>
     mapping: str = "profound"
     tokens: list[str] = []
+    allow_anonymous: bool = False  # without tokens: True answers any client, False only loopback ones
     sinks: list[str] | None = None  # None: every sink
     host: str | None = None  # for formats that carry no virtual host
     tag_header: str | None = None  # request header holding the shipper's tag (Fluent Bit header_tag)
+
+    def __post_init__(self) -> None:
+        # `host = "${RELAY_DEFAULT_HOST:-}"` with the variable unset means no host, not a host ""
+        if self.host is not None and not self.host.strip():
+            self.host = None
 
 
 class SinkConfig(_Section, kw_only=True):
@@ -293,3 +299,52 @@ def check(config: Config) -> None:
         fail("server.max_body_size", "must be at most 512MiB")
     if config.queue.max_size < 4 * config.server.max_body_size:
         fail("queue.max_size", "must hold at least four bodies of server.max_body_size")
+
+
+# ---- what a reload changes ------------------------------------------------------------------
+
+# Keys a reload cannot apply: the listening socket and its TLS files, aiohttp's body limit and
+# keep-alive (fixed when the server is built), the queue's files. Changing one refuses the reload.
+RESTART_ONLY = ("server.address", "server.tls_cert", "server.tls_key", "server.max_body_size",
+                "server.read_timeout", "queue.path", "queue.sync")
+_SECRET = ("server.admin_token",)  # named when changed, its value never shown
+_SETTINGS = ("server", "queue", "validation", "log")
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, float):  # a Duration: seconds
+        return f"{value:g}"
+    if isinstance(value, int):  # a Size: bytes
+        return str(int(value))
+    return msgspec.json.encode(value).decode()
+
+
+def changed_settings(old: Config, new: Config) -> list[tuple[str, str]]:
+    """(dotted key, how to say it) for every key of [server], [queue], [validation] and [log]
+    that differs, in the order of the sections and their keys."""
+    changed = []
+    for section in _SETTINGS:
+        before, after = getattr(old, section), getattr(new, section)
+        for field in after.__struct_fields__:
+            value = getattr(after, field)
+            if getattr(before, field) != value:
+                key = f"{section}.{field}"
+                changed.append((key, f"{key} changed" if key in _SECRET else f"{key} = {_shown(value)}"))
+    return changed
+
+
+def changed_entries(section: str, old: dict[str, Any], new: dict[str, Any], verb: str = "changed") -> list[str]:
+    """`sources.NAME added`, `... removed`, `... changed (tokens, host)` for a table of named entries."""
+    out = [f"{section}.{name} removed" for name in old if name not in new]
+    for name, entry in new.items():
+        if name not in old:
+            out.append(f"{section}.{name} added")
+        elif old[name] != entry:
+            if isinstance(entry, msgspec.Struct):
+                fields = [f for f in entry.__struct_fields__ if getattr(old[name], f) != getattr(entry, f)]
+                out.append(f"{section}.{name} {verb} ({', '.join(fields)})")
+            else:
+                out.append(f"{section}.{name} {verb}")
+    return out

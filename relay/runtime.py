@@ -7,7 +7,10 @@ running. Then the route table is swapped in one assignment (requests in
 flight finish on the route they started with), sinks that were removed stop
 after their current attempt (their data stays on disk), new sinks start, and
 sinks whose settings changed restart on the same outbox; a new key or URL
-alone is applied in place and wakes a paused sink at once.
+alone is applied in place and wakes a paused sink at once. Every other key of
+[server], [queue], [validation] and [log] applies at once; the keys of
+`config.RESTART_ONLY` refuse the reload, naming the key. What changed is named,
+key by key, in the log line and the `/-/reload` answer.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from datetime import datetime
 
 import aiohttp
 
-from relay.config import Config, SinkConfig, load
+from relay.config import RESTART_ONLY, Config, SinkConfig, changed_entries, changed_settings, load
 from relay.delivery.dispatch import SinkDispatcher
 from relay.delivery.sender import Sender
 from relay.delivery.transport import HttpTransport
@@ -100,6 +103,7 @@ class Runtime:
         self._idle.set()
         self._snapshot: dict[str, SinkSnapshot] = {}
         self._reload_lock = asyncio.Lock()
+        self.log_overrides: tuple[str | None, str | None] = (None, None)  # --log-level, --log-format
         self.metrics.add_gauges(self._gauges)
         self.metrics.declare(config.sources, config.sinks)
 
@@ -181,19 +185,20 @@ class Runtime:
         async with self._reload_lock:
             new = load(path or self.config.file or "")
             old = self.config
-            for key in ("address", "tls_cert", "tls_key"):
-                if getattr(new.server, key) != getattr(old.server, key):
-                    raise ConfigError("changes only on restart; reload refused", key=f"server.{key}", file=new.file)
-            if (new.queue.path, new.queue.sync) != (old.queue.path, old.queue.sync):
-                raise ConfigError("queue.path and queue.sync change only on restart; reload refused",
-                                  key="queue", file=new.file)
+            settings = changed_settings(old, new)
+            for key, _ in settings:
+                if key in RESTART_ONLY:
+                    raise ConfigError("changes only on restart; reload refused (restart the relay, or put "
+                                      "the old value back)", key=key, file=new.file)
             outboxes = dict(self.outboxes)
             added = [name for name in new.sinks if name not in old.sinks]
             for name in added:
                 outboxes[name] = Outbox(name, await self._rescan(name))
             routes = compile_routes(new, outboxes)  # may raise: nothing has changed yet
-            changes = await self._apply(new, outboxes, routes, added)
-            log.info("config reloaded from %s: %s", new.file, "; ".join(changes) or "no changes")
+            changes = [said for _, said in settings]
+            changes += await self._apply(new, outboxes, routes, added)
+            # a file edited without changing a setting (a comment) is said so, never "no changes"
+            log.info("config reloaded from %s: %s", new.file, "; ".join(changes) or "no setting changed")
             return changes
 
     async def _rescan(self, name: str) -> SinkSnapshot | None:
@@ -215,7 +220,8 @@ class Runtime:
         self.outboxes.clear()
         self.outboxes.update(outboxes)
         self.routes = routes
-        setup_logging(new.log.level, new.log.format)
+        if new.log != old.log:  # --log-level / --log-format given at start still win
+            setup_logging(self.log_overrides[0] or new.log.level, self.log_overrides[1] or new.log.format)
         grace = float(new.server.shutdown_grace)
         for name in [n for n in old.sinks if n not in new.sinks]:
             await self._stop_sink(name, grace)
@@ -239,10 +245,8 @@ class Runtime:
                 await self._stop_sink(name, grace)
                 self._start_sink(name, sink)
                 changes.append(f"sink {name} restarted with new settings")
-        if new.sources != old.sources:
-            changes.append("sources updated")
-        if new.mappings != old.mappings:
-            changes.append("mappings recompiled")
+        changes += changed_entries("sources", old.sources, new.sources)
+        changes += changed_entries("mappings", old.mappings, new.mappings, verb="recompiled")
         return changes
 
     # ---- health and gauges ------------------------------------------------------------

@@ -29,14 +29,21 @@ def plan(config_path: str) -> tuple[list[str], list[str]]:
         paths = [p for p, r in routes.items() if r is route]
         sinks = [outbox.name for outbox in route.outboxes]
         lines.append(f"source {route.name}: POST {' and '.join(sorted(paths))}")
-        lines.append(f"  auth:    {len(route.tokens)} token(s)" if route.tokens else "  auth:    none (open source)")
+        if route.tokens:
+            lines.append(f"  auth:    {len(route.tokens)} token(s)")
+        elif route.config.allow_anonymous:
+            lines.append("  auth:    none: any client (allow_anonymous)")
+            warnings.append(f"sources.{route.name}: allow_anonymous = true and no tokens: anyone who can reach "
+                            f"{config.server.address} can write into the upstream account")
+        else:
+            lines.append("  auth:    none: loopback clients only (set tokens, or allow_anonymous = true)")
         lines.append(f"  mapping: {route.config.mapping}")
         lines.extend("    " + line for line in library.describe(route.config.mapping).splitlines())
         if route.config.host:
             lines.append(f"  host:    {route.config.host!r} when the logs carry none")
-        elif route.mapper.needs_host:
-            warnings.append(f"sources.{route.name}: mapping {route.config.mapping!r} finds no virtual host in "
-                            f"the logs, so every record will be rejected; set host = \"www.example.com\"")
+        host_warning = route.mapper.host_warning(route.name, route.config.host)
+        if host_warning:
+            warnings.append(host_warning)
         lines.append(f"  sinks:   {', '.join(sinks)}")
     lines.append("")
     for name, sink in config.sinks.items():

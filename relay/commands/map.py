@@ -9,6 +9,10 @@ objects, MessagePack; gzip, zstd, ... detected from the bytes), maps and
 validates each record exactly as the relay would, and prints every entry with
 its per-record report (fields filled, repaired, missing; or why it was
 rejected or filtered), then a summary: counts per reason, fields never filled.
+The host: a record's own virtual host wins when the mapping reads one (e.g.
+`fluentbit-nginx`: `$host` logged in the second column), `--host` (or the
+`host` of `--source`) fills the records that carry none; without it those
+are rejected, and the summary says to pass it.
 Exit status: 0 when every record became an entry (or was filtered), 1 when
 some were rejected, 2 when the mapping or the input cannot be used.
 """
@@ -237,6 +241,8 @@ class Report:
         if s["never_filled"]:
             lines.append("  never filled: " + ", ".join(s["never_filled"]))
         if "host:required" in s["rejections"] and self.mapper.needs_host:
-            lines.append(f"  hint: {self.mapper.name} finds no virtual host in the records: pass --host (the source's "
-                         "`host` setting)")  # fmt: skip
+            found = "takes the host from the records that carry one" if self.mapper.reads_host else \
+                "finds no virtual host in the records"
+            lines.append(f"  hint: {self.mapper.name} {found}: pass --host (the source's `host` setting) "
+                         "for the others")  # fmt: skip
         return "\n".join(lines)

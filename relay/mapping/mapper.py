@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from relay.mapping.codegen import compile_spec
+from relay.mapping.parsers import PARSERS
 from relay.mapping.spec import MISSING, MappingSpec
 from relay.models import MapResult, RecordContext, Rejection
 from relay.stages.schema import FIELDS, Validator
@@ -18,8 +19,13 @@ class Mapper:
         self.spec = spec
         self.origin = origin  # "preset" or "config"
         self._batch, self.source = compile_spec(spec)
-        # no rule reads a host from the record: the source must set `host = "..."` (check-config warns)
-        self.needs_host = spec.fields.get("host") is None and "host" not in spec.derived(sure=True)
+        rule = spec.fields.get("host")
+        # some record may carry no host (`-` in a host column): the source's `host = "..."` fills it
+        # then, and without one check-config and start-up warn; reads_host: a record can bring its own
+        sure = rule is not None and (rule.default is not MISSING or any(
+            source.parse is None or not PARSERS[source.parse].may_miss for source in rule.sources))
+        self.needs_host = not sure and "host" not in spec.derived(sure=True)
+        self.reads_host = rule is not None
 
     def map_records(
         self, records: list[Any], ctx: RecordContext, validator: Validator, indexes: list[int] | None = None
@@ -33,6 +39,16 @@ class Mapper:
             rejections = [Rejection(indexes[r.index], r.field, r.reason, r.message)
                           if r.index < len(indexes) else r for r in rejections]
         return MapResult(entries, rejections, filtered, repairs)
+
+    def host_warning(self, source: str, host: str | None) -> str | None:
+        """Why the source needs `host = "..."`, or None: it has one, or the mapping always finds a host."""
+        if host or not self.needs_host:
+            return None
+        fix = 'set host = "www.example.com" on it (the default config reads RELAY_DEFAULT_HOST)'
+        if self.reads_host:
+            return (f"sources.{source}: mapping {self.name!r} takes the virtual host from records that carry one; "
+                    f"records without one (`-`, empty, an IP address) will be rejected: {fix}")
+        return f"sources.{source}: mapping {self.name!r} finds no virtual host in the logs, so every record will be rejected: {fix}"
 
     def describe(self) -> str:
         """What fills each target field, in a few lines (for `relay check-config` and `relay map`)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from relay.stages.values import RuleError, show, strip_ip_port
+from relay.stages.values import RuleError, is_ip, show, strip_ip_port
 
 
 class Parser(NamedTuple):
@@ -26,6 +26,7 @@ class Parser(NamedTuple):
     func: Callable[[str], tuple[Any, ...]]
     doc: str
     fills: frozenset[str] = frozenset()  # outputs it normally fills (for "has a source" checks); default: all
+    may_miss: bool = False  # its own target may come out empty for a present value (vhost on `-`)
 
 
 
@@ -127,6 +128,14 @@ def first_ip(text: str) -> tuple[str | None]:
     return (None if not item or item == "-" or item.lower() == "unknown" else item,)
 
 
+def virtual_host(text: str) -> tuple[str | None]:
+    """`shop.example.com:8443` -> `shop.example.com`; `-`, "" or an IP address (with or without a port) ->
+    None, so that the source's `host` setting fills it: a log's host column often holds a placeholder
+    or the address the client dialled, neither of which names the site."""
+    name = strip_ip_port(text.strip())
+    return (None if not name or name == "-" or is_ip(name) else name,)
+
+
 PARSERS: dict[str, Parser] = {}
 
 
@@ -145,4 +154,8 @@ register(Parser("request_line", ("method", "path", "query_params", "host"), pars
                 '"GET /a?b=1 HTTP/1.1" -> method, path, query_params (and host for absolute URLs)',
                 frozenset({"method", "path", "query_params"})))  # fmt: skip
 register(Parser("query", ("query_params",), lambda text: (parse_query(text),), "query string -> query_params"))
+# vhost may find nothing (a `-` or an IP): a mapping whose host depends on it still needs the source's `host`
+register(Parser("vhost", ("host",), virtual_host,
+                "host column -> the virtual host (port stripped); `-`, empty or an IP -> the source's `host`",
+                may_miss=True))  # fmt: skip
 register(Parser("first_ip", ("ip",), first_ip, "X-Forwarded-For / ip:port / [v6]:port -> the first IP"))

@@ -6,10 +6,14 @@ import base64
 import binascii
 import hmac
 import ipaddress
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from relay.errors import Unauthorized
+
+if TYPE_CHECKING:
+    from relay.stages.pipeline import Route
 
 
 def _presented_tokens(request: web.Request) -> list[bytes]:
@@ -31,10 +35,34 @@ def _presented_tokens(request: web.Request) -> list[bytes]:
     return found
 
 
-def authorize(tokens: list[bytes], request: web.Request) -> None:
-    """Raise Unauthorized unless the request carries one of a source's tokens (none: open source)."""
+def loopback_client(request: web.Request) -> bool:
+    """The peer of the TCP connection is this machine's loopback (127.0.0.0/8, ::1, ::ffff:127.x).
+    Headers such as X-Forwarded-For are not trusted: anyone can send them."""
+    try:
+        peer = ipaddress.ip_address(request.remote or "")
+    except ValueError:
+        return False
+    if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped is not None:
+        return peer.ipv4_mapped.is_loopback
+    return peer.is_loopback
+
+
+def anonymous_allowed(route: Route, request: web.Request) -> bool:
+    """A source without tokens: any client when it says `allow_anonymous = true`, else only loopback
+    ones, so that a relay listening on 0.0.0.0 is not an open door into the upstream account."""
+    return route.config.allow_anonymous or loopback_client(request)
+
+
+def authorize(route: Route, request: web.Request) -> None:
+    """Raise Unauthorized unless the request carries one of the source's tokens, or the source
+    has none and the client may write without one."""
+    tokens = route.tokens
     if not tokens:
-        return
+        if anonymous_allowed(route, request):
+            return
+        raise Unauthorized(f"source {route.name} has no tokens, so it answers only clients on this machine: "
+                           f"set sources.{route.name}.tokens (and send one), or sources.{route.name}.allow_anonymous "
+                           "= true to accept anyone who can reach the port")
     ok = False
     for presented in _presented_tokens(request):
         for token in tokens:  # no early exit: the time taken does not depend on which matched
@@ -49,8 +77,4 @@ def admin_allowed(request: web.Request, token: str | None) -> bool:
     if token:
         scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode())
-    peer = request.remote or ""
-    try:
-        return ipaddress.ip_address(peer).is_loopback
-    except ValueError:
-        return False
+    return loopback_client(request)

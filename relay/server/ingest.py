@@ -64,7 +64,7 @@ async def _ingest(runtime: Runtime, request: web.Request) -> web.Response:
         if runtime.draining:
             raise ShuttingDown("the relay is shutting down; retry on another instance or later",
                                retry_after=5.0)
-        authorize(route.tokens, request)
+        authorize(route, request)
         server = runtime.config.server
         share = min(request.content_length or server.max_body_size, server.max_body_size)
         async with runtime.body_budget.hold(share, timeout=float(server.read_timeout)):

@@ -38,10 +38,18 @@ def _describe_start(runtime: Runtime) -> None:
     log.info("relay listening on %s://%s", scheme, config.server.address)
     for path, route in sorted(runtime.routes.items()):
         sinks = ", ".join(outbox.name for outbox in route.outboxes)
-        log.info("  POST %s  source %s: mapping %s -> %s%s", path, route.name, route.config.mapping, sinks,
-                 "" if route.tokens else " (no token required)")
+        open_to = "" if route.tokens else " (no token: any client)" if route.config.allow_anonymous else \
+            " (no token: loopback clients only)"
+        log.info("  POST %s  source %s: mapping %s -> %s%s", path, route.name, route.config.mapping, sinks, open_to)
     for name, outbox in runtime.outboxes.items():
         log.info("  sink %s -> %s (%d entries queued on disk)", name, config.sinks[name].url, outbox.queued_entries)
+    for name, route in sorted({route.name: route for route in runtime.routes.values()}.items()):
+        host_warning = route.mapper.host_warning(name, route.config.host)
+        if host_warning:
+            log.warning("%s", host_warning)
+        if not route.tokens and route.config.allow_anonymous:
+            log.warning("source %s accepts writes from any client that reaches %s, without a token "
+                        "(sources.%s.allow_anonymous = true)", name, config.server.address, name)
 
 
 async def reload(runtime: Runtime) -> None:
@@ -51,9 +59,10 @@ async def reload(runtime: Runtime) -> None:
         log.error("reload refused, the running config stays: %s", exc)
 
 
-async def serve(config: Config) -> int:
+async def serve(config: Config, log_overrides: tuple[str | None, str | None] = (None, None)) -> int:
     try:
         runtime = Runtime(config)
+        runtime.log_overrides = log_overrides
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
@@ -92,6 +101,8 @@ async def serve(config: Config) -> int:
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     await stop.wait()
+    server = runtime.config.server  # shutdown_grace as the last reload left it
+    app[SHUTDOWN].grace = float(server.shutdown_grace)
     app[SHUTDOWN].begin()
     log.info("stopping: no new requests; finishing those in flight (grace %.0fs)", server.shutdown_grace)
     runtime.draining = True  # new requests get 503 while those in flight finish
@@ -116,6 +127,8 @@ def _start_local_mock() -> subprocess.Popen[bytes]:
     url = f"http://127.0.0.1:{port}/v1/logs/custom"
     os.environ["PROFOUND_URL"] = url
     os.environ["PROFOUND_API_KEY"] = MOCK_API_KEY
+    # only the mock gets an example host: the real API must never receive an invented one
+    os.environ.setdefault("RELAY_DEFAULT_HOST", "www.example.com")
     print(f"relay: PROFOUND_API_KEY is not set, so entries go to a local mock upstream at {url}\n"
           "relay: to deliver to the real API: export PROFOUND_API_KEY=<your key> and run `make run` again",
           file=sys.stderr, flush=True)
@@ -145,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         setup_logging(args.log_level or config.log.level, args.log_format or config.log.format)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(serve(config))
+            return runner.run(serve(config, (args.log_level, args.log_format)))
     finally:
         if mock is not None:
             mock.terminate()

@@ -73,6 +73,10 @@ class Outbox:
     # ---- batcher side -----------------------------------------------------------------
 
     async def wait_for_data(self) -> None:
+        if not self.unsealed:
+            # a wake-up with nothing to seal (a stopped batcher's, before a sink restart) must not
+            # be left set: the next batcher would return at once, find nothing, and spin
+            self._data.clear()
         await self._data.wait()
 
     def wake_batcher(self) -> None:

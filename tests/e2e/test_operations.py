@@ -78,3 +78,21 @@ def test_readyz_says_why_not_while_shutting_down(tmp_path: Path) -> None:
         assert answer.status == 503 and answer.json()["reasons"] == ["shutting down"]
         slow.close()
         assert relay.wait(15) == 0
+
+
+def test_start_up_names_the_source_that_needs_a_host(tmp_path: Path) -> None:
+    """A host-less source whose mapping may find no virtual host is named at start-up; records
+    carrying a real host go through, those with `-` are rejected saying to set `host`."""
+    sources = '[sources.fluentbit]\nmapping = "fluentbit-nginx"\n\n[sources.custom]\npath = "/v1/logs/custom"\n'
+    record = {"remote": "192.0.2.1", "user": "-", "method": "GET", "path": "/x", "code": "200", "size": "10",
+              "referer": "-", "agent": "ua", "date": 1795597200}  # fmt: skip
+    with MockUpstream(tmp_path, api_keys=[KEY], extra_args=["--now", PINNED_NOW]) as upstream, \
+            Relay(tmp_path, sink_toml("profound", upstream.url, KEY), sources=sources) as relay:
+        relay.wait_for_log(r"WARNING +relay: sources\.fluentbit: mapping 'fluentbit-nginx' takes the virtual host "
+                           r"from records that carry one; .* set host = ")
+        assert "sources.custom:" not in relay.log_text()
+        answer = http_request(relay.base_url + "/ingest/fluentbit", "POST",
+                              [{**record, "host": "shop.example.com"}, {**record, "host": "-"}]).json()
+        assert (answer["accepted"], answer["rejected"]) == (1, 1), answer
+        assert "set `host` on the source" in json.dumps(answer["errors"]), answer
+        wait_until(lambda: [e["host"] for e in upstream.entries()] == ["shop.example.com"], timeout=20)

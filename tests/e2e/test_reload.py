@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from pathlib import Path
 
@@ -69,3 +70,101 @@ def test_reload_changes_tokens_and_mappings(tmp_path: Path) -> None:
         wait_until(lambda: len(upstream.entries()) == 2, timeout=20)
         assert [e["method"] for e in sorted(upstream.entries(), key=lambda e: e["path"])] == ["GET", "HEAD"]
         assert "relay_config_reloads_total{result=\"ok\"} 1.0" in relay.metrics()
+
+
+# -- every section of the config: applied and named, or refused naming the key (issue 13 #5) ---------
+
+
+def reload_to(relay: Relay, text: str) -> tuple[int, dict[str, object]]:
+    """Write the config and POST /-/reload; (status, answer)."""
+    relay.config_path.write_text(text)
+    response = http_request(relay.base_url + "/-/reload", "POST")
+    return response.status, response.json()
+
+
+def edit(relay: Relay, old: str, new: str) -> str:
+    text = relay.config_path.read_text()
+    assert old in text, old
+    return text.replace(old, new, 1)
+
+
+def test_reload_applies_validation_and_names_it(tmp_path: Path) -> None:
+    with MockUpstream(tmp_path, api_keys=[KEY], extra_args=["--now", PINNED_NOW]) as upstream, \
+            Relay(tmp_path, sink_toml("profound", upstream.url, KEY)) as relay:
+        url = relay.base_url + "/v1/logs/custom"
+        status, answer = reload_to(relay, edit(relay, "[validation]\n", '[validation]\non_invalid = "reject"\n'))
+        assert status == 200 and answer["changes"] == ['validation.on_invalid = "reject"'], answer
+        lower = entries(0, 1, method="get")
+        assert http_request(url, "POST", lower).json()["rejected"] == 1
+        status, answer = reload_to(relay, edit(relay, 'on_invalid = "reject"', 'on_invalid = "repair"'))
+        assert status == 200 and answer["changes"] == ['validation.on_invalid = "repair"'], answer
+        assert http_request(url, "POST", lower).json()["accepted"] == 1
+        relay.wait_for_log(r'config reloaded from .*: validation\.on_invalid = "repair"')
+        wait_until(lambda: [e["method"] for e in upstream.entries()] == ["GET"], timeout=20)
+
+
+def test_reload_applies_log_settings_and_names_them(tmp_path: Path) -> None:
+    with MockUpstream(tmp_path, api_keys=[KEY], extra_args=["--now", PINNED_NOW]) as upstream, \
+            Relay(tmp_path, sink_toml("profound", upstream.url, KEY)) as relay:
+        status, answer = reload_to(relay, edit(relay, 'level = "info"\n', 'level = "warning"\nformat = "json"\n'))
+        assert status == 200 and answer["changes"] == ['log.level = "warning"', 'log.format = "json"'], answer
+        # both apply at once: a refused SIGHUP reload logs its error as JSON, the info lines are gone
+        relay.config_path.write_text(edit(relay, "[validation]\n", '[validation]\non_invalid = "sometimes"\n'))
+        relay.popen.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+        line = relay.wait_for_log(r'\{"[^\n]*reload refused[^\n]*').group(0)
+        assert json.loads(line)["level"] == "error", line
+        assert http_request(relay.base_url + "/v1/logs/custom", "POST", entries(0, 1)).status == 200
+        assert "config reloaded" not in relay.log_text()  # the info line of the reload that set warning
+
+
+def test_reload_applies_server_settings_and_refuses_the_restart_only_ones(tmp_path: Path) -> None:
+    with MockUpstream(tmp_path, api_keys=[KEY], extra_args=["--now", PINNED_NOW]) as upstream, \
+            Relay(tmp_path, sink_toml("profound", upstream.url, KEY)) as relay:
+        status, answer = reload_to(relay, edit(relay, 'shutdown_grace = "10s"\n',
+                                               'shutdown_grace = "12s"\nmax_body_memory = "64MiB"\n'
+                                               'admin_token = "admin-secret-77"\n'))
+        assert status == 200, answer
+        assert answer["changes"] == ['server.max_body_memory = 67108864', 'server.shutdown_grace = 12',
+                                     "server.admin_token changed"], answer
+        assert "admin-secret-77" not in relay.log_text()
+        admin = {"Authorization": "Bearer admin-secret-77"}
+        assert http_request(relay.base_url + "/-/reload", "POST").status == 403  # the token applies at once
+        for key, line in (("server.max_body_size", 'max_body_size = "1MiB"\n'),
+                          ("server.read_timeout", 'read_timeout = "5s"\n')):
+            relay.config_path.write_text(edit(relay, "[server]\n", "[server]\n" + line))
+            response = http_request(relay.base_url + "/-/reload", "POST", headers=admin)
+            assert response.status == 400 and f"{key}: changes only on restart" in response.json()["error"]
+            relay.config_path.write_text(edit(relay, line, ""))
+        assert http_request(relay.base_url + "/healthz").status == 200
+
+
+def test_reload_applies_queue_limits_and_refuses_its_path(tmp_path: Path) -> None:
+    with MockUpstream(tmp_path, api_keys=[KEY], extra_args=["--now", PINNED_NOW]) as upstream, \
+            Relay(tmp_path, sink_toml("profound", upstream.url, KEY)) as relay:
+        status, answer = reload_to(relay, edit(relay, 'max_size = "1GiB"\n',
+                                               'max_size = "2GiB"\nmin_free_space = "32MiB"\n'))
+        assert status == 200, answer
+        assert answer["changes"] == ["queue.max_size = 2147483648", "queue.min_free_space = 33554432"], answer
+        assert "relay_queue_max_bytes 2.147483648e+09" in relay.metrics()
+        status, answer = reload_to(relay, edit(relay, 'sync = "normal"', 'sync = "full"'))
+        assert status == 400 and "queue.sync: changes only on restart" in str(answer["error"]), answer
+
+
+def test_reload_names_the_sources_sinks_and_mappings_it_changed(tmp_path: Path) -> None:
+    with MockUpstream(tmp_path, api_keys=[KEY], extra_args=["--now", PINNED_NOW]) as upstream, \
+            Relay(tmp_path, sink_toml("profound", upstream.url, KEY)) as relay:
+        text = edit(relay, 'host = "www.example.com"\n', 'host = "shop.example.com"\ntokens = ["t-1"]\n')
+        status, answer = reload_to(relay, text + '\n[sources.extra]\nmapping = "mine"\n'
+                                   '[mappings.mine]\nextends = "profound"\n')
+        assert status == 200, answer
+        assert answer["changes"] == ["sources.fluentbit changed (tokens, host)", "sources.extra added",
+                                     "mappings.mine added"], answer
+        status, answer = reload_to(relay, edit(relay, 'extends = "profound"\n',
+                                               'extends = "profound"\nmethod = { value = "HEAD" }\n'))
+        assert status == 200 and answer["changes"] == ["mappings.mine recompiled"], answer
+        status, answer = reload_to(relay, edit(relay, "request_timeout = \"5s\"", "request_timeout = \"9s\""))
+        assert status == 200 and answer["changes"] == ["sink profound restarted with new settings"], answer
+        status, answer = reload_to(relay, relay.config_path.read_text() + "\n# a comment\n")
+        assert status == 200 and answer["changes"] == [], answer
+        relay.wait_for_log(r"config reloaded from .*: no setting changed")
+        assert "no changes" not in relay.log_text()

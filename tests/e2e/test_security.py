@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
+import re
 import shutil
 import ssl
 import subprocess
@@ -83,3 +85,64 @@ def test_tls_listener(tmp_path: Path) -> None:
                 http_request(f"http://127.0.0.1:{relay.port}/healthz", timeout=3)
         finally:
             relay.stop()
+
+
+# -- sources without tokens answer only loopback clients unless allow_anonymous (issue 13 #6) ----
+
+OPEN_SOURCES = """
+[sources.open]
+mapping = "profound"
+
+[sources.anon]
+mapping = "profound"
+allow_anonymous = true
+
+[sources.secured]
+mapping = "profound"
+tokens = ["shipper-token-81be7d"]
+"""
+
+
+def non_loopback_address() -> str | None:
+    """An IPv4 address of this machine's own interfaces that is not loopback (connecting to it from
+    here gives the relay a non-loopback peer); None when the machine has none."""
+    try:
+        out = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True,
+                             timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for address in re.findall(r"\binet (\d+\.\d+\.\d+\.\d+)/", out):
+        if not ipaddress.ip_address(address).is_loopback:
+            return address
+    return None
+
+
+def test_open_source_answers_only_loopback_unless_allow_anonymous(tmp_path: Path) -> None:
+    address = non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback IPv4 address to connect from")
+    with MockUpstream(tmp_path, api_keys=[KEY], extra_args=["--now", PINNED_NOW]) as upstream:
+        relay = Relay(tmp_path, sink_toml("profound", upstream.url, KEY), sources=OPEN_SOURCES)
+        relay.config_path.write_text(relay.config_path.read_text().replace(
+            f'address = "127.0.0.1:{relay.port}"', f'address = "0.0.0.0:{relay.port}"'))
+        with relay:
+            outside = f"http://{address}:{relay.port}"
+            refused = http_request(outside + "/ingest/open", "POST", entries(0, 1))
+            assert refused.status == 401, refused.body
+            error = refused.json()["error"]
+            assert "sources.open.tokens" in error and "sources.open.allow_anonymous = true" in error, error
+            assert http_request(outside + "/ingest/anon", "POST", entries(1, 1)).status == 200
+            assert http_request(outside + "/ingest/secured", "POST", entries(2, 1),
+                                headers={"Authorization": f"Bearer {TOKEN}"}).status == 200
+            assert http_request(outside + "/ingest/secured", "POST", entries(3, 1)).status == 401
+            assert http_request(relay.base_url + "/ingest/open", "POST", entries(4, 1)).status == 200  # loopback
+            wait_until(lambda: upstream.stats()["entries_accepted"] == 3, timeout=20)
+            log = relay.log_text()
+            assert re.search(r"WARNING .*source anon accepts writes from any client.*allow_anonymous", log), log
+            assert re.search(r"source open: .*no token: loopback clients only", log), log
+            check = Process(["check-config", "-c", str(relay.config_path)], tmp_path, name="check")
+            with check:
+                assert check.wait(20) == 0
+            text = check.log_text()
+            assert "warning: sources.anon: allow_anonymous = true" in text, text
+            assert "auth:    none: loopback clients only" in text, text

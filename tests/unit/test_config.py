@@ -121,3 +121,40 @@ def test_default_config_loads() -> None:
     config = load(root / "configs" / "relay.toml", env={"PROFOUND_API_KEY": "k"})
     assert set(config.sources) == {"fluentbit", "custom"}
     assert config.sources["custom"].path == "/v1/logs/custom"
+
+
+def test_reload_names_every_changed_key_of_every_section(tmp_path: Path) -> None:
+    """No key of [server], [queue], [validation] or [log] can change unseen by a reload."""
+    from relay.config import RESTART_ONLY, changed_entries, changed_settings
+
+    old = load(write(tmp_path, MINIMAL), env={"KEY": "k"})
+    text = MINIMAL + """
+[server]
+address = "127.0.0.1:9999"
+max_body_memory = "256MiB"
+admin_token = "secret-admin"
+[queue]
+sync = "normal"
+max_size = "5GiB"
+[validation]
+on_invalid = "reject"
+max_age = "7d"
+now = "2026-11-25T09:30:00+00:00"
+[log]
+level = "debug"
+format = "json"
+"""
+    new = load(write(tmp_path, text, "new.toml"), env={"KEY": "k"})
+    said = dict(changed_settings(old, new))
+    assert said == {
+        "server.address": 'server.address = "127.0.0.1:9999"', "server.max_body_memory": "server.max_body_memory = 268435456",
+        "server.admin_token": "server.admin_token changed", "queue.max_size": "queue.max_size = 5368709120",
+        "queue.sync": 'queue.sync = "normal"', "validation.on_invalid": 'validation.on_invalid = "reject"',
+        "validation.max_age": "validation.max_age = 604800", "validation.now": 'validation.now = "2026-11-25T09:30:00+00:00"',
+        "log.level": 'log.level = "debug"', "log.format": 'log.format = "json"',
+    }  # fmt: skip
+    assert {"server.address", "queue.sync"} <= set(RESTART_ONLY)
+    assert "secret-admin" not in str(said)
+    assert changed_settings(old, old) == []
+    assert changed_entries("sources", {"a": old.sources["fb"]}, {"b": old.sources["fb"]}) == [
+        "sources.a removed", "sources.b added"]

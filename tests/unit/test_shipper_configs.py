@@ -299,7 +299,8 @@ def test_relay_sources_load_as_a_relay_config_with_every_mapping(tmp_path: Path)
     config_path = tmp_path / "relay.toml"
     config_path.write_text((SHIPPERS / "relay-sources.toml").read_text()
                            + '\n[sinks.profound]\nurl = "http://127.0.0.1:9/v1/logs/custom"\napi_key = "k"\n')
-    env = {"FLUENTBIT_TOKEN": "fb", "VECTOR_TOKEN": "vec", "SYSLOG_NG_TOKEN": "sng"}
+    env = {"FLUENTBIT_TOKEN": "fb", "VECTOR_TOKEN": "vec", "SYSLOG_NG_TOKEN": "sng",
+           "RELAY_DEFAULT_HOST": "shop.example.com"}
     config = load(config_path, env=env)
     assert set(config.sources) == {"fluentbit", "vector", "syslog-ng"}
     library = MappingLibrary(config.mappings)
@@ -307,6 +308,8 @@ def test_relay_sources_load_as_a_relay_config_with_every_mapping(tmp_path: Path)
         library.get(source.mapping, source=name)  # compiles, or raises naming the problem
         assert source.tokens and all(source.tokens), f"{name} has no token"
         assert source.host, f"{name}: its format carries no virtual host"
+    # the site's name comes from the environment: no invented host reaches the real API
+    assert not any(s.host for s in load(config_path, env={**env, "RELAY_DEFAULT_HOST": ""}).sources.values())
     assert config.sources["fluentbit"].tokens == ["fb"]
     # a token must come from the environment: an unset variable is an error, not an open source
     with pytest.raises(Exception, match="VECTOR_TOKEN"):

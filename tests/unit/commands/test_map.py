@@ -99,3 +99,21 @@ def test_show_code_and_bench(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert code == 0 and out.startswith("def map_batch(records, ctx, check, repairs):")
     code, out = relay_map(capsys, "profound", write(tmp_path, [GOOD] * 20), *PIN, "--bench")
     assert code == 0 and "records/s (mapping + validation)" in out and "20 entries" in out
+
+
+def test_fluentbit_nginx_host_from_the_record_or_from_host(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """A record's own virtual host (`$host` in the second column) wins; --host fills the ones with `-`."""
+    base = {"remote": "192.0.2.1", "user": "-", "method": "GET", "path": "/x", "code": "200", "size": "10",
+            "referer": "-", "agent": "ua", "date": 1795593600}  # fmt: skip
+    sample = write(tmp_path, [{**base, "host": "shop.example.com:443"}, {**base, "host": "-"}])
+    code, out = relay_map(capsys, "fluentbit-nginx", sample, *PIN, "--format", "json")
+    report = json.loads(out)
+    assert code == 1 and [r["status"] for r in report["records"]] == ["ok", "rejected"]
+    assert report["records"][0]["entry"]["host"] == "shop.example.com"
+    assert "set `host` on the source" in report["records"][1]["error"]
+    code, out = relay_map(capsys, "fluentbit-nginx", sample, *PIN)
+    assert code == 1 and "hint: fluentbit-nginx takes the host from the records that carry one: pass --host" in out
+    code, out = relay_map(capsys, "fluentbit-nginx", sample, *PIN, "--host", "www.example.com", "--format", "json")
+    report = json.loads(out)
+    assert code == 0 and [r["entry"]["host"] for r in report["records"]] == ["shop.example.com", "www.example.com"]

@@ -419,3 +419,33 @@ def test_vector_presets_read_what_vrl_could_not_parse_and_undo_escapes() -> None
               "timestamp": "2026-11-25T08:02:07Z"}  # fmt: skip
     entry = only("vector-nginx", parsed, "www.example.com")  # `request` is there: the line is left alone
     assert (entry.path, entry.user_agent, entry.timestamp) == ("/wiki/naïve_bayes", 'A "q"', "2026-11-25T08:02:07Z")
+
+
+# -- a virtual host the record carries wins over the source's `host` (issue 13 #4) -------------
+
+NGINX_RECORD = {"remote": "192.0.2.1", "user": "-", "method": "GET", "path": "/x", "code": "200",
+                "size": "10", "referer": "-", "agent": "ua", "date": 1795593600}  # fmt: skip
+
+
+@pytest.mark.parametrize(("carried", "expected"), [
+    ("shop.example.com", "shop.example.com"),       # `$host` in the second column of the log format
+    ("shop.example.com:8443", "shop.example.com"),  # the port is not part of the host
+    ("-", "fallback.example"), ("", "fallback.example"), (None, "fallback.example"),
+    ("192.0.2.7", "fallback.example"), ("[2001:db8::1]:80", "fallback.example"),  # an IP is no virtual host
+])  # fmt: skip
+@pytest.mark.parametrize("preset", ["fluentbit-nginx", "fluentbit-gelf"])
+def test_a_real_host_in_the_record_wins_over_the_source_host(preset: str, carried: str | None,
+                                                             expected: str) -> None:  # fmt: skip
+    record: dict[str, Any] = dict(NGINX_RECORD)
+    if preset == "fluentbit-gelf":
+        record = {"_" + k: v for k, v in record.items() if k != "date"} | {"timestamp": 1795593600.0}
+    if carried is not None:
+        record["host"] = carried
+    assert only(preset, record, "fallback.example").host == expected
+
+
+def test_a_real_host_in_the_record_needs_no_source_host_and_a_missing_one_still_rejects() -> None:
+    assert only("fluentbit-nginx", {**NGINX_RECORD, "host": "shop.example.com"}).host == "shop.example.com"
+    result = run("fluentbit-nginx", [{**NGINX_RECORD, "host": "-"}])
+    assert [(r.field, r.reason) for r in result.rejections] == [("host", "required")]
+    assert "set `host` on the source" in result.rejections[0].message

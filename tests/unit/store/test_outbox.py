@@ -1,4 +1,4 @@
-"""Outbox bookkeeping and `commit` on a real queue in a temp dir."""
+"""Outbox bookkeeping, `commit` on a real queue in a temp dir, and the batcher wake-up."""
 
 from __future__ import annotations
 
@@ -47,3 +47,17 @@ def test_a_refused_commit_leaves_every_outbox_as_it_was(tmp_path: Path) -> None:
 def test_reserve_hands_out_distinct_sequence_numbers() -> None:
     outbox = Outbox("a")
     assert [outbox.reserve(), outbox.reserve(3), outbox.reserve()] == [0, 1, 4]
+
+
+def test_a_stopped_batchers_wake_up_does_not_spin_the_next_one() -> None:
+    """A reload that restarts a sink stops its batcher (wake_batcher) and starts a new one on the
+    same outbox: with the wake-up left set and nothing unsealed, wait_for_data returned at once
+    and the new batcher looped without yielding, freezing the event loop."""
+
+    async def scenario() -> None:
+        outbox = Outbox("s")
+        outbox.wake_batcher()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(outbox.wait_for_data(), 0.05)
+
+    asyncio.run(scenario())

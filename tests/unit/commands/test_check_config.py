@@ -1,0 +1,46 @@
+"""`relay check-config`: the plan it prints and the warnings it gives about the default config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from relay.__main__ import main
+from relay.commands.check_config import plan
+from relay.config import load
+
+DEFAULT = Path(__file__).resolve().parents[3] / "configs" / "relay.toml"
+
+
+def test_default_config_invents_no_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without RELAY_DEFAULT_HOST the real API must not receive `www.example.com` for host-less records."""
+    config = load(DEFAULT, env={"PROFOUND_API_KEY": "k"})
+    assert config.sources["fluentbit"].host is None
+    with_host = load(DEFAULT, env={"PROFOUND_API_KEY": "k", "RELAY_DEFAULT_HOST": "shop.example.com"})
+    assert with_host.sources["fluentbit"].host == "shop.example.com"
+
+
+def test_check_config_names_the_source_that_needs_a_host(monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    monkeypatch.setenv("PROFOUND_API_KEY", "k")
+    monkeypatch.delenv("RELAY_DEFAULT_HOST", raising=False)
+    _, warnings = plan(str(DEFAULT))
+    host_warnings = [w for w in warnings if "host" in w]
+    assert len(host_warnings) == 1 and host_warnings[0].startswith("sources.fluentbit: ")
+    assert "RELAY_DEFAULT_HOST" in host_warnings[0] and "carry one" in host_warnings[0]
+    assert main(["check-config", "-c", str(DEFAULT)]) == 0
+    assert "warning: sources.fluentbit: mapping 'fluentbit-nginx'" in capsys.readouterr().err
+    monkeypatch.setenv("RELAY_DEFAULT_HOST", "shop.example.com")
+    _, warnings = plan(str(DEFAULT))
+    assert not [w for w in warnings if "host" in w]
+
+
+def test_a_mapping_that_never_finds_a_host_says_every_record_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "relay.toml"
+    path.write_text('[sources.raw]\nmapping = "nginx-combined"\n[sources.caddy]\nmapping = "caddy"\n'
+                    '[sinks.up]\napi_key = "k"\n')
+    _, warnings = plan(str(path))
+    assert warnings == ["sources.raw: mapping 'nginx-combined' finds no virtual host in the logs, so every "
+                        "record will be rejected: set host = \"www.example.com\" on it (the default config "
+                        "reads RELAY_DEFAULT_HOST)"]
