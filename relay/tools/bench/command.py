@@ -13,10 +13,15 @@ peak RSS (VmHWM), bytes in and upstream, and duplicates and losses, matched entr
 entry through the unique id each entry carries in `bytes_sent`. Exit status 1 when
 any entry was lost or duplicated, 2 when the bench itself could not run.
 
+With `--peer fluent-bit` (or `vector`) the same timed run alternates between the relay
+and the real peer in its place, on the same load and lean sink, and prints one table
+of both with the ratios (relay.tools.bench.compare, relay.tools.bench.peers).
+
 This module is the command and the timed run itself (load, progress, drain); beside it:
 bench_processes starts and samples the processes, bench_procfs reads /proc,
-bench_report checks ids and makes the table, bench_profile runs py-spy, and
-bench_workloads builds the bodies the load generator (relay.tools.loadgen.command) sends.
+bench_report checks ids and makes the table, bench_profile runs py-spy,
+bench_compare and bench_peers the peer mode, and bench_workloads builds the bodies
+the load generator (relay.tools.loadgen.command) sends.
 """
 
 from __future__ import annotations

@@ -69,7 +69,8 @@ def test_skips_on_one_line_when_no_fluent_bit_binary(tmp_path: Path) -> None:
     env = env_without("fluent-bit", FLUENT_BIT_BIN=missing)
     done = bench("--peer", "fluent-bit", "--duration", "1s", env=env, timeout=30)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == f"relay bench: skipped --peer fluent-bit: FLUENT_BIT_BIN={missing} is not an executable file\n"
+    why = f"FLUENT_BIT_BIN={missing} is not an executable file"
+    assert done.stdout == f"relay bench: skipped --peer fluent-bit: {why}\n"
     done = bench("--peer", "fluent-bit", "--json", env=env, timeout=30)
     assert done.returncode == 0 and json.loads(done.stdout)["skipped"].startswith("FLUENT_BIT_BIN=")
 
