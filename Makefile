@@ -31,10 +31,13 @@ check-config: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/relay bench
 
-# Optional Debian packages for the tests that drive real shippers (as root; CI runs it).
+# Optional Debian packages for the tests that drive real shippers, and haproxy for the
+# scale-out test (as root; CI runs it).
 system-deps:
 	command -v syslog-ng >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	  apt-get install -y -qq --no-install-recommends syslog-ng-core syslog-ng-mod-http >/dev/null; }
+	command -v haproxy >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends haproxy >/dev/null; }
 
 clean:
 	rm -rf $(VENV) data build *.egg-info

@@ -13,10 +13,15 @@ peak RSS (VmHWM), bytes in and upstream, and duplicates and losses, matched entr
 entry through the unique id each entry carries in `bytes_sent`. Exit status 1 when
 any entry was lost or duplicated, 2 when the bench itself could not run.
 
+With `--peer fluent-bit` (or `vector`) the same timed run alternates between the relay
+and the real peer in its place, on the same load and lean sink, and prints one table
+of both with the ratios (relay.tools.bench.compare, relay.tools.bench.peers).
+
 This module is the command and the timed run itself (load, progress, drain); beside it:
 bench_processes starts and samples the processes, bench_procfs reads /proc,
-bench_report checks ids and makes the table, bench_profile runs py-spy, and
-bench_workloads builds the bodies the load generator (relay.tools.loadgen.command) sends.
+bench_report checks ids and makes the table, bench_profile runs py-spy,
+bench_compare and bench_peers the peer mode, and bench_workloads builds the bodies
+the load generator (relay.tools.loadgen.command) sends.
 """
 
 from __future__ import annotations
@@ -28,9 +33,11 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from relay.tools.bench.compare import run_peer
 from relay.tools.bench.processes import (
     BenchError,
     Run,
@@ -39,6 +46,7 @@ from relay.tools.bench.processes import (
     start_loadgen,
     start_processes,
 )
+from relay.tools.bench.peers import PEERS
 from relay.tools.bench.procfs import peak_rss_mb
 from relay.tools.bench.profile import Profiler
 from relay.tools.bench.report import delivered_ids, report, table
@@ -60,20 +68,22 @@ def _progress(run: Run, last: Sample, now: Sample, label: str) -> None:
     print(f"bench {label:>6}: acked {acked:>9,.0f}/s  "
           f"delivered {(now.delivered - last.delivered) / seconds:>9,.0f}/s  "
           f"backlog {max(now.acked - now.delivered, 0):>9,}  p99 {p99 if p99 is not None else '-':>7} ms  "
-          f"relay CPU {(now.relay_cpu - last.relay_cpu) / seconds:4.2f} cores  errors {errors}",
+          f"{run.subject} CPU {(now.relay_cpu - last.relay_cpu) / seconds:4.2f} cores  errors {errors}",
           file=sys.stderr, flush=True)
 
 
-def measure(run: Run) -> dict[str, Any]:
+def measure(run: Run, start: Callable[[Run], None] = start_processes) -> dict[str, Any]:
+    """One timed run of the process under test: `start` starts it and its upstream (the relay by
+    default; `--peer` passes one that starts the peer in its place)."""
     args = run.args
-    start_processes(run)
-    relay = run.children["relay"]
+    start(run)
+    relay = run.children[run.subject]
     target = int(run.relay_base.rsplit(":", 1)[1])
     loadgen, ready = start_loadgen(run, target)
     if not args.quiet:
-        print(f"bench: {args.workload} sync={args.sync} for {args.duration:g}s, {ready['bodies']} distinct "
-              f"bodies of {ready['body_bytes_mean']:,} bytes built in {ready['build_seconds']}s; "
-              f"work dir {run.workdir}", file=sys.stderr, flush=True)
+        print(f"bench: {run.subject}: {args.workload} sync={args.sync} for {args.duration:g}s, "
+              f"{ready['bodies']} distinct bodies of {ready['body_bytes_mean']:,} bytes built in "
+              f"{ready['build_seconds']}s; work dir {run.workdir}", file=sys.stderr, flush=True)
     first = last = run.sample()
     assert loadgen.popen.stdin is not None
     loadgen.popen.stdin.write(b"go\n")
@@ -83,7 +93,7 @@ def measure(run: Run) -> dict[str, Any]:
         _progress(run, last, now, f"{now.at - first.at:.0f}s")
         last = now
         if not relay.alive():
-            raise BenchError(f"the relay exited during the run\n{relay.log_tail()}")
+            raise BenchError(f"{run.subject} exited during the run\n{relay.log_tail()}")
     if loadgen.popen.wait(60) != 0:
         raise BenchError(f"the load generator failed\n{loadgen.log_tail()}")
     result = json.loads((run.workdir / "loadgen.json").read_text())
@@ -115,6 +125,8 @@ def _drain(run: Run, first: Sample, stopped: Sample, acked: int) -> tuple[float,
 
 
 def _queue_empty(run: Run) -> bool:
+    if run.subject != "relay":
+        return True  # a peer: upstream holding every acknowledged entry is the whole test
     text = get_text(run.relay_base + "/metrics")
     return all(float(value) == 0 for value in re.findall(r'^relay_queue_entries\{[^}]*\} (\S+)$', text, re.M))
 
@@ -150,6 +162,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--drain-timeout", type=_duration, default=120.0, help="longest wait for the queue to drain (120s)")
     add("--profile", metavar="FILE", help="record the relay with py-spy while it runs: FILE.svg a flame "
                                        "graph, FILE.txt collapsed stacks, FILE.json speedscope")
+    add("--peer", choices=sorted(PEERS), help="also run this peer in the relay's place, turn about, and compare "
+        "(fluent-bit: FLUENT_BIT_BIN, else on PATH, else ../shared/peers/fluent-bit; skipped, exit 0, "
+        "when there is none); the upstream is then the lean sink for both")
+    add("--rounds", type=int, default=2, help="with --peer: relay and peer turns each (default %(default)s)")
+    add("--peer-workers", type=int, default=2, help="with --peer: the peer's output workers (default %(default)s)")
     add("--json", action="store_true", help="print the result as JSON")
     add("--keep", metavar="DIR", help="keep the work dir (configs, logs, queue, record) in DIR")
     add("--quiet", action="store_true", help="no progress lines on stderr")
@@ -157,6 +174,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     args.sink_option = [_sink_line(option) for option in args.sink_option]
+    if args.peer:
+        if args.profile:
+            raise SystemExit("relay bench: --profile and --peer do not go together")
+        if args.rounds < 1:
+            raise SystemExit("relay bench: --rounds wants 1 or more")
+        return run_peer(args, measure)
     if args.keep:
         workdir = Path(args.keep).resolve()
         workdir.mkdir(parents=True, exist_ok=True)

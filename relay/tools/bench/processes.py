@@ -44,14 +44,16 @@ class BenchError(Exception):
 class Child:
     """A process of the bench, its output in DIR/NAME.log; stopped with SIGTERM, then SIGKILL."""
 
-    def __init__(self, name: str, args: list[str], workdir: Path, *, pipes: bool = False) -> None:
+    def __init__(self, name: str, args: list[str], workdir: Path, *, pipes: bool = False,
+                 executable: str | None = None) -> None:
+        """`args` for `python ARGS`, or for `executable ARGS` (a peer's binary) when given."""
         self.name = name
         self.log_path = workdir / f"{name}.log"
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
-            [sys.executable, *args], cwd=workdir, env=env,
+            [executable or sys.executable, *args], cwd=workdir, env=env,
             stdin=subprocess.PIPE if pipes else subprocess.DEVNULL,
             stdout=subprocess.PIPE if pipes else self._log, stderr=self._log)
 
@@ -177,10 +179,11 @@ class Run:
     ticks: list[dict[str, Any]] = field(default_factory=list)  # the load generator's, one a second
     done: threading.Event = field(default_factory=threading.Event)
     upstream_base: str = ""
-    relay_base: str = ""
+    relay_base: str = ""  # the ingest of the process under test: the relay, or a peer in its place
+    subject: str = "relay"  # which child is under test: "relay", or a peer's name (`--peer`)
 
     def sample(self, acked: int = 0) -> Sample:
-        relay, upstream = self.children["relay"], self.children["upstream"]
+        relay, upstream = self.children[self.subject], self.children["upstream"]
         stats = get_json(self.upstream_base + "/_mock/stats")
         return Sample(time.monotonic(), acked, int(stats["entries_accepted"]), cpu_seconds(relay.pid),
                       cpu_seconds(upstream.pid), read_bytes(upstream.pid), machine_busy_seconds())
@@ -193,6 +196,11 @@ def _pool_size(args: argparse.Namespace, per_body: int) -> int:
 
 
 def start_processes(run: Run) -> None:
+    start_upstream(run)
+    start_relay(run)
+
+
+def start_upstream(run: Run) -> None:
     args, workdir = run.args, run.workdir
     if args.upstream == "mock":
         command = ["-m", "relay", "mock-upstream", "--port", "0", "--api-key", API_KEY, "--now", PINNED_NOW]
@@ -205,6 +213,10 @@ def start_processes(run: Run) -> None:
     upstream = run.children["upstream"] = Child("upstream", command, workdir)
     run.upstream_base = f"http://127.0.0.1:{_listening_port(upstream)}"
     _wait("upstream /healthz", upstream, lambda: get_json(run.upstream_base + "/healthz"))
+
+
+def start_relay(run: Run) -> None:
+    args, workdir = run.args, run.workdir
     port = _free_port()
     config = workdir / "relay.toml"
     config.write_text(relay_config(workdir, port, run.upstream_base + "/v1/logs/custom", args.sync,
