@@ -143,7 +143,7 @@ class Load(threading.Thread):
                 async with session.post(self.url, data=body, headers=HEADERS) as response:
                     await response.read()
                     status = response.status
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError, OSError):
                 status = 0
             self.sent.append((tag, sent, status))
             await asyncio.sleep(0.01)  # load shaping, not synchronisation: keep the two cores for the relays

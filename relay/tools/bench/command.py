@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from relay.tools.bench.compare import run_peer
+from relay.tools.bench.peers import PEERS
 from relay.tools.bench.processes import (
     BenchError,
     Run,
@@ -46,7 +47,6 @@ from relay.tools.bench.processes import (
     start_loadgen,
     start_processes,
 )
-from relay.tools.bench.peers import PEERS
 from relay.tools.bench.procfs import peak_rss_mb
 from relay.tools.bench.profile import Profiler
 from relay.tools.bench.report import delivered_ids, report, table
