@@ -91,7 +91,8 @@ def _cpu_us_per_delivered(r: dict[str, Any]) -> float | None:
     # acknowledged entries, i.e. µs per acknowledged entry; rescale to delivered ones.
     if not r["entries_delivered"]:
         return None
-    return round(float(r["relay_cpu_s_per_million"]) * r["entries_acked"] / r["entries_delivered"], 2)
+    per_million: float = r["relay_cpu_s_per_million"] * r["entries_acked"] / r["entries_delivered"]
+    return round(per_million, 2)
 
 
 def summarize(turns: list[dict[str, Any]], peer: str) -> dict[str, Any]:
