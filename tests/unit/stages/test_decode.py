@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import struct
 import time
 import tracemalloc
@@ -22,11 +21,8 @@ from hypothesis import strategies as st
 from relay.errors import BadRequest, IngestError, PayloadTooLarge, UnsupportedMedia
 from relay.models import Decoded
 from relay.stages.decode import decode_body
+from tests.support import FIXTURES
 
-FIXTURES = Path(
-    os.environ.get("RELAY_FIXTURES")
-    or Path(__file__).resolve().parents[3].parent / "shared" / "fixtures"
-)
 FLUENT_BIT = sorted(p for p in (FIXTURES / "fluent-bit").glob("*") if p.is_dir())
 MiB = 1 << 20
 LIMIT = 16 * MiB
@@ -84,9 +80,7 @@ def test_fluent_bit_capture_decodes_to_its_records(case: Path) -> None:
 
 
 def test_fixtures_are_present() -> None:
-    if not FIXTURES.is_dir():
-        pytest.skip(f"no fixtures at {FIXTURES} (set RELAY_FIXTURES)")
-    assert len(FLUENT_BIT) >= 20
+    assert len(FLUENT_BIT) >= 20, f"the Fluent Bit captures are missing from {FIXTURES}"
 
 
 # --- Content-Encoding ---------------------------------------------------------------------
