@@ -31,9 +31,9 @@ import pytest
 import zstandard
 
 from tests.e2e.harness import PINNED_NOW, Relay, sink_toml
-from tests.support import FIXTURES, MockUpstream, http_request, wait_until
+from tests.support import FIXTURES, REPO_ROOT, MockUpstream, http_request, wait_until
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPO_ROOT
 SHIPPERS = REPO / "configs" / "shippers"
 FLUENT_BIT = FIXTURES / "fluent-bit"
 VECTOR = FIXTURES / "vector"
