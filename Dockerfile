@@ -16,7 +16,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY relay ./relay
 COPY configs/relay.toml ./configs/relay.toml
 COPY scripts/container-build.sh ./scripts/container-build.sh

@@ -4,14 +4,22 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= configs/relay.toml
+# Exact versions with hashes, made by `make lock` from the ranges in pyproject.toml:
+# requirements.lock is what the relay runs on (the container image installs it),
+# requirements-dev.lock adds the test and lint tools at versions agreeing with it.
+LOCK     := requirements.lock
+DEV_LOCK := requirements-dev.lock
+UV_COMPILE = $(BIN)/uv pip compile pyproject.toml --quiet --upgrade --generate-hashes --universal \
+             --python-version 3.11
 
-.PHONY: run test soak check-config bench system-deps clean
+.PHONY: run test lint lock soak check-config bench system-deps clean
 
-$(STAMP): pyproject.toml
+# Plain pip installs the lock: no other tool is needed to install, only to lock.
+$(STAMP): pyproject.toml $(DEV_LOCK)
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "relay needs Python 3.11+"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(DEV_LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 # Without PROFOUND_API_KEY the relay delivers to a local `relay mock-upstream` it starts itself.
@@ -24,6 +32,18 @@ test: $(STAMP)
 # Long crash/outage soak tests, skipped in CI.
 soak: $(STAMP)
 	RELAY_SOAK=1 $(BIN)/python -m pytest -q -m soak
+
+lint: $(STAMP)
+	$(BIN)/ruff check relay tests
+	$(BIN)/mypy relay
+
+# Re-resolve every dependency to the newest release the ranges in pyproject.toml allow.
+# The lock tool (uv) goes into the venv on demand; nothing needs it to install.
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet 'uv>=0.4'
+	$(UV_COMPILE) --extra test --extra dev -o $(DEV_LOCK)
+	$(UV_COMPILE) --constraint $(DEV_LOCK) -o $(LOCK)
 
 check-config: $(STAMP)
 	$(BIN)/relay check-config -c $(CONFIG)

@@ -3,8 +3,9 @@
 #
 #   scripts/container-build.sh PREFIX
 #
-# makes PREFIX/opt/relay (a virtualenv with the relay installed by `pip install`
-# from a clean copy of the sources, exactly what the image holds) and
+# makes PREFIX/opt/relay (a virtualenv holding the dependencies of requirements.lock,
+# hashes checked, and the relay installed by `pip install --no-deps` from a clean
+# copy of the sources, exactly what the image holds) and
 # PREFIX/etc/relay/relay.toml (the default config). The Dockerfile's builder
 # stage runs this very script with PREFIX=/, and tests/unit/test_container.py
 # runs it into a temporary directory, then starts the image's ENTRYPOINT + CMD
@@ -29,8 +30,10 @@ trap 'rm -rf "$stage"' EXIT
 cp -R "$src/pyproject.toml" "$src/README.md" "$src/relay" "$stage/"
 find "$stage" -name __pycache__ -type d -prune -exec rm -rf {} +
 
+# The dependencies at the exact versions and hashes of the lock, then the relay alone.
 "$python" -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$stage"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes -r "$src/requirements.lock"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps "$stage"
 
 mkdir -p "$prefix/etc/relay"
 cp "$src/configs/relay.toml" "$prefix/etc/relay/relay.toml"

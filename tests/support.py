@@ -5,6 +5,8 @@
     http_request(url, ...)       one HTTP exchange -> HttpResponse, whatever the status
     Process(args, log_dir)       `python -m relay ARGS`, output to LOG_DIR/NAME.log
     MockUpstream(tmp_dir)        `relay mock-upstream` on a free port, recording to a file
+    FIXTURES                     the shipper request fixtures (tests/fixtures, or $RELAY_FIXTURES)
+    fluent_bit_binary()          the optional real Fluent Bit, or None (with PEER_MISSING to skip)
 
 Every process writes stdout and stderr to its own log file, appended across
 restarts; `log_text()` / `log_tail()` give it to a failing assertion.
@@ -30,11 +32,30 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The one place tests find fixtures: in the repository, so a clone needs nothing beside it.
+FIXTURES = Path(os.environ.get("RELAY_FIXTURES") or REPO_ROOT / "tests" / "fixtures")
+# The only thing from outside the repository a test may use: a real Fluent Bit to check
+# configs against, where one is installed. Tests that need it skip with this reason.
+PEER_MISSING = ("needs a Fluent Bit binary (4.x): set FLUENT_BIT_BIN, put fluent-bit on PATH, "
+                "or place it at ../shared/peers/fluent-bit beside the repository")
 DEFAULT_TIMEOUT = 10.0  # seconds, for waits on processes and HTTP exchanges
 T = TypeVar("T")
 
 # Never through a proxy from the environment: every test server is local.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def fluent_bit_binary() -> Path | None:
+    """A runnable Fluent Bit: $FLUENT_BIT_BIN, else `fluent-bit` on PATH, else ../shared/peers/."""
+    import shutil
+
+    named = os.environ.get("FLUENT_BIT_BIN")
+    candidates = [named] if named else [shutil.which("fluent-bit"),
+                                        str(REPO_ROOT.parent / "shared" / "peers" / "fluent-bit")]
+    for candidate in candidates:
+        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return Path(candidate)
+    return None
 
 
 def free_port() -> int:

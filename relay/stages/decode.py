@@ -25,7 +25,7 @@ from relay.models import Decoded, Rejection
 from relay.stages.compression import decompress
 
 _JSON = msgspec.json.Decoder()
-# msgspec raises UnicodeDecodeError for invalid UTF-8 and RecursionError for deep nesting.
+# Invalid UTF-8 comes as DecodeError or UnicodeDecodeError (by msgspec version); deep nesting as RecursionError.
 _JSON_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 _EVENT_TIME = struct.Struct(">II")
 
@@ -204,16 +204,24 @@ def _per_object(data: bytes) -> _Kept:
 
 
 def _json_problem(exc: BaseException, data: bytes, base: int = 0) -> str:
-    """msgspec's reason, with its offset turned into a byte offset in the whole body."""
-    if isinstance(exc, UnicodeDecodeError):
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError as bad:
-            return f"invalid UTF-8 at body byte {base + bad.start}"
-        return "invalid UTF-8"
+    """Why `data` is not JSON, with a byte offset in the whole body (`base`: where data starts).
+
+    The location is the relay's promise, not the JSON library's: where the library gives an
+    offset it is moved into the body; where it gives none (msgspec's invalid UTF-8, truncated
+    input), the relay finds the place itself.
+    """
     if isinstance(exc, RecursionError):
         return "JSON is nested too deeply"
-    return _BYTE_AT.sub(lambda m: f"(body byte {base + int(m[1])})", str(exc))
+    text = str(exc)
+    if not isinstance(exc, UnicodeDecodeError) and _BYTE_AT.search(text):
+        return _BYTE_AT.sub(lambda m: f"(body byte {base + int(m[1])})", text)
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return f"invalid UTF-8 at body byte {base + bad.start}"
+    if "truncated" in text:
+        return f"JSON is cut short: it ends at body byte {base + len(data)} inside a value"
+    return f"JSON is malformed between body bytes {base} and {base + len(data)}: {text}"
 
 
 # --- text ---------------------------------------------------------------------------------

@@ -12,17 +12,14 @@ from typing import Any, Self
 
 import aiohttp
 
-from tests.support import Process, free_port, http_request, wait_until
+from tests.support import FIXTURES, Process, free_port, http_request, wait_until
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
 PINNED_NOW = "2026-11-25T09:30:00+00:00"  # the fixtures' traffic is dated 2026-11-25
 
 
 def fixture(name: str) -> tuple[bytes, dict[str, str], list[Any]]:
     """A captured Fluent Bit request: body bytes, headers, decoded records."""
-    import os
-
-    root = Path(os.environ.get("RELAY_FIXTURES", FIXTURES)) / "fluent-bit" / name
+    root = FIXTURES / "fluent-bit" / name
     request = json.loads((root / "request.json").read_text())
     headers = {k: v for k, v in request["headers"] if k.lower() in ("content-type", "content-encoding")}
     records = [json.loads(line) for line in (root / "records.jsonl").read_text().splitlines() if line]

@@ -6,7 +6,7 @@ as shipped (fluentbit, vector, syslog-ng, with tokens from the environment) plus
 for the other mappings the fixtures need. Each case posts one request, checks the answer,
 then waits until the mock has received exactly the accepted entries (and no more).
 
-Fixtures: ../shared/fixtures/fluent-bit/* (captured from Fluent Bit 4.2.8), tests/fixtures/
+Fixtures: tests/fixtures/fluent-bit/* (captured from Fluent Bit 4.2.8), tests/fixtures/
 vector/* (synthesised from Vector's documented behaviour), tests/fixtures/syslog-ng/* (captured
 from syslog-ng 3.38). They all carry the same 200 requests of 2026-11-25, so the relay's clock
 is pinned (PINNED_NOW) and deliveries can be compared across shippers and formats.
@@ -30,14 +30,14 @@ import cramjam
 import pytest
 import zstandard
 
-from tests.e2e.harness import FIXTURES, PINNED_NOW, Relay, sink_toml
-from tests.support import MockUpstream, http_request, wait_until
+from tests.e2e.harness import PINNED_NOW, Relay, sink_toml
+from tests.support import FIXTURES, REPO_ROOT, MockUpstream, http_request, wait_until
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPO_ROOT
 SHIPPERS = REPO / "configs" / "shippers"
-FLUENT_BIT = Path(os.environ.get("RELAY_FIXTURES", FIXTURES)) / "fluent-bit"
-VECTOR = REPO / "tests" / "fixtures" / "vector"
-SYSLOG_NG = REPO / "tests" / "fixtures" / "syslog-ng"
+FLUENT_BIT = FIXTURES / "fluent-bit"
+VECTOR = FIXTURES / "vector"
+SYSLOG_NG = FIXTURES / "syslog-ng"
 KEY = "test-key"
 HOST = "www.example.com"
 FB_TOKEN = "fluent-bit-e2e-token"
@@ -78,7 +78,6 @@ tokens = ["{VECTOR_TOKEN}"]
 """
 FB_BASIC = {"Authorization": "Basic " + base64.b64encode(f"fluent-bit:{FB_TOKEN}".encode()).decode(),
             "X-Fluent-Tag": "nginx.access"}  # as fluent-bit.conf sends it (http_User/http_Passwd, header_tag)
-needs_fluent_bit = pytest.mark.skipif(not FLUENT_BIT.is_dir(), reason=f"no Fluent Bit fixtures at {FLUENT_BIT}")
 
 
 @dataclass
@@ -195,14 +194,11 @@ def test_fixture_is_delivered(stack: Stack, case_id: str) -> None:
 
 
 def test_every_public_fluent_bit_fixture_is_covered() -> None:
-    if not FLUENT_BIT.is_dir():
-        pytest.skip(f"no Fluent Bit fixtures at {FLUENT_BIT}")
     covered = {c.folder.name for c in CASES.values() if c.shipper == "fluent-bit"}
     assert covered == {p.name for p in FLUENT_BIT.iterdir() if p.is_dir()}
     assert len(covered) == 20
 
 
-@needs_fluent_bit
 def test_every_fluent_bit_format_of_the_same_log_delivers_the_same_entries(stack: Stack) -> None:
     """json, json_lines, json_stream, msgpack; gzip or not; date as float, iso8601 or @timestamp."""
     for prefix in ("nginx-combined.", "nginx-json.", "raw-line."):
@@ -212,7 +208,6 @@ def test_every_fluent_bit_format_of_the_same_log_delivers_the_same_entries(stack
             assert same_entries(stack.run(case), reference), f"{case.id} differs from {group[0].id}"
 
 
-@needs_fluent_bit
 @pytest.mark.parametrize("compress", ["zstd", "snappy"])
 def test_fluent_bit_zstd_and_snappy_compression(stack: Stack, compress: str) -> None:
     """`compress zstd` / `compress snappy` (no capture of these: the captured json_lines body,
@@ -224,7 +219,6 @@ def test_fluent_bit_zstd_and_snappy_compression(stack: Stack, compress: str) -> 
     assert same_entries(entries, stack.run(CASES["fluent-bit/nginx-combined.json_lines"]))
 
 
-@needs_fluent_bit
 def test_fluent_bit_gelf_through_its_preset(stack: Stack) -> None:
     """`format gelf` (no capture: built from the nginx-combined records as out_http's GELF
     encoder writes them: version, short_message, host, the other keys as `_key`, timestamp
@@ -242,7 +236,6 @@ def test_fluent_bit_gelf_through_its_preset(stack: Stack) -> None:
     assert same_entries(entries, stack.run(CASES["fluent-bit/nginx-combined.json"]))
 
 
-@needs_fluent_bit
 def test_fluent_bit_header_tag_reaches_the_mapping_as_tag(stack: Stack) -> None:
     """`header_tag X-Fluent-Tag` sends the record's tag; a source's tag_header makes it `$tag`."""
     body, headers, _ = CASES["fluent-bit/nginx-combined.msgpack.gzip"].request()
@@ -254,7 +247,6 @@ def test_fluent_bit_header_tag_reaches_the_mapping_as_tag(stack: Stack) -> None:
     assert same_entries(entries, [{**e, "host": "shop.example.com"} for e in reference])
 
 
-@needs_fluent_bit
 def test_raw_lines_give_the_same_entries_from_every_shipper(stack: Stack) -> None:
     """The same 200 nginx lines, raw: Fluent Bit `log`, Vector `message` (json, ndjson, text) and syslog-ng."""
     reference = stack.run(CASES["fluent-bit/raw-line.json.gzip"])
@@ -274,7 +266,6 @@ def without(entries: list[dict[str, Any]], *lines: tuple[str, str]) -> list[dict
     return [e for e in entries if (e["ip"], e["timestamp"]) not in lines]
 
 
-@needs_fluent_bit
 def test_vector_parsed_events_match_the_fluent_bit_parser(stack: Stack) -> None:
     """parse_apache_log and parse_nginx_log fields give what Fluent Bit's nginx parser gives,
     but for lines 7 and 23 (covered by the two tests below)."""
@@ -285,7 +276,6 @@ def test_vector_parsed_events_match_the_fluent_bit_parser(stack: Stack) -> None:
         assert same_entries(without(vector, LINE_7, LINE_23), without(fluent_bit, LINE_7, LINE_23)), case_id
 
 
-@needs_fluent_bit
 @pytest.mark.parametrize("case_id", ["vector/apache-parsed.ndjson.zstd", "vector/nginx-parsed.json.gzip"])
 def test_vector_presets_undo_nginx_escapes_like_the_fluent_bit_preset(stack: Stack, case_id: str) -> None:
     expected = line(stack.run(CASES["fluent-bit/nginx-combined.json"]), LINE_23)
@@ -306,7 +296,6 @@ def test_vector_nginx_parse_failure_is_reported_with_its_index(stack: Stack) -> 
         assert len(answer["errors"]) == 1 and answer["errors"][0].startswith("$[7]."), answer
 
 
-@needs_fluent_bit
 def test_plain_app_posts_one_json_object_per_request(stack: Stack) -> None:
     """An app that logs one request per POST: a single JSON object, plain or gzip, no array."""
     record = json.loads((FLUENT_BIT / "nginx-json.json.no-date" / "records.jsonl").read_text().splitlines()[0])
@@ -350,7 +339,6 @@ def test_token_auth(stack: Stack, auth: dict[str, str], status: int) -> None:
     assert stack.accepted_so_far() == before
 
 
-@needs_fluent_bit
 def test_fluent_bit_bearer_header_as_in_the_yaml_config(stack: Stack) -> None:
     body, headers, _ = CASES["fluent-bit/nginx-combined.json_lines.gzip"].request()
     headers = {**headers, "Authorization": f"Bearer {FB_TOKEN}", "X-Fluent-Tag": "nginx.access"}
@@ -373,7 +361,6 @@ def test_400_only_when_nothing_decodes(stack: Stack) -> None:
         assert response.json()["status"] == "error"
 
 
-@needs_fluent_bit
 def test_one_bad_record_is_reported_and_the_rest_delivered(stack: Stack) -> None:
     """Fluent Bit and Vector drop a 4xx request whole: a bad line must not cost the other 199."""
     body, headers, _ = CASES["fluent-bit/nginx-json.json_lines"].request()
@@ -405,7 +392,6 @@ def test_415_names_what_it_cannot_read(stack: Stack, headers: dict[str, str], na
     assert named in response.json()["error"]
 
 
-@needs_fluent_bit
 def test_full_queue_answers_503_with_retry_after_then_recovers(tmp_path: Path) -> None:
     """Backpressure: 503 + Retry-After, which Fluent Bit, Vector and (with this repo's config) syslog-ng retry."""
     body, headers, _ = CASES["fluent-bit/nginx-combined.json.gzip"].request()

@@ -4,6 +4,7 @@ import pytest
 
 from relay.config import Config, load, parse_duration, parse_size
 from relay.errors import ConfigError
+from tests.support import REPO_ROOT
 
 MINIMAL = """
 [sources.fb]
@@ -117,7 +118,7 @@ def test_toml_syntax_error_names_the_file(tmp_path: Path) -> None:
 
 
 def test_default_config_loads() -> None:
-    root = Path(__file__).resolve().parents[2]
+    root = REPO_ROOT
     config = load(root / "configs" / "relay.toml", env={"PROFOUND_API_KEY": "k"})
     assert set(config.sources) == {"fluentbit", "custom"}
     assert config.sources["custom"].path == "/v1/logs/custom"

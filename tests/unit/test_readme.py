@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import re
 import tomllib
-from pathlib import Path
 
 import msgspec
 import pytest
 
-from relay.config import Config, LogConfig, QueueConfig, ServerConfig, SinkConfig, SourceConfig, ValidationConfig
+from relay.config import (
+    Config,
+    LogConfig,
+    QueueConfig,
+    ServerConfig,
+    SinkConfig,
+    SourceConfig,
+    ValidationConfig,
+)
 from relay.mapping import MappingLibrary
+from tests.support import REPO_ROOT
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+README = (REPO_ROOT / "README.md").read_text()
 
 
 def toml_blocks() -> list[str]:
@@ -64,7 +72,7 @@ def test_quick_start_is_exactly_make_run_and_make_test() -> None:
 
 
 def test_shipper_examples_match_the_tested_configs() -> None:
-    root = Path(__file__).resolve().parents[2] / "configs" / "shippers"
+    root = REPO_ROOT / "configs" / "shippers"
     fluent_bit = re.search(r"### Fluent Bit\n.*?```ini\n(.*?)```", README, flags=re.S)
     assert fluent_bit is not None
     assert fluent_bit.group(1).strip() in (root / "fluent-bit.conf").read_text()

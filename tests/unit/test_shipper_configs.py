@@ -26,10 +26,11 @@ import yaml
 
 from relay.config import load
 from relay.mapping import MappingLibrary
+from tests.support import FIXTURES, PEER_MISSING, REPO_ROOT, fluent_bit_binary
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPO_ROOT
 SHIPPERS = REPO / "configs" / "shippers"
-VECTOR_FIXTURES = REPO / "tests" / "fixtures" / "vector"
+VECTOR_FIXTURES = FIXTURES / "vector"
 TOKEN_ENV = "${RELAY_TOKEN}"
 RELAY_MAX_BODY = 16 * 2**20  # server.max_body_size default
 VECTOR_MIN_DISK_BUFFER = 268_435_488
@@ -159,11 +160,11 @@ def test_fluent_bit_classic_and_yaml_configs_say_the_same_thing() -> None:
             assert normal(a) == normal(b), section
 
 
-@pytest.mark.skipif(not shutil.which("fluent-bit"), reason="fluent-bit is not installed (not on PyPI or Debian)")
+@pytest.mark.skipif(fluent_bit_binary() is None, reason=PEER_MISSING)
 @pytest.mark.parametrize("name", sorted(FLUENT_BIT))
 def test_fluent_bit_accepts_the_config(name: str) -> None:
     env = {"RELAY_HOST": "127.0.0.1", "RELAY_PORT": "8080", "RELAY_TOKEN": "t", "PATH": "/usr/bin:/bin"}
-    result = subprocess.run(["fluent-bit", "--dry-run", "-c", str(SHIPPERS / name)], env=env,
+    result = subprocess.run([str(fluent_bit_binary()), "--dry-run", "-c", str(SHIPPERS / name)], env=env,
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -336,7 +337,7 @@ def test_every_test_the_shipper_docs_cite_exists() -> None:
     cited = set(re.findall(r"`(test_\w+)(?![\w.])", doc)) | set(re.findall(r"::(test_\w+)", doc))
     assert len(cited) > 15 and cited <= defined, sorted(cited - defined)
     fixture_dirs = {f"{shipper}/{p.name}" for shipper, root in
-                    [("vector", VECTOR_FIXTURES), ("syslog-ng", REPO / "tests" / "fixtures" / "syslog-ng")]
+                    [("vector", VECTOR_FIXTURES), ("syslog-ng", FIXTURES / "syslog-ng")]
                     for p in root.iterdir() if p.is_dir()}
     cited_fixtures = {m for m in re.findall(r"fixture\[((?:vector|syslog-ng)/[^\]*]+)\]", doc)}
     assert cited_fixtures and cited_fixtures <= fixture_dirs, sorted(cited_fixtures - fixture_dirs)

@@ -10,7 +10,7 @@ runs the workload for `--duration`, stops the load, waits (bounded) for the queu
 drain, and reports: entries/s acknowledged and delivered, request latency, relay CPU
 seconds per million entries (the relay's process tree only, from /proc), the relay's
 peak RSS (VmHWM), bytes in and upstream, and duplicates and losses, matched entry by
-entry through the unique id each entry carries in `bytes_sent`. Exit status 1 when
+entry through the unique id each entry carries in its path. Exit status 1 when
 any entry was lost or duplicated, 2 when the bench itself could not run.
 
 With `--peer fluent-bit` (or `vector`) the same timed run alternates between the relay
@@ -144,8 +144,9 @@ def _duration(text: str) -> float:
 def configure(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--workload", choices=WORKLOADS, default="fluentbit",
-        help="fluentbit: 1,000-record Fluent Bit json bodies, gzip; passthrough: 1,000-entry upstream-form "
-             "bodies, gzip; single: 1 entry per request, 64 clients (default %(default)s)")
+        help="fluentbit: 1,000-record Fluent Bit json bodies (nginx parser), gzip; passthrough: 1,000-entry "
+             "upstream-form JSON arrays, gzip; ndjson: the same as NDJSON; single: 1 entry per request, "
+             "64 clients. All from 100,000 generated access-log records (default %(default)s)")
     add("--sync", choices=["full", "normal"], default="normal", help="the queue's sync mode (default %(default)s)")
     add("--duration", type=_duration, default=10.0, help="how long to send, e.g. 10s (default 10s)")
     add("--rate", type=float, help="cap the load at this many entries/s (default: as fast as it goes)")

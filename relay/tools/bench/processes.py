@@ -28,11 +28,11 @@ from typing import IO, Any
 from relay.tools.bench.procfs import cpu_seconds, machine_busy_seconds, read_bytes
 from relay.tools.bench.workloads import workload
 
-PINNED_NOW = "2026-11-25T09:30:00Z"  # the fixture traffic is dated 2026-11-25
+PINNED_NOW = "2026-11-25T09:30:00Z"  # the generated traffic (bench/records.py) is dated 2026-11-25
 API_KEY = "bench-key"
 RATE_CEILING = {"bulk": 400_000, "single": 20_000}  # entries/s a pool of bodies is sized for
 POOL_CAP = {"bulk": 4_000, "single": 400_000}  # bodies; beyond it they are sent again (counted)
-CONCURRENCY = {"fluentbit": 8, "passthrough": 8, "single": 64}
+CONCURRENCY = {"fluentbit": 8, "passthrough": 8, "ndjson": 8, "single": 64}
 PACKAGE_ROOT = Path(__file__).resolve().parents[3]
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 

@@ -1,6 +1,6 @@
 """The result of a `relay bench` run: duplicates and losses entry by entry, the figures, and the table.
 
-Every entry carries a unique id in `bytes_sent`; what upstream recorded is matched
+Every entry carries a unique id in its path (bench/records.py); what upstream recorded is matched
 against how often the load generator saw each body acknowledged, so a loss or a
 duplicate is counted, not estimated from totals.
 """
@@ -14,10 +14,11 @@ import msgspec
 
 from relay.tools.bench.processes import CONCURRENCY, Run, Sample
 from relay.tools.bench.procfs import machine
+from relay.tools.bench.records import id_in_path
 
 
 class _Entry(msgspec.Struct):
-    bytes_sent: int | None = None
+    path: str = ""
 
 
 class _Recorded(msgspec.Struct):
@@ -35,7 +36,9 @@ def delivered_ids(run: Run) -> array[int]:
     out = array("Q")
     with open(run.record, "rb") as lines:
         for line in lines:
-            out.extend(e.bytes_sent if e.bytes_sent is not None else 2**63 for e in decode(line).entries)
+            for entry in decode(line).entries:
+                found = id_in_path(entry.path)
+                out.append(2**63 if found is None else found)  # no id of ours: counts as a duplicate
     return out
 
 

@@ -1,31 +1,41 @@
-"""The workloads of `relay bench`: which path each posts to, and its bodies and requests, built before the timed window.
+"""The workloads of `relay bench`: where each posts, in what shape, and its bodies, built before the timed window.
 
-Every body holds the captured Fluent Bit nginx records with a unique id in `bytes_sent`
-(the one field every workload carries and the relay passes through as an integer), so
-that what reaches upstream can be matched entry by entry to what was acknowledged.
+    fluentbit    1,000 records a body as Fluent Bit's http output sends them (`format json`, gzip)
+                 from its built-in nginx parser: remote, host, user, method, path, code, size,
+                 referer, agent, all strings, after the `date` key; to /ingest/fluentbit
+                 (mapping preset fluentbit-nginx)
+    passthrough  1,000 entries a body in the upstream API's own form, a JSON array, gzip, to
+                 /v1/logs/custom (mapping `profound`), as an application posts them
+    ndjson       the same entries as NDJSON (application/x-ndjson, gzip), as Vector and most
+                 HTTP log clients send, to /v1/logs/custom
+    single       one upstream-form entry a request, no compression, to /v1/logs/custom
+
+Every entry comes from the generated traffic of bench/records.py: entry n of a run is
+base record n % BASE_RECORDS with the unique id `entry_token(n)` in its path, so body b
+holds the entries b*per_body .. (b+1)*per_body-1 and what reaches upstream can be
+matched, entry by entry, to what the relay acknowledged (records.ids_in).
+
+API (the load generator and other drivers use only these):
+    workload(name, records)        -> Workload (path, entries a body, content type, gzip)
+    build_bodies(workload, count)  -> the first `count` bodies, bytes, in order
+    request_bytes(workload, host, body, token) -> one whole HTTP/1.1 request
 """
 
 from __future__ import annotations
 
-import json
-import os
+import functools
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import msgspec
 from isal import igzip
 
-FIXTURES = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "fluent-bit"
-FIXTURE_RECORDS = "nginx-combined.json/records.jsonl"
-BENCH_HOST = "www.example.com"
-WORKLOADS = ("fluentbit", "passthrough", "single")
+from relay.tools.bench.records import ID_SLOT, base_records, entry_token, query_string
+
+WORKLOADS = ("fluentbit", "passthrough", "ndjson", "single")
 GZIP_LEVEL = 1  # bodies are built before the run; the level only changes bytes in, not decode cost
-
-
-def fixtures_dir() -> Path:
-    return Path(os.environ.get("RELAY_FIXTURES", FIXTURES.parent)) / "fluent-bit"
+_SLOT = msgspec.json.encode(ID_SLOT)[1:-1]  # how the id's place looks once JSON-encoded
 
 
 class Workload(msgspec.Struct, frozen=True):
@@ -33,6 +43,7 @@ class Workload(msgspec.Struct, frozen=True):
     path: str  # where the relay takes it
     per_body: int  # entries per request
     gzip: bool
+    content_type: str = "application/json"
 
 
 def workload(name: str, records: int = 1000) -> Workload:
@@ -40,66 +51,69 @@ def workload(name: str, records: int = 1000) -> Workload:
         return Workload(name, "/ingest/fluentbit", records, True)
     if name == "passthrough":
         return Workload(name, "/v1/logs/custom", records, True)
+    if name == "ndjson":
+        return Workload(name, "/v1/logs/custom", records, True, "application/x-ndjson")
     if name == "single":
         return Workload(name, "/v1/logs/custom", 1, False)
     raise ValueError(f"unknown workload {name!r}; one of {', '.join(WORKLOADS)}")
 
 
-def load_fixture_records() -> list[dict[str, Any]]:
-    """The 200 Fluent Bit nginx-parser records of the captured fixture, in body order."""
-    text = (fixtures_dir() / FIXTURE_RECORDS).read_text()
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+def fluentbit_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A base record as Fluent Bit's nginx parser + http output send it: strings, `date` first."""
+    query = query_string(record["query"])
+    return {"date": record["time"], "remote": record["ip"], "host": "-", "user": record["user"],
+            "method": record["method"], "path": record["path"] + (f"?{query}" if query else ""),
+            "code": str(record["status"]), "size": str(record["size"]), "referer": record["referer"],
+            "agent": record["agent"]}
 
 
-def _upstream_form(record: dict[str, Any]) -> dict[str, Any]:
-    """A Fluent Bit nginx record as an app would post it straight to the upstream API."""
-    path, _, query = record["path"].partition("?")
+def upstream_entry(record: dict[str, Any]) -> dict[str, Any]:
+    """A base record as an application posts it straight to the upstream API."""
+    millis: int = round(record["time"] * 1000)
     entry: dict[str, Any] = {
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record["date"])),
-        "method": record["method"], "host": BENCH_HOST, "path": path,
-        "status_code": int(record["code"]), "ip": record["remote"], "user_agent": record["agent"],
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(millis // 1000)) + f".{millis % 1000:03d}Z",
+        "method": record["method"], "host": record["host"], "path": record["path"],
+        "status_code": record["status"], "ip": record["ip"], "user_agent": record["agent"],
     }
-    if query:
-        entry["query_params"] = dict(part.partition("=")[::2] for part in query.split("&"))
+    if record["query"]:
+        entry["query_params"] = record["query"]
     if record["referer"] != "-":
         entry["referer"] = record["referer"]
-    entry["duration_ms"] = 12.5
-    entry["bytes_sent"] = 0  # the id goes here
+    entry["bytes_sent"] = record["size"]
+    entry["duration_ms"] = record["duration_ms"]
     return entry
 
 
-def _templates(name: str) -> list[tuple[bytes, bytes]]:
-    """Per fixture record: the encoded JSON object split around the id's digits."""
+@functools.cache
+def _templates(shape: str) -> tuple[tuple[bytes, bytes], ...]:
+    """Per base record: its JSON encoding cut where the id goes (built once per process)."""
     encode = msgspec.json.encode
+    form = fluentbit_record if shape == "fluentbit" else upstream_entry
     out = []
-    for record in load_fixture_records():
-        if name == "fluentbit":
-            value = encode({**record, "size": "\x00"})  # Fluent Bit's parser keeps numbers as strings
-            marker = b'"\\u0000"'
-            head, _, tail = value.partition(marker)
-            out.append((head + b'"', b'"' + tail))
-        else:
-            value = encode(_upstream_form(record))
-            head, _, tail = value.partition(b'"bytes_sent":0')
-            out.append((head + b'"bytes_sent":', tail))
-    return out
+    for record in base_records():
+        head, found, tail = encode(form(record)).partition(_SLOT)
+        assert found, record["path"]
+        out.append((head, tail))
+    return tuple(out)
 
 
 def build_bodies(load: Workload, count: int) -> Iterator[bytes]:
-    """`count` bodies; body b holds the ids b*per_body .. (b+1)*per_body-1."""
-    templates = _templates(load.name)
+    """The first `count` bodies of `load`; body b holds entries b*per_body .. (b+1)*per_body-1."""
+    templates = _templates("fluentbit" if load.name == "fluentbit" else "upstream")
     n = len(templates)
     per = load.per_body
+    ndjson = load.content_type != "application/json"
     for b in range(count):
-        first = b * per
-        parts = [templates[(first + i) % n][0] + str(first + i).encode() + templates[(first + i) % n][1]
-                 for i in range(per)]
-        raw = b"[" + b",".join(parts) + b"]"
-        yield igzip.compress(raw, compresslevel=GZIP_LEVEL) if load.gzip else raw
+        parts = []
+        for index in range(b * per, (b + 1) * per):
+            head, tail = templates[index % n]
+            parts.append(head + entry_token(index).encode() + tail)
+        raw = b"\n".join(parts) + b"\n" if ndjson else b"[" + b",".join(parts) + b"]"
+        yield igzip.compress(raw, compresslevel=GZIP_LEVEL, mtime=0) if load.gzip else raw  # same bytes every run
 
 
 def request_bytes(load: Workload, host: str, body: bytes, token: str | None = None) -> bytes:
-    head = [f"POST {load.path} HTTP/1.1", f"Host: {host}", "Content-Type: application/json",
+    head = [f"POST {load.path} HTTP/1.1", f"Host: {host}", f"Content-Type: {load.content_type}",
             f"Content-Length: {len(body)}", "User-Agent: relay-bench"]
     if load.gzip:
         head.append("Content-Encoding: gzip")

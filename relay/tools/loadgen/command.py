@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--port", type=int, default=0)
         if name == "sink":
             s.add_argument("--api-key")
-            s.add_argument("--ids", help="append each entry's id (bytes_sent) here, 8 bytes each")
+            s.add_argument("--ids", help="append each entry's id (from its path) here, 8 bytes each")
     args = parser.parse_args(argv)
     if args.command == "drive":
         return drive(args)

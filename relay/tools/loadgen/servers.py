@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 from array import array
 
 import msgspec
 from isal import isal_zlib
 
+from relay.tools.bench.records import ids_in
 from relay.tools.loadgen.driver import CONTENT_LENGTH
 
-# The id as the relay delivers it (an integer) or as a peer passes it on (Fluent Bit keeps its
-# parser's strings: "bytes_sent":"123" once its modify filter has renamed `size`).
-_ID = re.compile(rb'"bytes_sent":"?(\d+)')
+NOT_OURS = 2**63  # stands for an entry with no id of the bench in its path
 
 
 class _SinkStats(msgspec.Struct):
@@ -29,7 +27,7 @@ class _SinkStats(msgspec.Struct):
 
 
 async def serve_sink(args: argparse.Namespace) -> None:
-    """A lean upstream: key check, gunzip, count entries, append their ids to a file; no validation."""
+    """A lean upstream: key check, gunzip, count entries, append their ids (from their paths) to a file."""
     from aiohttp import web
 
     stats = _SinkStats()
@@ -48,7 +46,9 @@ async def serve_sink(args: argparse.Namespace) -> None:
             body = isal_zlib.decompress(body, wbits=31)
         count = len(split(body))
         if ids_file is not None:
-            ids_file.write(array("Q", map(int, _ID.findall(body))).tobytes())
+            ids = array("Q", ids_in(body))
+            ids.extend([NOT_OURS] * (count - len(ids)))
+            ids_file.write(ids.tobytes())
         stats.entries_accepted += count
         stats.by_status["200"] = stats.by_status.get("200", 0) + 1
         return web.Response(body=encode({"status": "accepted", "message": f"Processing {count} log entries",

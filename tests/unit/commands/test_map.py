@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,9 +11,9 @@ from typing import Any
 import pytest
 
 from relay.__main__ import main
+from tests.support import FIXTURES
 
-FIXTURES = Path(os.environ.get("RELAY_FIXTURES") or Path(__file__).resolve().parents[3].parent / "shared" / "fixtures")
-CASES = sorted(p.name for p in (FIXTURES / "fluent-bit").glob("*")) if (FIXTURES / "fluent-bit").is_dir() else []
+CASES = sorted(p.name for p in (FIXTURES / "fluent-bit").glob("*") if p.is_dir())
 PRESET = {"nginx-combined": "fluentbit-nginx", "nginx-json": "nginx-json", "raw-line": "nginx-combined"}
 PIN = ["--now", "2026-11-25T09:30:00Z"]
 

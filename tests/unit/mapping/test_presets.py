@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -15,15 +13,14 @@ import pytest
 from relay.mapping import MappingLibrary
 from relay.models import MapResult, RecordContext
 from relay.stages.schema import Entry, ValidationPolicy, Validator
+from tests.support import FIXTURES, REPO_ROOT
 
-FIXTURES = Path(os.environ.get("RELAY_FIXTURES") or Path(__file__).resolve().parents[3].parent / "shared" / "fixtures")
 FLUENT_BIT = FIXTURES / "fluent-bit"
 NOW = 1795599000.0  # 2026-11-25T09:30:00Z: the fixtures are dated 2026-11-25
 LIBRARY = MappingLibrary({})
 COMBINED_CASES = sorted(p.name for p in FLUENT_BIT.glob("nginx-combined.*"))
 JSON_CASES = sorted(p.name for p in FLUENT_BIT.glob("nginx-json.*"))
 RAW_CASES = sorted(p.name for p in FLUENT_BIT.glob("raw-line.*"))
-needs_fixtures = pytest.mark.skipif(not FLUENT_BIT.is_dir(), reason=f"no fixtures at {FLUENT_BIT}")
 
 
 def records(case: str) -> list[Any]:
@@ -59,7 +56,7 @@ def test_every_documented_preset_is_shipped_and_compiles() -> None:
 
 
 def test_presets_are_visible_at_configs_mappings() -> None:
-    shipped = Path(__file__).resolve().parents[3] / "configs" / "mappings"
+    shipped = REPO_ROOT / "configs" / "mappings"
     assert (shipped / "fluentbit-nginx.toml").is_file()
 
 
@@ -83,7 +80,6 @@ def test_profound_passes_upstream_entries_through_validated() -> None:
 # -- fluentbit-nginx ------------------------------------------------------------------------
 
 
-@needs_fixtures
 @pytest.mark.parametrize("case", COMBINED_CASES)
 def test_fluentbit_nginx_maps_every_captured_record(case: str) -> None:
     result = run("fluentbit-nginx", records(case), host="www.example.com")
@@ -107,7 +103,6 @@ def test_fluentbit_nginx_maps_every_captured_record(case: str) -> None:
     assert result.entries[2].referer == "https://claude.ai/"
 
 
-@needs_fixtures
 def test_fluentbit_nginx_timestamps_agree_across_date_formats() -> None:
     stamps = {case: [e.timestamp for e in run("fluentbit-nginx", records(case), "h").entries] for case in COMBINED_CASES}
     reference = stamps["nginx-combined.json"]
@@ -115,7 +110,6 @@ def test_fluentbit_nginx_timestamps_agree_across_date_formats() -> None:
     assert all(found == reference for found in stamps.values())
 
 
-@needs_fixtures
 def test_fluentbit_nginx_without_source_host_rejects_saying_to_set_it() -> None:
     result = run("fluentbit-nginx", records("nginx-combined.json")[:3])
     assert not result.entries and len(result.rejections) == 3
@@ -123,7 +117,6 @@ def test_fluentbit_nginx_without_source_host_rejects_saying_to_set_it() -> None:
     assert LIBRARY.get("fluentbit-nginx").needs_host
 
 
-@needs_fixtures
 @pytest.mark.parametrize("case", ["nginx-combined.msgpack.gzip", "nginx-combined.json_stream.gzip"])
 def test_fluentbit_nginx_on_the_decoded_capture(case: str) -> None:
     decode = pytest.importorskip("relay.stages.decode")
@@ -151,7 +144,6 @@ def test_fluentbit_nginx_reads_msgpack_events_and_date_formats() -> None:
 # -- nginx-json and nginx-combined on the same traffic ---------------------------------------
 
 
-@needs_fixtures
 @pytest.mark.parametrize("case", JSON_CASES)
 def test_nginx_json_maps_every_captured_record(case: str) -> None:
     result = run("nginx-json", records(case))
@@ -166,7 +158,6 @@ def test_nginx_json_maps_every_captured_record(case: str) -> None:
     assert 71.0 in durations  # 0.07099999999999999 s arrives; 71.0 ms leaves
 
 
-@needs_fixtures
 @pytest.mark.parametrize("case", RAW_CASES)
 def test_nginx_combined_reads_raw_lines_like_the_json_log(case: str) -> None:
     result = run("nginx-combined", records(case), host="www.example.com")
@@ -205,7 +196,6 @@ def clf_to_rfc3339(text: str) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@needs_fixtures
 def test_fluentbit_apache2_reads_the_client_ip_from_host() -> None:
     recs = []
     for line in source_lines():
@@ -218,7 +208,6 @@ def test_fluentbit_apache2_reads_the_client_ip_from_host() -> None:
     assert result.entries[2].query_params == {"q": "café crème", "lang": "fr"}
 
 
-@needs_fixtures
 def test_vector_presets_read_parse_nginx_log_and_parse_apache_log_events() -> None:
     nginx, apache = [], []
     for line in source_lines():

@@ -8,11 +8,9 @@ requests for every format.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -21,11 +19,10 @@ import pytest
 from relay.mapping import MappingLibrary
 from relay.models import RecordContext
 from relay.stages.schema import ValidationPolicy, Validator
+from tests.support import FIXTURES
 
-FIXTURES = Path(os.environ.get("RELAY_FIXTURES") or Path(__file__).resolve().parents[3].parent / "shared" / "fixtures")
 SOURCE = FIXTURES / "fluent-bit" / "nginx-json.json" / "records.jsonl"
 NOW = 1795599000.0  # 2026-11-25T09:30:00Z
-pytestmark = pytest.mark.skipif(not SOURCE.is_file(), reason=f"no fixtures at {SOURCE}")
 
 
 def nginx_json() -> list[dict[str, Any]]:

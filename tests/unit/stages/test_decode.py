@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import struct
 import time
 import tracemalloc
@@ -22,11 +21,8 @@ from hypothesis import strategies as st
 from relay.errors import BadRequest, IngestError, PayloadTooLarge, UnsupportedMedia
 from relay.models import Decoded
 from relay.stages.decode import decode_body
+from tests.support import FIXTURES
 
-FIXTURES = Path(
-    os.environ.get("RELAY_FIXTURES")
-    or Path(__file__).resolve().parents[3].parent / "shared" / "fixtures"
-)
 FLUENT_BIT = sorted(p for p in (FIXTURES / "fluent-bit").glob("*") if p.is_dir())
 MiB = 1 << 20
 LIMIT = 16 * MiB
@@ -84,9 +80,7 @@ def test_fluent_bit_capture_decodes_to_its_records(case: Path) -> None:
 
 
 def test_fixtures_are_present() -> None:
-    if not FIXTURES.is_dir():
-        pytest.skip(f"no fixtures at {FIXTURES} (set RELAY_FIXTURES)")
-    assert len(FLUENT_BIT) >= 20
+    assert len(FLUENT_BIT) >= 20, f"the Fluent Bit captures are missing from {FIXTURES}"
 
 
 # --- Content-Encoding ---------------------------------------------------------------------
@@ -262,12 +256,24 @@ def test_byte_order_mark_is_skipped() -> None:
     assert decode(b"\xef\xbb\xbfline\n", "text/plain").records == [{"message": "line"}]
 
 
-@pytest.mark.parametrize("body", [b'[{"a": 1}, {"b": }]', b'{"a": 1', b'[{"a": NaN}]',
-                                  b'[{"a": "\xff"}]', b"[" * 100_000])
-def test_malformed_json_is_400_with_a_location(body: bytes) -> None:
+# The relay's own wording of where (never the JSON library's text, which changes by version).
+@pytest.mark.parametrize("body, where", [
+    (b'[{"a": 1}, {"b": }]', "(body byte 17)"),
+    (b'{"a": 1', "ends at body byte 7 inside a value"),
+    (b'[{"a": NaN}]', "(body byte 7)"),
+    (b'[{"a": "\xff"}]', "invalid UTF-8 at body byte 8"),
+    (b"[" * 100_000, "nested too deeply"),
+])
+def test_malformed_json_is_400_with_a_location(body: bytes, where: str) -> None:
     with pytest.raises(BadRequest) as caught:
         decode(body)
-    assert "byte" in caught.value.message or "nested" in caught.value.message
+    assert where in caught.value.message
+
+
+def test_invalid_utf8_in_one_ndjson_line_is_located_in_the_body() -> None:
+    result = decode(b'{"a": "ok"}\n{"b": "\xc3("}\n')
+    assert result.records == [{"a": "ok"}]
+    assert [e.message for e in result.errors] == ["line 2 is not valid JSON: invalid UTF-8 at body byte 19"]
 
 
 def test_one_bad_ndjson_line_is_rejected_and_the_rest_kept() -> None:

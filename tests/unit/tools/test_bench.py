@@ -14,10 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from isal import igzip
 
+from relay.tools.bench.records import (
+    base_records,
+    check_unique_slots,
+    entry_token,
+    id_in_path,
+    ids_in,
+    token_index,
+)
 from relay.tools.bench.report import check_ids, table
-from relay.tools.bench.workloads import build_bodies, workload
-from tests.support import REPO_ROOT
+from relay.tools.bench.workloads import WORKLOADS, build_bodies, workload
+from tests.support import FIXTURES, REPO_ROOT
 
 KEYS = {
     "workload", "sync", "records_per_request", "duration_s", "concurrency", "rate_cap", "upstream",
@@ -41,6 +50,7 @@ def bench(*args: str, keep: Path | None = None) -> tuple[int, dict[str, Any], st
 @pytest.mark.parametrize("load,extra", [
     ("fluentbit", ["--rate", "60000"]),
     ("passthrough", ["--rate", "60000", "--sync", "full"]),
+    ("ndjson", ["--rate", "60000", "--upstream", "sink"]),  # the lean sink reads the ids too
     ("single", ["--sync", "full"]),
 ])
 def test_short_run_delivers_every_entry_once(load: str, extra: list[str], tmp_path: Path) -> None:
@@ -80,15 +90,55 @@ def test_check_ids_counts_what_was_lost_and_what_came_twice() -> None:
     assert check_ids(array("Q", [0, 2, 3]), acks, per_body=2) == (0, 1 + 1 + 1)
 
 
-@pytest.mark.parametrize("name", ["fluentbit", "passthrough", "single"])
-def test_bodies_carry_unique_ids_in_bytes_sent(name: str) -> None:
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_bodies_carry_unique_ids_in_their_paths(name: str) -> None:
     load = workload(name, 300)
-    bodies = list(build_bodies(load, 3))
-    assert len(set(bodies)) == 3
-    from isal import igzip
-
+    count = 3 if load.per_body > 1 else 600
+    bodies = list(build_bodies(load, count))
+    assert len(set(bodies)) == count
     raw = [igzip.decompress(body) if load.gzip else body for body in bodies]
-    records = [record for body in raw for record in json.loads(body)]
-    assert len(records) == 3 * load.per_body
-    key = "size" if name == "fluentbit" else "bytes_sent"
-    assert [int(record[key]) for record in records] == list(range(3 * load.per_body))
+    if load.content_type == "application/x-ndjson":
+        records = [json.loads(line) for body in raw for line in body.splitlines()]
+    else:
+        records = [record for body in raw for record in json.loads(body)]
+    assert len(records) == count * load.per_body
+    assert [id_in_path(record["path"]) for record in records] == list(range(count * load.per_body))
+    assert [i for body in raw for i in ids_in(body)] == list(range(count * load.per_body))
+
+
+def test_fluentbit_bodies_have_the_shape_of_fluent_bits_nginx_records() -> None:
+    captured = json.loads((FIXTURES / "fluent-bit" / "nginx-combined.json" / "records.jsonl").read_text()
+                          .splitlines()[0])
+    body = json.loads(igzip.decompress(next(build_bodies(workload("fluentbit", 50), 1))))
+    for record in body:
+        assert list(record) == list(captured)
+        assert all(isinstance(value, str) for key, value in record.items() if key != "date")
+        assert isinstance(record["date"], float)
+
+
+def test_generated_traffic_is_varied_distinct_and_the_same_every_time() -> None:
+    base = base_records()
+    assert len(base) >= 100_000
+    assert len({(r["path"], r["ip"], r["agent"], r["time"], tuple(r["query"].items())) for r in base}) == len(base)
+    check_unique_slots(base)
+    ids = {entry_token(n) for n in range(200_000)}
+    assert len(ids) == 200_000 and all(token_index(entry_token(n)) == n for n in (0, 1, 99_999, 4_000_000))
+    agents = [len(r["agent"]) for r in base]
+    assert sum(150 <= n <= 300 for n in agents) > len(base) * 0.1 and max(agents) <= 300
+    assert {r["method"] for r in base} >= {"GET", "POST", "HEAD", "PUT", "DELETE"}
+    assert sum(r["method"] == "GET" for r in base) > len(base) * 0.75
+    assert sum(r["status"] == 200 for r in base) > len(base) * 0.6
+    assert {r["status"] // 100 for r in base} == {2, 3, 4, 5}
+    v6 = sum(":" in r["ip"] for r in base)
+    assert len(base) * 0.1 < v6 < len(base) * 0.5
+    assert any(r["ip"].startswith("::ffff:") for r in base)
+    assert sum(bool(r["query"]) for r in base) > len(base) * 0.2
+    assert sum(r["referer"] != "-" for r in base) > len(base) * 0.3
+    # seeded: a second process makes the same bytes
+    here = next(build_bodies(workload("passthrough", 1000), 1))
+    there = subprocess.run([sys.executable, "-c", "import sys; from relay.tools.bench.workloads import *; "
+                            "sys.stdout.buffer.write(next(build_bodies(workload('passthrough', 1000), 1)))"],
+                           capture_output=True, cwd=REPO_ROOT, timeout=120, check=True).stdout
+    assert here == there
+    raw = igzip.decompress(here)
+    assert 300 <= len(raw) / 1000 <= 450, len(raw)  # bytes an entry in upstream form
