@@ -190,11 +190,13 @@ class SinkDispatcher:
             self.metrics.retries.labels(self.name, reason).inc()
             delay = self.health.failed(now, probe=probe, retry_after=parse_retry_after(delivery.retry_after),
                                       sent_in=sent_in)
-            self._set_state(self.health.sink_state, f"{reason}: {delivery.error or ''}".strip(": "), delay)
+            error = f"{reason}: {delivery.error or ''}".strip(": ")
         else:
             delay = self.health.paused(now, probe=probe, sent_in=sent_in)
-            self._set_state("paused", f"upstream answered {delivery.status}: {delivery.error or ''} "
-                            "- check the sink's api_key and url; data is kept", delay)
+            error = (f"upstream answered {delivery.status}: {delivery.error or ''} "
+                     "- check the sink's api_key and url; data is kept")
+        state = self.health.sink_state  # "running" still, when the answer was stale
+        self._set_state(state, None if state == "running" else error, delay)
         self._notify()
 
     async def _forget(self, ref: BatchRef) -> None:
