@@ -16,7 +16,7 @@ import os
 # An item costs more than its value: a row header, its key, B-tree pages not full.
 PAGE_OVERHEAD = 1.25
 MIN_WAL_LIMIT = 64 * 2**10
-MAX_WAL_LIMIT = 16 * 2**20
+MAX_WAL_LIMIT = 4 * 2**20  # about SQLite's default checkpoint (1,000 pages): min_free_space covers it
 
 
 def allocated_bytes(path: str) -> int:

@@ -30,7 +30,7 @@ def test_a_missing_directory_counts_nothing(tmp_path: Path) -> None:
 
 def test_wal_limit_and_reserve_scale_with_the_budget_within_bounds() -> None:
     assert disk_usage.wal_limit(2 * 2**20) == 64 * 2**10
-    assert disk_usage.wal_limit(4 * 2**30) == 16 * 2**20
+    assert disk_usage.wal_limit(4 * 2**30) == 4 * 2**20
     assert disk_usage.reserve(2 * 2**20) == 128 * 2**10
 
 
