@@ -15,7 +15,7 @@ import os
 
 # An item costs more than its value: a row header, its key, B-tree pages not full.
 PAGE_OVERHEAD = 1.25
-MIN_WAL_LIMIT = 64 * 2**10
+MIN_WAL_LIMIT = 32 * 2**10
 MAX_WAL_LIMIT = 4 * 2**20  # about SQLite's default checkpoint (1,000 pages): min_free_space covers it
 
 

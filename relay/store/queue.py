@@ -114,7 +114,7 @@ class DiskQueue:
                 # The WAL counts against max_size too: checkpoint it often enough, and give its
                 # space back after each checkpoint.
                 sqlite_journal_size_limit=disk_usage.wal_limit(self.max_size),
-                sqlite_wal_autocheckpoint=max(16, disk_usage.wal_limit(self.max_size) // 4096),
+                sqlite_wal_autocheckpoint=max(4, disk_usage.wal_limit(self.max_size) // 4096),
             )
             self._page_size = int(self._cache._sql("PRAGMA page_size").fetchone()[0])
             snapshot = self.scan()
