@@ -141,6 +141,9 @@ class SinkConfig(_Section, kw_only=True):
     request_timeout: Duration = Duration(30.0)
     retry_initial_backoff: Duration = Duration(0.5)
     retry_max_backoff: Duration = Duration(30.0)
+    # While upstream is down one probe at a time goes: cheap for upstream, so it can go
+    # often, and the backlog resumes within this of recovery (not within retry_max_backoff).
+    probe_interval: Duration = Duration(1.0)
 
 
 class Config(_Section):
@@ -287,6 +290,8 @@ def check(config: Config) -> None:
             fail(f"sinks.{name}.batch_max_entries", f"must be 1..{MAX_BATCH_ENTRIES}, got {sink_config.batch_max_entries}")
         if sink_config.concurrency < 1:
             fail(f"sinks.{name}.concurrency", "must be at least 1")
+        if sink_config.probe_interval <= 0:
+            fail(f"sinks.{name}.probe_interval", "must be more than 0")
         if not sink_config.url.startswith(("http://", "https://")):
             fail(f"sinks.{name}.url", f"must be an http:// or https:// URL, got {sink_config.url!r}")
         if not sink_config.api_key:

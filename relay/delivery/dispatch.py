@@ -1,10 +1,12 @@
 """Per-sink delivery: the batcher plus `concurrency` send loops.
 
-Each loop takes the next sealed batch, POSTs it, and acts on the outcome:
-DELIVERED deletes it from disk; RETRY waits (exponential backoff, jitter,
-Retry-After) and sends the same batch again; REFUSED splits it in two until
-the entries at fault stand alone, and those go to the dead-letter store;
-PAUSE keeps it and waits, logging loudly, until the key or URL is fixed.
+Each loop asks the sink's health (health.py) whether it may send, takes the
+oldest sealed batch, POSTs it once, and acts on the outcome: DELIVERED
+deletes it from disk and, if the sink was down, wakes every waiting loop;
+RETRY and PAUSE put it back in its place and tell the health state, which
+decides when the next probe goes (one at a time) or, after a Retry-After, when
+all loops send again; REFUSED splits it in two until the entries at fault
+stand alone, and those go to the dead-letter store.
 Nothing leaves the disk except on a 2xx or into the dead-letter store.
 """
 
@@ -20,7 +22,8 @@ from isal import igzip
 
 from relay.config import SinkConfig
 from relay.delivery.batcher import Batcher, build_body
-from relay.delivery.retry import Outcome, backoff, classify, parse_retry_after
+from relay.delivery.health import SinkHealth
+from relay.delivery.retry import Outcome, classify, parse_retry_after
 from relay.delivery.sender import Delivery, Sender
 from relay.store.layout import BatchRef, DeadLetter, SealedBatch, checksum
 from relay.store.outbox import Outbox
@@ -56,6 +59,9 @@ class SinkDispatcher:
         self.last_error: str | None = None
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()  # set when config changes (new key): paused loops retry now
+        self.health = SinkHealth(initial=config.retry_initial_backoff, maximum=config.retry_max_backoff,
+                                 probe_interval=config.probe_interval)
+        self._changed = asyncio.Event()  # pulsed when the health state changes: waiting loops look again
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -67,6 +73,7 @@ class SinkDispatcher:
         """Stop after the current seal and send attempts; everything else stays on disk."""
         self._stop.set()
         self._wake.set()
+        self._notify()
         self.batcher.stopping = True
         self.outbox.wake_batcher()
         if not self._tasks:
@@ -79,7 +86,26 @@ class SinkDispatcher:
     def rekey(self, sender: Sender) -> None:
         """A reload changed the key or URL: use it, and retry paused batches now."""
         self.sender = sender
+        self.health.wake(time.monotonic())
         self._wake.set()
+        self._notify()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def _turn(self) -> bool | None:
+        """Wait until the sink's health lets this loop send: True for a probe, False for
+        a plain send, None when stopping."""
+        while not self._stop.is_set():
+            verdict, wait = self.health.permit(time.monotonic())
+            if verdict != "wait":
+                return verdict == "probe"
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout=wait)
+            except TimeoutError:
+                pass
+        return None
 
     async def _pause(self, seconds: float) -> bool:
         """Wait, unless stopping or woken by a config change. False when stopping."""
@@ -93,65 +119,86 @@ class SinkDispatcher:
 
     async def _send_loop(self) -> None:
         while not self._stop.is_set():
-            next_batch = asyncio.ensure_future(self.outbox.next_batch())
-            stop = asyncio.ensure_future(self._stop.wait())
-            done, _ = await asyncio.wait({next_batch, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if next_batch not in done:
-                next_batch.cancel()
-                stop.cancel()
-                try:
-                    ref = await next_batch
-                except asyncio.CancelledError:
-                    return
-                self.outbox.requeue(ref)  # taken at the same moment we stopped
+            probe = await self._turn()
+            if probe is None:
                 return
-            stop.cancel()
-            ref = next_batch.result()
+            ref = await self._next_batch()
+            if ref is None:
+                if probe:
+                    self.health.released()
+                return
+            if not probe:  # the sink may have gone down while this loop waited for a batch
+                verdict, _ = self.health.permit(time.monotonic())
+                if verdict == "wait":
+                    self.outbox.requeue(ref)
+                    continue
+                probe = verdict == "probe"
             try:
-                await self._deliver(ref)
+                await self._deliver(ref, probe)
             except asyncio.CancelledError:
                 raise
             except Exception:  # never let one batch kill the loop; it stays on disk
                 log.exception("sink %s: unexpected error delivering %s", self.name, ref.key)
                 self.outbox.requeue(ref)
+                if probe:
+                    self.health.released()
+                    self._notify()
                 await self._pause(1.0)
 
-    async def _deliver(self, ref: BatchRef) -> None:
+    async def _next_batch(self) -> BatchRef | None:
+        """The oldest sealed batch, or None when stopping."""
+        next_batch = asyncio.ensure_future(self.outbox.next_batch())
+        stop = asyncio.ensure_future(self._stop.wait())
+        done, _ = await asyncio.wait({next_batch, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if next_batch in done:
+            return next_batch.result()
+        next_batch.cancel()
+        try:
+            ref = await next_batch
+        except asyncio.CancelledError:
+            return None
+        self.outbox.requeue(ref)  # taken at the same moment we stopped
+        return None
+
+    async def _deliver(self, ref: BatchRef, probe: bool) -> None:
+        """One attempt at one batch; a batch not delivered goes back to its place in the queue."""
         queue = self.queue
         batch = await queue.load_batch(ref)
         if batch is None:  # quarantined by the queue (logged, counted there)
             self.outbox.finished(ref)
+            if probe:
+                self.health.released()
+                self._notify()
             return
-        attempt = 0
-        while True:
-            delivery = await self.sender.send(batch)
-            self._observe(delivery, batch)
-            outcome = classify(delivery.status)
+        sent_in = self.health.generation
+        delivery = await self.sender.send(batch)
+        self._observe(delivery, batch)
+        outcome = classify(delivery.status)
+        if outcome in (Outcome.DELIVERED, Outcome.REFUSED):  # upstream is up and reads our key
+            if self.health.succeeded():
+                self._notify()  # every waiting loop at once, oldest batch first
+            self._set_state("running", None)
             if outcome is Outcome.DELIVERED:
                 await self._forget(ref)
-                self._set_state("running", None)
-                return
-            if outcome is Outcome.REFUSED:
-                await self._split(ref, batch, delivery)
-                return
-            if self._stop.is_set():  # keep it on disk for the next start
-                self.outbox.requeue(ref)
-                return
-            if outcome is Outcome.RETRY:
-                reason = str(delivery.status) if delivery.status else "connection"
-                self.metrics.retries.labels(self.name, reason).inc()
-                delay = backoff(attempt, initial=self.config.retry_initial_backoff,
-                                maximum=self.config.retry_max_backoff,
-                                retry_after=parse_retry_after(delivery.retry_after))
-                self._set_state("backing_off", f"{reason}: {delivery.error or ''}".strip(": "), delay)
-                attempt += 1
             else:
-                delay = self.config.retry_max_backoff
-                self._set_state("paused", f"upstream answered {delivery.status}: {delivery.error or ''} "
-                                "- check the sink's api_key and url; data is kept", delay)
-            if not await self._pause(delay):
-                self.outbox.requeue(ref)
-                return
+                await self._split(ref, batch, delivery)
+            return
+        self.outbox.requeue(ref)
+        now = time.monotonic()
+        if outcome is Outcome.RETRY:
+            reason = str(delivery.status) if delivery.status else "connection"
+            self.metrics.retries.labels(self.name, reason).inc()
+            delay = self.health.failed(now, probe=probe, retry_after=parse_retry_after(delivery.retry_after),
+                                      sent_in=sent_in)
+            error = f"{reason}: {delivery.error or ''}".strip(": ")
+        else:
+            delay = self.health.paused(now, probe=probe, sent_in=sent_in)
+            error = (f"upstream answered {delivery.status}: {delivery.error or ''} "
+                     "- check the sink's api_key and url; data is kept")
+        state = self.health.sink_state  # "running" still, when the answer was stale
+        self._set_state(state, None if state == "running" else error, delay)
+        self._notify()
 
     async def _forget(self, ref: BatchRef) -> None:
         """Delete a delivered batch; if the disk refuses (full), retry the delete, not the send."""

@@ -131,9 +131,15 @@ class Outbox:
         return ref
 
     def requeue(self, ref: BatchRef) -> None:
-        """Put an undelivered batch back at the front (still counted as queued)."""
+        """Put an undelivered batch back in its place (still counted as queued).
+
+        In key order, not simply at the front: several loops hand back the batches of
+        one failed round in any order, and the oldest must still go first."""
         self.inflight.pop(ref.key, None)
-        self.ready.appendleft(ref)
+        ready, at = self.ready, 0
+        while at < len(ready) and ready[at].key < ref.key:  # requeued batches are old: a short walk
+            at += 1
+        ready.insert(at, ref)
         self._batches.set()
 
     def finished(self, ref: BatchRef) -> None:

@@ -28,6 +28,7 @@ import msgspec
 from isal import igzip
 
 from relay.errors import CorruptItem, QueueError, QueueFull
+from relay.store import disk_usage
 from relay.store.jobs import DbThread, Job, resolve
 from relay.store.layout import (
     BatchRef,
@@ -64,6 +65,8 @@ class DiskQueue:
         self.min_free_space = min_free_space
         self.sync = sync
         self.used_bytes = 0  # queued data (inbox + batches + dead letters), owned by the DB thread
+        self.disk_bytes = 0  # the directory's allocated bytes at the last group commit (what max_size bounds)
+        self._page_size = 4096
         self._worker = DbThread(self._commit_appends)
         self._cache: diskcache.Cache | None = None
         self.quarantined = 0
@@ -96,8 +99,12 @@ class DiskQueue:
                 disk_min_file_size=_VALUES_IN_SQLITE, statistics=False, tag_index=False,
                 sqlite_synchronous=2 if self.sync == "full" else 1,
                 sqlite_cache_size=2**13, timeout=60,
-                sqlite_journal_size_limit=16 * 2**20,  # give WAL space back after checkpoints
+                # The WAL counts against max_size too: checkpoint it often enough, and give its
+                # space back after each checkpoint.
+                sqlite_journal_size_limit=disk_usage.wal_limit(self.max_size),
+                sqlite_wal_autocheckpoint=max(4, disk_usage.wal_limit(self.max_size) // 4096),
             )
+            self._page_size = int(self._cache._sql("PRAGMA page_size").fetchone()[0])
             snapshot = self.scan()
         except sqlite3.DatabaseError as exc:
             self.close()
@@ -132,20 +139,26 @@ class DiskQueue:
         for job in appends:
             if job.pack is not None:
                 job.nbytes = job.pack()
-        budget = self.max_size - self.used_bytes
+        # Measured once per group, not per request: a few stat calls and one pragma.
+        on_disk = self.disk_bytes = disk_usage.allocated_bytes(self.path)
+        free_pages = int(cache._sql("PRAGMA freelist_count").fetchone()[0]) * self._page_size
+        pending = 0
         # Keep min_free_space on the filesystem for what frees space later: sealing and
         # deleting delivered batches also write (to SQLite's WAL) before space comes back.
         disk = self._free_space() - self.min_free_space
         for job in appends:
-            if job.nbytes > budget or job.nbytes * 2 > disk:
-                why = (f"the queue is full ({self.used_bytes} of {self.max_size} bytes)" if job.nbytes > budget
-                       else f"the disk holding {self.path} is nearly full")
-                self._warn_full(why)
-                resolve(job, error=QueueFull(f"{why}; retry later", retry_after=5.0))
+            if not disk_usage.fits(on_disk, free_pages, pending + job.nbytes, self.max_size):
+                why = (f"the queue is full ({on_disk} of {self.max_size} bytes on disk, "
+                       f"{disk_usage.reserve(self.max_size)} of them kept for delivery)")
+            elif job.nbytes * 2 > disk:
+                why = f"the disk holding {self.path} is nearly full"
             else:
-                budget -= job.nbytes
+                pending += job.nbytes
                 disk -= job.nbytes * 2
                 admitted.append(job)
+                continue
+            self._warn_full(why)
+            resolve(job, error=QueueFull(f"{why}; retry later", retry_after=5.0))
         if not admitted:
             return
         results: list[Any] = []
@@ -162,6 +175,7 @@ class DiskQueue:
         for job, result in zip(admitted, results):
             self.used_bytes += job.nbytes
             resolve(job, result=result)
+        self.disk_bytes = disk_usage.allocated_bytes(self.path)
 
     def _warn_full(self, why: str) -> None:
         now = time.monotonic()

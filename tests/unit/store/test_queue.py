@@ -11,6 +11,7 @@ from isal import igzip
 
 from relay.delivery.batcher import Batcher
 from relay.errors import QueueFull
+from relay.store import disk_usage
 from relay.store.layout import InboxItem
 from relay.store.outbox import Outbox
 from relay.store.queue import DiskQueue
@@ -86,16 +87,35 @@ def test_concurrent_appends_share_a_commit(tmp_path: Path) -> None:
 
 def test_full_queue_refuses_and_keeps_nothing_of_that_request(tmp_path: Path) -> None:
     async def main() -> None:
-        queue, outbox = open_queue(tmp_path, max_size=4000)
+        queue, outbox = open_queue(tmp_path, max_size=512 * 2**10)
         await append(queue, outbox, 0, 100)
         with pytest.raises(QueueFull) as info:
-            await append(queue, outbox, 100, 1000)
+            await append(queue, outbox, 100, 40_000)
         assert info.value.status == 503 and "Retry-After" in info.value.headers
         assert outbox.unsealed == 100
         queue.close()
-        queue, outbox = open_queue(tmp_path, max_size=4000)
+        queue, outbox = open_queue(tmp_path, max_size=512 * 2**10)
         assert outbox.unsealed == 100
         queue.close()
+
+    asyncio.run(main())
+
+
+def test_max_size_bounds_the_directory_on_disk_not_the_values(tmp_path: Path) -> None:
+    budget = 1 * 2**20
+
+    async def main() -> None:
+        queue, outbox = open_queue(tmp_path, max_size=budget)
+        accepted = 0
+        with pytest.raises(QueueFull):
+            for start in range(0, 10**6, 200):  # fills up well before the end
+                await append(queue, outbox, start, 200)
+                accepted += 200
+        on_disk = disk_usage.allocated_bytes(str(tmp_path))
+        assert budget * 0.5 <= on_disk <= budget * 1.1, on_disk
+        assert queue.used_bytes < on_disk  # the values alone undercount the disk
+        queue.close()
+        assert disk_usage.allocated_bytes(str(tmp_path)) <= budget * 1.1
 
     asyncio.run(main())
 
