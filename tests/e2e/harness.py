@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
@@ -62,6 +63,31 @@ class Relay(Process):
 
     def metrics(self) -> str:
         return http_request(self.base_url + "/metrics").body.decode()
+
+
+class LoadThread(threading.Thread):
+    """Load clients on an event loop of their own in a thread, until stop(); stop() raises what broke them."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self._halt = threading.Event()  # the clients' loops end when it is set
+        self.error: BaseException | None = None
+
+    async def _main(self) -> None:
+        raise NotImplementedError
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # surfaced by stop()
+            self.error = exc
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=30)
+        assert not self.is_alive(), "load clients did not stop"
+        if self.error:
+            raise self.error
 
 
 def entries(start: int, n: int, **overrides: Any) -> list[dict[str, Any]]:
