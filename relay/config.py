@@ -18,6 +18,8 @@ import msgspec
 import yaml
 
 from relay.errors import ConfigError
+from relay.stages.schema import DEFAULT_MAX_AGE, DEFAULT_MAX_FUTURE
+from relay.store.queue import DEFAULT_MIN_FREE_SPACE
 
 DEFAULT_CONFIG_PATH = "configs/relay.toml"
 DEFAULT_ADDRESS = "0.0.0.0:8080"
@@ -100,13 +102,13 @@ class QueueConfig(_Section):
     max_size: Size = Size(DEFAULT_QUEUE_MAX_SIZE)
     sync: Literal["full", "normal"] = "full"
     dead_letter_max_size: Size = Size(256 * 2**20)  # oldest dead letters are dropped past this
-    min_free_space: Size = Size(64 * 2**20)  # refuse new data (503) when the disk has less free
+    min_free_space: Size = Size(DEFAULT_MIN_FREE_SPACE)  # refuse new data (503) when the disk has less free
 
 
 class ValidationConfig(_Section):
     on_invalid: Literal["repair", "reject"] = "repair"
-    max_age: Duration = Duration(30 * 86400.0)
-    max_future: Duration = Duration(86400.0)
+    max_age: Duration = Duration(DEFAULT_MAX_AGE)
+    max_future: Duration = Duration(DEFAULT_MAX_FUTURE)
     now: str | None = None  # pin the clock (ISO 8601) for tests and replays of old logs
 
 

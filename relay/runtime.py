@@ -55,9 +55,19 @@ def validation_policy(config: Config) -> ValidationPolicy:
                             max_future=float(v.max_future), now=now)
 
 
-def build_routes(config: Config, library: MappingLibrary, validator: Validator,
-                 outboxes: dict[str, Outbox]) -> dict[str, Route]:
-    """Path -> Route for every source; compiles each mapping (ConfigError names the source)."""
+def compile_routes(config: Config, outboxes: dict[str, Outbox] | None = None, *,
+                   library: MappingLibrary | None = None, validator: Validator | None = None) -> dict[str, Route]:
+    """Path -> Route for every source; compiles each mapping (ConfigError names the source).
+
+    `outboxes` None binds each route to a placeholder outbox per sink: what check-config shows,
+    and what a relay holds before its queue is open. Pass `library` to compile each mapping once
+    across calls (and to describe them after)."""
+    if library is None:
+        library = MappingLibrary(config.mappings, file=config.file)
+    if validator is None:
+        validator = Validator(validation_policy(config))
+    if outboxes is None:
+        outboxes = {name: Outbox(name) for name in config.sinks}
     routes: dict[str, Route] = {}
     for name, source in config.sources.items():
         try:
@@ -72,11 +82,6 @@ def build_routes(config: Config, library: MappingLibrary, validator: Validator,
         for path in filter(None, [f"/ingest/{name}", source.path]):
             routes[path] = route
     return routes
-
-
-def compile_routes(config: Config, outboxes: dict[str, Outbox]) -> dict[str, Route]:
-    library = MappingLibrary(config.mappings, file=config.file)
-    return build_routes(config, library, Validator(validation_policy(config)), outboxes)
 
 
 class Runtime:
@@ -94,8 +99,7 @@ class Runtime:
         # binds the routes to the real outboxes with the same library (each mapping compiled once).
         self._library = MappingLibrary(config.mappings, file=config.file)
         self._validator = Validator(validation_policy(config))
-        self.routes = build_routes(config, self._library, self._validator,
-                                   {name: Outbox(name) for name in config.sinks})
+        self.routes = compile_routes(config, library=self._library, validator=self._validator)
         self.dead_letters = DeadLetters(self.queue, self.outboxes, config.queue.dead_letter_max_size)
         self.body_budget = ByteBudget(config.server.max_body_memory)
         self.draining = False
@@ -118,7 +122,7 @@ class Runtime:
                 log.warning("queue holds %d batches and %d inbox items for sink %r, which is not configured; "
                             "they stay on disk until it is configured again", len(found.batches),
                             len(found.inbox), name)
-        self.routes = build_routes(self.config, self._library, self._validator, self.outboxes)
+        self.routes = compile_routes(self.config, self.outboxes, library=self._library, validator=self._validator)
 
     def request_started(self) -> None:
         self.in_flight += 1

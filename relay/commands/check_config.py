@@ -8,17 +8,14 @@ import sys
 from relay.config import DEFAULT_CONFIG_PATH, load
 from relay.errors import ConfigError
 from relay.mapping import MappingLibrary
-from relay.runtime import build_routes, validation_policy
-from relay.stages.schema import Validator
-from relay.store.outbox import Outbox
+from relay.runtime import compile_routes
 
 
 def plan(config_path: str) -> tuple[list[str], list[str]]:
     """The lines describing what each source does, and the warnings."""
     config = load(config_path)
     library = MappingLibrary(config.mappings, file=config.file)
-    validator = Validator(validation_policy(config))
-    routes = build_routes(config, library, validator, {name: Outbox(name) for name in config.sinks})
+    routes = compile_routes(config, library=library)  # what `relay serve` compiles, unbound to a queue
     lines = [f"config {config.file}: OK", ""]
     warnings: list[str] = []
     seen: set[str] = set()

@@ -10,9 +10,11 @@ closes last; the senders start after it and stop, within what is left of
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
+from relay.config import ServerConfig
 from relay.runtime import Runtime
 from relay.server import admin, ingest, probes
 from relay.server.keys import RUNTIME, SHUTDOWN, ShutdownClock
@@ -43,3 +45,13 @@ def build_app(runtime: Runtime) -> web.Application:
     admin.add_routes(app)
     ingest.add_routes(app)  # last: it takes POST on every other path
     return app
+
+
+def runner_options(server: ServerConfig) -> dict[str, Any]:
+    """How the app is served (web.AppRunner's options), by `relay serve` and the tests alike."""
+    # auto_decompress=False: decode.py undoes Content-Encoding itself, with its own bomb limits.
+    # keepalive_timeout: an idle or half-sent connection (slowloris) is closed after read_timeout,
+    # not after aiohttp's default of an hour.
+    return {"handle_signals": False, "access_log": None, "auto_decompress": False,
+            "keepalive_timeout": float(server.read_timeout),
+            "shutdown_timeout": max(server.shutdown_grace * 0.5, 0.1)}

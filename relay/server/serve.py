@@ -24,7 +24,7 @@ from aiohttp import web
 from relay.config import DEFAULT_CONFIG_PATH, Config, load
 from relay.errors import ConfigError, QueueError
 from relay.runtime import Runtime
-from relay.server.app import build_app
+from relay.server.app import build_app, runner_options
 from relay.server.keys import SHUTDOWN
 from relay.telemetry import setup_logging
 
@@ -68,12 +68,7 @@ async def serve(config: Config, log_overrides: tuple[str | None, str | None] = (
         return 2
     server = config.server
     app = build_app(runtime)
-    # auto_decompress=False: decode.py undoes Content-Encoding itself, with its own bomb limits.
-    # keepalive_timeout: an idle or half-sent connection (slowloris) is closed after read_timeout,
-    # not after aiohttp's default of an hour.
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, auto_decompress=False,
-                           keepalive_timeout=float(server.read_timeout),
-                           shutdown_timeout=max(server.shutdown_grace * 0.5, 0.1))
+    runner = web.AppRunner(app, **runner_options(server))
     try:
         await runner.setup()  # runs the app's start-up steps: opens the queue, starts the senders
     except (ConfigError, QueueError) as exc:

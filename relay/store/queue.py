@@ -54,12 +54,13 @@ T = TypeVar("T")
 
 _VALUES_IN_SQLITE = 2**40  # never spill values to unsynced side files
 _COMPRESS_FROM = 4096  # bytes of entries from which inbox items are stored compressed
+DEFAULT_MIN_FREE_SPACE = 64 * 2**20  # bytes left free on the filesystem (queue.min_free_space)
 
 
 class DiskQueue:
     """Owns the Cache and the thread that runs every call on it."""
 
-    def __init__(self, path: str, *, max_size: int, sync: str = "full", min_free_space: int = 64 * 2**20) -> None:
+    def __init__(self, path: str, *, max_size: int, sync: str = "full", min_free_space: int = DEFAULT_MIN_FREE_SPACE) -> None:
         self.path = path
         self.max_size = max_size
         self.min_free_space = min_free_space

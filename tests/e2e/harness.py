@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import textwrap
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
 import aiohttp
 
+from relay.tools import local_config
 from tests.support import FIXTURES, Process, free_port, http_request, wait_until
 
 PINNED_NOW = "2026-11-25T09:30:00+00:00"  # the fixtures' traffic is dated 2026-11-25
@@ -27,47 +28,10 @@ def fixture(name: str) -> tuple[bytes, dict[str, str], list[Any]]:
 
 
 def sink_toml(name: str, url: str, api_key: str = "test-key", **extra: Any) -> str:
+    """A sink with the tests' short timings (batches and retries in well under a second)."""
     options = {"batch_timeout": "200ms", "retry_initial_backoff": "50ms", "retry_max_backoff": "1s",
                "request_timeout": "5s", **extra}
-    lines = [f"[sinks.{name}]", f'url = "{url}"', f'api_key = "{api_key}"']
-    lines += [f"{k} = {json.dumps(v)}" for k, v in options.items()]
-    return "\n".join(lines) + "\n"
-
-
-DEFAULT_SOURCES = textwrap.dedent("""\
-    [sources.fluentbit]
-    mapping = "fluentbit-nginx"
-    host = "www.example.com"
-
-    [sources.custom]
-    path = "/v1/logs/custom"
-    mapping = "profound"
-    """)
-
-
-def relay_toml(tmp_dir: Path, sinks: str, port: int, *, sync: str = "normal", extra: str = "",
-               sources: str | None = None, queue_max_size: str = "1GiB", max_body_size: str | None = None) -> str:
-    """The relay's config. `sources` replaces the default fluentbit + custom sources;
-    `queue_max_size` / `max_body_size` shrink the limits (e.g. to provoke a full queue)."""
-    body_limit = f'max_body_size = "{max_body_size}"\n' if max_body_size else ""
-    return textwrap.dedent(f"""\
-        [server]
-        address = "127.0.0.1:{port}"
-        shutdown_grace = "10s"
-        """) + body_limit + textwrap.dedent(f"""\
-
-        [queue]
-        path = "{tmp_dir / 'queue'}"
-        max_size = "{queue_max_size}"
-        sync = "{sync}"
-
-        [validation]
-        now = "{PINNED_NOW}"
-
-        [log]
-        level = "info"
-
-        """) + (DEFAULT_SOURCES if sources is None else sources) + "\n" + extra + "\n" + sinks
+    return local_config.sink_toml(name, url, api_key, **options)
 
 
 class Relay(Process):
@@ -75,10 +39,13 @@ class Relay(Process):
 
     def __init__(self, tmp_dir: Path, sinks: str, *, sync: str = "normal", extra: str = "",
                  name: str = "relay", env: Mapping[str, str] | None = None, **config: Any) -> None:
-        """`config`: the further relay_toml options (sources, queue_max_size, max_body_size)."""
+        """`config`: the further local_config.relay_toml options: `sources` replaces the default
+        fluentbit + custom sources; `queue_max_size` / `max_body_size` shrink the limits."""
         self.port = free_port()
         self.config_path = Path(tmp_dir) / f"{name}.toml"
-        self.config_path.write_text(relay_toml(Path(tmp_dir), sinks, self.port, sync=sync, extra=extra, **config))
+        self.config_path.write_text(local_config.relay_toml(
+            port=self.port, queue_dir=Path(tmp_dir) / "queue", sinks=sinks, now=PINNED_NOW, sync=sync,
+            extra=extra, log_level="info", **config))
         super().__init__(["serve", "-c", str(self.config_path)], tmp_dir, name=name, env=env)
 
     @property
@@ -93,6 +60,31 @@ class Relay(Process):
 
     def metrics(self) -> str:
         return http_request(self.base_url + "/metrics").body.decode()
+
+
+class LoadThread(threading.Thread):
+    """Load clients on an event loop of their own in a thread, until stop(); stop() raises what broke them."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self._halt = threading.Event()  # the clients' loops end when it is set
+        self.error: BaseException | None = None
+
+    async def _main(self) -> None:
+        raise NotImplementedError
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # surfaced by stop()
+            self.error = exc
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=30)
+        assert not self.is_alive(), "load clients did not stop"
+        if self.error:
+            raise self.error
 
 
 def entries(start: int, n: int, **overrides: Any) -> list[dict[str, Any]]:

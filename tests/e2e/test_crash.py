@@ -26,7 +26,7 @@ import aiohttp
 import diskcache
 import pytest
 
-from tests.e2e.harness import PINNED_NOW, Relay, fixture, gz_json, sink_toml
+from tests.e2e.harness import PINNED_NOW, LoadThread, Relay, fixture, gz_json, sink_toml
 from tests.support import MockUpstream, Process, http_request, wait_until
 
 KEY = "test-key"
@@ -137,7 +137,7 @@ class Delivered:
 # ---- the load: several clients posting until told to stop ---------------------------------
 
 
-class Load(threading.Thread):
+class Load(LoadThread):
     """`custom` + `fluentbit` clients POSTing to the relay, across its restarts.
 
     Custom clients send gzip JSON arrays of unique upstream entries; Fluent Bit clients
@@ -148,29 +148,14 @@ class Load(threading.Thread):
 
     def __init__(self, base_url: str, ledger: Ledger, *, custom: int, fluentbit: int,
                  entries_per_body: int, pace: float = 0.0) -> None:
-        super().__init__(name="crash-load", daemon=True)
+        super().__init__("crash-load")
         self.base_url = base_url
         self.ledger = ledger
         self.custom, self.fluentbit = custom, fluentbit
         self.per_body = entries_per_body
         self.pace = pace  # seconds between one client's requests (0: back to back)
         self.fixture_body, self.fixture_headers, self.fixture_records = fixture(FIXTURE)
-        self._halt = threading.Event()
         self._tags = iter(range(10**9))
-        self.error: BaseException | None = None
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(timeout=30)
-        assert not self.is_alive(), "load clients did not stop"
-        if self.error:
-            raise self.error
-
-    def run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:  # surfaced by stop()
-            self.error = exc
 
     async def _main(self) -> None:
         timeout = aiohttp.ClientTimeout(total=15)

@@ -19,7 +19,6 @@ import csv
 import io
 import shutil
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.e2e.harness import Relay, entries, gz_json, sink_toml
+from tests.e2e.harness import LoadThread, Relay, entries, gz_json, sink_toml
 from tests.support import MockUpstream, Process, free_port, http_request, wait_until
 
 HAPROXY = shutil.which("haproxy")
@@ -101,31 +100,16 @@ class Haproxy(Process):
                 if row["pxname"] == "relays" and row["svname"] not in ("FRONTEND", "BACKEND")}
 
 
-class Load(threading.Thread):
+class Load(LoadThread):
     """Clients posting unique entries (/scale/<tag>/<i>) through haproxy until stopped.
 
     Each request is logged with when it was sent and the status it got (0: no answer)."""
 
     def __init__(self, url: str, clients: int = 4) -> None:
-        super().__init__(name="scale-load", daemon=True)
+        super().__init__("scale-load")
         self.url, self.clients = url, clients
         self.sent: list[tuple[int, float, int]] = []  # (tag, monotonic send time, status)
         self._tags: Iterator[int] = iter(range(10**9))
-        self._halt = threading.Event()
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:  # surfaced by stop()
-            self.error = exc
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(timeout=30)
-        assert not self.is_alive(), "load clients did not stop"
-        if self.error:
-            raise self.error
 
     def acked(self, since: float = 0.0) -> list[int]:
         return [tag for tag, at, status in list(self.sent) if 200 <= status < 300 and at >= since]

@@ -17,7 +17,6 @@ import re
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 import urllib.request
@@ -27,6 +26,7 @@ from typing import IO, Any
 
 from relay.tools.bench.procfs import cpu_seconds, machine_busy_seconds, read_bytes
 from relay.tools.bench.workloads import workload
+from relay.tools.local_config import relay_toml, sink_toml
 
 PINNED_NOW = "2026-11-25T09:30:00Z"  # the generated traffic (bench/records.py) is dated 2026-11-25
 API_KEY = "bench-key"
@@ -125,36 +125,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def relay_config(workdir: Path, port: int, upstream_url: str, sync: str, sink_options: list[str]) -> str:
-    sink = "\n".join(sink_options)
-    return textwrap.dedent(f"""\
-        [server]
-        address = "127.0.0.1:{port}"
-        max_body_size = "64MiB"
-        shutdown_grace = "20s"
-
-        [queue]
-        path = "{workdir / 'queue'}"
-        max_size = "16GiB"
-        sync = "{sync}"
-
-        [validation]
-        now = "{PINNED_NOW}"
-
-        [sources.fluentbit]
-        mapping = "fluentbit-nginx"
-        host = "www.example.com"
-
-        [sources.custom]
-        path = "/v1/logs/custom"
-        mapping = "profound"
-
-        [sinks.upstream]
-        url = "{upstream_url}"
-        api_key = "{API_KEY}"
-        """) + sink + "\n"
-
-
 # ---------------------------------------------------------------- the run's processes
 
 
@@ -219,8 +189,10 @@ def start_relay(run: Run) -> None:
     args, workdir = run.args, run.workdir
     port = _free_port()
     config = workdir / "relay.toml"
-    config.write_text(relay_config(workdir, port, run.upstream_base + "/v1/logs/custom", args.sync,
-                                   args.sink_option))
+    sink = sink_toml("upstream", run.upstream_base + "/v1/logs/custom", API_KEY)
+    sink += "".join(f"{line}\n" for line in args.sink_option)  # `--sink-option`s, already TOML lines
+    config.write_text(relay_toml(port=port, queue_dir=workdir / "queue", sinks=sink, now=PINNED_NOW, sync=args.sync,
+                                 queue_max_size="16GiB", max_body_size="64MiB", shutdown_grace="20s"))
     relay = run.children["relay"] = Child("relay", ["-m", "relay", "serve", "-c", str(config)], workdir)
     run.relay_base = f"http://127.0.0.1:{port}"
     _wait("relay /healthz", relay, lambda: get_json(run.relay_base + "/healthz"), timeout=60)
