@@ -12,7 +12,7 @@ DEV_LOCK := requirements-dev.lock
 UV_COMPILE = $(BIN)/uv pip compile pyproject.toml --quiet --upgrade --generate-hashes --universal \
              --python-version 3.11
 
-.PHONY: run test lint lock soak check-config bench system-deps clean
+.PHONY: run test lint lock soak check-config bench bench-peer system-deps clean
 
 # Plain pip installs the lock: no other tool is needed to install, only to lock.
 $(STAMP): pyproject.toml $(DEV_LOCK)
@@ -50,6 +50,12 @@ check-config: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/relay bench
+
+# The relay and the real Fluent Bit on the same load, turn about. The binary: FLUENT_BIT_BIN,
+# else fluent-bit on PATH, else ../shared/peers/fluent-bit beside a development checkout.
+PEER_BIN ?= $(or $(FLUENT_BIT_BIN),$(shell command -v fluent-bit),$(wildcard ../shared/peers/fluent-bit))
+bench-peer: $(STAMP)
+	FLUENT_BIT_BIN=$(PEER_BIN) $(BIN)/relay bench --peer fluent-bit
 
 # Optional Debian packages for the tests that drive real shippers, and haproxy for the
 # scale-out test (as root; CI runs it).

@@ -164,7 +164,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--profile", metavar="FILE", help="record the relay with py-spy while it runs: FILE.svg a flame "
                                        "graph, FILE.txt collapsed stacks, FILE.json speedscope")
     add("--peer", choices=sorted(PEERS), help="also run this peer in the relay's place, turn about, and compare "
-        "(fluent-bit: FLUENT_BIT_BIN, else on PATH, else ../shared/peers/fluent-bit; skipped, exit 0, "
+        "(fluent-bit: FLUENT_BIT_BIN, else on PATH; skipped, exit 0, "
         "when there is none); the upstream is then the lean sink for both")
     add("--rounds", type=int, default=2, help="with --peer: relay and peer turns each (default %(default)s)")
     add("--peer-workers", type=int, default=2, help="with --peer: the peer's output workers (default %(default)s)")

@@ -20,7 +20,6 @@ import msgspec
 
 from relay.tools.bench.processes import (
     API_KEY,
-    PACKAGE_ROOT,
     Child,
     Run,
     _free_port,
@@ -28,13 +27,10 @@ from relay.tools.bench.processes import (
     start_upstream,
 )
 
-# Where a peer's binary may be when it is not on PATH: beside the repo, for side-by-side runs.
-SHARED_PEERS = PACKAGE_ROOT.parent / "shared" / "peers"
-
 
 class Peer(msgspec.Struct, frozen=True):
     name: str  # as given to --peer, and the row's name in the table
-    program: str  # the binary's name on PATH and in ../shared/peers
+    program: str  # the binary's name on PATH
     env: str  # the variable that names the binary, checked first
 
 
@@ -53,7 +49,8 @@ def find_binary(peer: Peer, environ: Mapping[str, str] = os.environ) -> tuple[Pa
     """(the binary, how it was found) or (None, why there is none).
 
     The variable wins outright: when it names nothing the peer is skipped, so a run can
-    be told not to use a binary that is on PATH or in ../shared/peers."""
+    be told not to use a binary that is on PATH. Nothing outside the package and PATH is
+    searched: in a development checkout, `make bench-peer` names the peer binary."""
     named = environ.get(peer.env)
     if named:
         path = Path(named)
@@ -63,10 +60,7 @@ def find_binary(peer: Peer, environ: Mapping[str, str] = os.environ) -> tuple[Pa
     found = shutil.which(peer.program, path=environ.get("PATH", ""))
     if found:
         return Path(found), "PATH"
-    shared = SHARED_PEERS / peer.program
-    if shared.is_file() and os.access(shared, os.X_OK):
-        return shared, str(SHARED_PEERS)
-    return None, f"no {peer.program} binary: {peer.env} unset, none on PATH, none at {shared}"
+    return None, f"no {peer.program} binary: {peer.env} unset and none on PATH"
 
 
 def version(binary: Path) -> str:

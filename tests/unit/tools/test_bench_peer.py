@@ -1,7 +1,7 @@
 """`relay bench --peer`: the real Fluent Bit in the relay's place on the same load, or one clear skip line.
 
-The peer run uses the real binary when there is one (FLUENT_BIT_BIN, PATH, or
-../shared/peers/fluent-bit) and checks that nothing is lost or duplicated by either;
+The peer run uses the real binary when there is one (tests.support.fluent_bit_binary:
+FLUENT_BIT_BIN, PATH, or ../shared/peers/fluent-bit), named to the bench by FLUENT_BIT_BIN, and checks that nothing is lost or duplicated by either;
 it never asserts a speed.
 """
 
@@ -19,9 +19,9 @@ import pytest
 
 from relay.tools.bench import peers
 from relay.tools.bench.compare import peer_table, summarize
-from tests.support import REPO_ROOT
+from tests.support import PEER_MISSING, REPO_ROOT, fluent_bit_binary
 
-FLUENT_BIT, FOUND_BY = peers.find_binary(peers.PEERS["fluent-bit"])
+FLUENT_BIT = fluent_bit_binary()
 
 
 def bench(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -35,11 +35,12 @@ def env_without(program: str, **extra: str) -> dict[str, str]:
     return {**os.environ, "PATH": os.pathsep.join(path), **extra}
 
 
-@pytest.mark.skipif(FLUENT_BIT is None, reason=f"no Fluent Bit to compare with ({FOUND_BY})")
+@pytest.mark.skipif(FLUENT_BIT is None, reason=PEER_MISSING)
 def test_fluent_bit_peer_runs_turn_about_and_neither_loses_an_entry(tmp_path: Path) -> None:
     # The fluentbit workload: Fluent Bit's rename filter and its string ids are on the path.
     done = bench("--json", "--quiet", "--peer", "fluent-bit", "--workload", "fluentbit", "--duration", "2s",
-                 "--rounds", "1", "--rate", "20000", "--records", "500", "--keep", str(tmp_path))
+                 "--rounds", "1", "--rate", "20000", "--records", "500", "--keep", str(tmp_path),
+                 env={**os.environ, "FLUENT_BIT_BIN": str(FLUENT_BIT)})
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)
     assert result["peer"] == "fluent-bit" and result["peer_version"].startswith("Fluent Bit")
@@ -77,22 +78,18 @@ def test_skips_on_one_line_when_no_fluent_bit_binary(tmp_path: Path) -> None:
 
 def test_binary_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fluent_bit = peers.PEERS["fluent-bit"]
-    on_path, shared = tmp_path / "bin", tmp_path / "shared"
-    for folder in (on_path, shared):
-        folder.mkdir()
-        (folder / "fluent-bit").write_text("#!/bin/sh\n")
-        (folder / "fluent-bit").chmod(0o755)
-    monkeypatch.setattr(peers, "SHARED_PEERS", shared)
+    on_path = tmp_path / "bin"
+    on_path.mkdir()
+    (on_path / "fluent-bit").write_text("#!/bin/sh\n")
+    (on_path / "fluent-bit").chmod(0o755)
     named = tmp_path / "named"
     named.write_text("#!/bin/sh\n")
     named.chmod(0o755)
     assert peers.find_binary(fluent_bit, {"FLUENT_BIT_BIN": str(named), "PATH": str(on_path)}) == (named,
                                                                                                    "FLUENT_BIT_BIN")
     assert peers.find_binary(fluent_bit, {"PATH": str(on_path)}) == (on_path / "fluent-bit", "PATH")
-    assert peers.find_binary(fluent_bit, {"PATH": str(tmp_path)}) == (shared / "fluent-bit", str(shared))
-    (shared / "fluent-bit").unlink()
     binary, why = peers.find_binary(fluent_bit, {"PATH": str(tmp_path)})
-    assert binary is None and "FLUENT_BIT_BIN unset" in why and str(shared / "fluent-bit") in why
+    assert binary is None and why == "no fluent-bit binary: FLUENT_BIT_BIN unset and none on PATH"
 
 
 def test_vector_skips_and_shows_the_config_it_would_use() -> None:
