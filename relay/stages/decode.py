@@ -55,10 +55,21 @@ def decode_body(
     body: bytes, *, content_type: str | None, content_encoding: str | None, max_size: int
 ) -> Decoded:
     """Turn one request body into records; raise an IngestError the client can act on."""
+    kind, data = inflate(body, content_type=content_type, content_encoding=content_encoding, max_size=max_size)
+    return decode_data(kind, data)
+
+
+def inflate(body: bytes, *, content_type: str | None, content_encoding: str | None, max_size: int) -> tuple[str, bytes]:
+    """Steps 1 and 2: (the Content-Type's family, the decompressed bytes without a BOM)."""
     kind = _media_kind(content_type)
     data = decompress(body, content_encoding, max_size)
     if data.startswith(_BOM):  # Windows tools write one; JSON parsers reject it
         data = data[3:]
+    return kind, data
+
+
+def decode_data(kind: str, data: bytes) -> Decoded:
+    """Step 3: the bytes `inflate` gave -> records."""
     if kind == "text":
         return _decode_text(data)
     if kind == "json-seq":  # RFC 7464: each record is led by an RS byte

@@ -1,0 +1,163 @@
+"""The fast route for bodies already in upstream form: JSON straight into `Entry` values.
+
+A mapping that copies every field of SPEC §2 from the key of the same name (`profound`)
+needs no per-field Python: msgspec decodes a JSON array (or NDJSON) of objects straight
+into `Entry` Structs whose types and `Meta` constraints are SPEC §2's rules, in C. What
+C cannot say is checked in one short loop: the timestamp is in range and written the way
+`format_timestamp` would write it (zero fraction digits dropped as it drops them), the IP is an IP
+without a port, and no text field is the "-" placeholder (which means missing).
+
+The route is all or nothing, and only ever says yes for a body the per-record path
+would accept untouched: no rejection, no repair, no filtering. Anything else (a field
+of another type, a bad entry, a number for a timestamp, a repair to make) returns None,
+and the caller runs the body through the per-record path, which names the index, field
+and rule exactly as it always has. So the fast route changes cost, never outcome.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+from relay.mapping.spec import MISSING, MappingSpec
+from relay.stages.schema import _INT_MAX, _METHODS, FIELDS, MAX_LENGTH, Validator
+from relay.stages.schema import Entry as _Entry
+from relay.stages.values import is_ip, strip_ip_port
+
+_CACHE_LIMIT = 65536
+_FLOAT_MAX = 1.7e308
+# What format_timestamp writes: whole seconds, then `Z` or 3 or 6 fraction digits and `Z`.
+# Checked in Python, memoised: a Meta pattern would run a regex per entry (~half the decode).
+_SECOND = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", re.ASCII)
+_TAIL = re.compile(r"Z|\.\d{3}Z|\.\d{6}Z", re.ASCII)
+_LAST_EXACT = 2**32  # below it a float holds an epoch to well under half a microsecond
+
+
+# SPEC §2's lengths, from the one table in schema.py; min_length=1: "" means missing
+_Host = Annotated[str, Meta(min_length=1, max_length=MAX_LENGTH["host"])]
+_Path = Annotated[str, Meta(min_length=1, max_length=MAX_LENGTH["path"])]
+_Ip = Annotated[str, Meta(min_length=1, max_length=MAX_LENGTH["ip"])]
+_Agent = Annotated[str, Meta(min_length=1, max_length=MAX_LENGTH["user_agent"])]
+_Referer = Annotated[str, Meta(min_length=1, max_length=MAX_LENGTH["referer"])]
+_QueryKey = Annotated[str, Meta(max_length=MAX_LENGTH["query_key"])]
+_QueryValue = Annotated[str, Meta(max_length=MAX_LENGTH["query_value"])]
+_Query = Annotated[dict[_QueryKey, _QueryValue], Meta(min_length=1)]  # {} goes upstream as no query
+_Status = Annotated[int, Meta(ge=100, le=599)]
+_Bytes = Annotated[int, Meta(ge=0, le=_INT_MAX)]
+_Duration = Annotated[float, Meta(ge=0, le=_FLOAT_MAX)] | Annotated[int, Meta(ge=0)]
+_Method = Literal[tuple(sorted(_METHODS))]  # type: ignore[valid-type]  # the methods taken as they are
+
+
+class Upstream(_Entry, omit_defaults=True, gc=False):
+    """An `Entry` as decoded from upstream form, its fields held to SPEC §2 by their types.
+
+    Same fields, order and encoding as `Entry` (a subclass, so everything that takes an Entry
+    takes it); "" (missing) fails `min_length`, an empty query object fails `min_length` too."""
+
+    timestamp: str
+    method: _Method  # type: ignore[valid-type]
+    host: _Host
+    path: _Path
+    status_code: _Status
+    ip: _Ip
+    user_agent: _Agent
+    query_params: _Query | UnsetType = UNSET
+    referer: _Referer | UnsetType = UNSET
+    bytes_sent: _Bytes | UnsetType = UNSET
+    duration_ms: _Duration | UnsetType = UNSET
+
+
+_ARRAY = msgspec.json.Decoder(list[Upstream])
+_LINES = msgspec.json.Decoder(Upstream)
+_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
+
+
+def is_passthrough(spec: MappingSpec) -> bool:
+    """Does `spec` copy each SPEC §2 field from the key of its name, and do nothing else?"""
+    if spec.line is not None or spec.drop_if or set(spec.fields) - set(FIELDS):
+        return False
+    for target in FIELDS:
+        rule = spec.fields.get(target)
+        if rule is None or rule.default is not MISSING or len(rule.sources) != 1:
+            return False
+        source = rule.sources[0]
+        if (source.const is not MISSING or source.parse or source.format not in (None, "auto") or source.scale
+                or source.type or source.unescape or len(source.paths) != 1):
+            return False
+        path = source.paths[0]
+        if path.kind != "record" or path.steps != (target,):
+            return False
+    return True
+
+
+class TypedRoute:
+    """The fast route of one passthrough source; keeps its per-second and per-IP memos."""
+
+    def __init__(self) -> None:
+        self._seconds: dict[str, float] = {}  # "YYYY-MM-DDTHH:MM:SS" -> Unix seconds
+        self._tails: set[str] = set()  # what follows the seconds, seen well-formed: "Z", ".123Z", ...
+
+    def entries(self, data: bytes, *, lines: bool, validator: Validator) -> list[_Entry] | None:
+        """`data` (a JSON array, or NDJSON when `lines`) as entries, or None: take the per-record path."""
+        try:
+            found: list[Any] = _LINES.decode_lines(data) if lines else _ARRAY.decode(data)
+        except _ERRORS:
+            return None
+        if not found:
+            return None
+        validator.begin()
+        lo, hi = validator.lo, validator.hi - 1.0  # a second is in range when all of it is
+        seconds, second_of, tails, ips = self._seconds, self._second, self._tails, validator._ips
+        for entry in found:
+            ts = entry.timestamp
+            base = seconds.get(ts[:19])
+            if base is None:
+                base = second_of(ts[:19])
+                if base is None:
+                    return None
+            if ts[19:] not in tails:
+                if not _TAIL.fullmatch(ts, 19):
+                    return None
+                if len(tails) >= _CACHE_LIMIT:
+                    tails.clear()
+                tails.add(ts[19:])
+            if not lo <= base <= hi:  # out of range, or at the window's edge: the rules say which
+                return None
+            if ts[-4:] == "000Z":  # written back as format_timestamp would: `.120000Z` -> `.120Z`, `.000Z` -> `Z`
+                entry.timestamp = ts[:19] + "Z" if len(ts) == 24 or ts[20:23] == "000" else ts[:23] + "Z"
+            ip = entry.ip
+            if ip not in ips:
+                if not _bare_ip(ip):
+                    return None
+                if len(ips) >= _CACHE_LIMIT:
+                    ips.clear()
+                ips.add(ip)
+            if entry.host == "-" or entry.path == "-" or entry.user_agent == "-" or entry.referer == "-":
+                return None
+        return found
+
+    def _second(self, head: str) -> float | None:
+        if not _SECOND.fullmatch(head):
+            return None
+        try:
+            moment = datetime(int(head[:4]), int(head[5:7]), int(head[8:10]),
+                              int(head[11:13]), int(head[14:16]), int(head[17:19]))  # fmt: skip
+        except ValueError:
+            return None
+        epoch = float(calendar.timegm(moment.timetuple()))
+        if not 0 <= epoch < _LAST_EXACT:
+            return None
+        if len(self._seconds) >= _CACHE_LIMIT:
+            self._seconds.clear()
+        self._seconds[head] = epoch
+        return epoch
+
+
+def _bare_ip(text: str) -> bool:
+    """An IP as the per-record path keeps it without a repair: no port, no brackets."""
+    return strip_ip_port(text) == text and is_ip(text)

@@ -1,0 +1,114 @@
+"""`python -m relay.tools.bench.stages`: CPU per entry of each ingest stage, in this process.
+
+Runs the ingest path's pure part on pre-built 1,000-entry gzip bodies of the bench's
+generated traffic (bench/workloads.py) and prints µs per entry for
+
+    decompress   the gzip layer (relay.stages.compression)
+    decode       body -> records (relay.stages.decode, decompression excluded)
+    map          records -> validated entries (the route's compiled mapping + Validator)
+    typed        body bytes -> validated entries by the typed route (relay.stages.typed), for
+                 a passthrough mapping: decode, map and validate in one (- for other mappings)
+    encode       entries -> the NDJSON lines the queue stores
+    prepare      the whole of relay.stages.pipeline.prepare, as a request runs it
+
+The machine is shared and noisy: every figure is the best of `--repeat` rounds, the
+stages of one round run back to back on the same bodies, and a stage's time is taken
+from `time.process_time` (this process's CPU, not the wall clock). Compare ratios
+measured in one run; for steadier figures, run it under
+`valgrind --tool=callgrind --callgrind-out-file=/dev/null` and count instructions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from relay.config import SourceConfig
+from relay.mapping import MappingLibrary
+from relay.models import RecordContext
+from relay.stages.compression import decompress
+from relay.stages.decode import decode_body
+from relay.stages.pipeline import Route, _encode_lines, prepare
+from relay.stages.schema import ValidationPolicy, Validator
+from relay.tools.bench.processes import PINNED_NOW
+from relay.tools.bench.workloads import build_bodies, workload
+
+MAPPINGS = {"passthrough": "profound", "fluentbit": "fluentbit-nginx", "ndjson": "profound"}
+STAGES = ("decompress", "decode", "map", "typed", "encode", "prepare")
+MAX_SIZE = 64 * 1024 * 1024
+
+
+def route_for(name: str) -> Route:
+    """The route a workload posts to, its clock pinned to the generated traffic's day."""
+    mapping = MAPPINGS[name]
+    now = datetime.fromisoformat(PINNED_NOW.replace("Z", "+00:00")).timestamp()
+    config = SourceConfig(mapping=mapping, host="www.example.com")
+    return Route(name, config, MappingLibrary().get(mapping), Validator(ValidationPolicy(now=now)), [])
+
+
+def _best(func: Callable[[], Any], repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.process_time()
+        func()
+        best = min(best, time.process_time() - start)
+    return best
+
+
+def measure(name: str, *, bodies: int = 20, repeat: int = 5) -> dict[str, float]:
+    """µs per entry of each stage for `bodies` bodies of workload `name`, best of `repeat`."""
+    load = workload(name)
+    route = route_for(name)
+    raw = list(build_bodies(load, bodies))
+    encoding = "gzip" if load.gzip else None
+    plain = [decompress(body, encoding, MAX_SIZE) for body in raw]
+    records = [decode_body(body, content_type=load.content_type, content_encoding=None, max_size=MAX_SIZE).records
+               for body in plain]
+    ctx_args: dict[str, Any] = {"content_type": load.content_type, "content_encoding": encoding, "headers": {}, "max_size": MAX_SIZE}
+    entries = [prepare(route, body, **ctx_args).result.entries for body in raw]
+    ctx = RecordContext(source=name, host=route.config.host)
+    typed, lines = route.typed, load.content_type != "application/json"
+    stages: dict[str, Callable[[], Any]] = {
+        "decompress": lambda: [decompress(body, encoding, MAX_SIZE) for body in raw],
+        "decode": lambda: [decode_body(body, content_type=load.content_type, content_encoding=None,
+                                       max_size=MAX_SIZE) for body in plain],
+        "map": lambda: [route.mapper.map_records(batch, ctx, route.validator) for batch in records],
+        "typed": lambda: [typed.entries(body, lines=lines, validator=route.validator) for body in plain]
+        if typed is not None else None,
+        "encode": lambda: [_encode_lines(batch) for batch in entries],
+        "prepare": lambda: [prepare(route, body, **ctx_args) for body in raw],
+    }
+    count = bodies * load.per_body
+    out = {stage: _best(func, repeat) * 1e6 / count for stage, func in stages.items()}
+    if typed is None:
+        out["typed"] = float("nan")
+    out["entries"] = float(sum(len(batch) for batch in entries) / bodies)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m relay.tools.bench.stages", description=__doc__.split("\n")[0])
+    parser.add_argument("--workload", action="append", choices=sorted(MAPPINGS), help="default: passthrough and fluentbit")
+    parser.add_argument("--bodies", type=int, default=20, help="1,000-entry bodies a round (default 20)")
+    parser.add_argument("--repeat", type=int, default=5, help="rounds; the best is reported (default 5)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    results = {name: measure(name, bodies=args.bodies, repeat=args.repeat)
+               for name in args.workload or ["passthrough", "fluentbit"]}
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(f"{'µs/entry':<12}" + "".join(f"{stage:>12}" for stage in STAGES))
+    for name, figures in results.items():
+        print(f"{name:<12}" + "".join(f"{figures[stage]:>12.2f}" for stage in
+                                      STAGES))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
