@@ -86,7 +86,8 @@ class Runtime:
         self.config = config
         self.metrics = Metrics()
         self.queue = DiskQueue(config.queue.path, max_size=config.queue.max_size, sync=config.queue.sync,
-                               min_free_space=config.queue.min_free_space)
+                               min_free_space=config.queue.min_free_space,
+                               on_unreadable=config.queue.on_unreadable)
         self.outboxes: dict[str, Outbox] = {}
         self.dispatchers: dict[str, SinkDispatcher] = {}
         self.sessions: dict[str, aiohttp.ClientSession] = {}
@@ -283,6 +284,11 @@ class Runtime:
                "queue.max_size bounds)", {}, disk_usage.allocated_bytes(self.queue.path))
         yield "relay_queue_max_bytes", "The disk budget (queue.max_size)", {}, self.queue.max_size
         yield "relay_queue_quarantined_items", "Queue items that failed their checksum since start", {}, self.queue.quarantined
+        yield ("relay_queue_items_quarantined_total", "Queue items moved aside or lost to a damaged database "
+               "since start", {}, self.queue.quarantined)
+        yield ("relay_queue_entries_lost_total", "Entries those items held (each acknowledged, never delivered)",
+               {}, self.queue.entries_lost)
+        yield "relay_queue_salvages_total", "Damaged queue databases salvaged since start", {}, len(self.queue.salvages)
 
 
 def _without_credentials(sink: SinkConfig) -> tuple[object, ...]:

@@ -132,8 +132,12 @@ def integrity(con: sqlite3.Connection, *, full: bool = False) -> list[str]:
 def _rows(con: sqlite3.Connection, low: int, high: int, bad: list[int]) -> Iterator[tuple[int, str, int, bytes]]:
     """Rows with low <= rowid < high; a range that cannot be read is halved until single rowids fail."""
     try:
-        rows = con.execute("SELECT rowid, key, mode, value FROM Cache WHERE rowid >= ? AND rowid < ?",
-                           (low, high)).fetchall()
+        # One rowid alone is looked up by equality: a range scan also steps to the row after
+        # the range, which may sit on the damaged page when this one does not.
+        rows = con.execute("SELECT rowid, key, mode, value FROM Cache WHERE rowid = ?", (low,)).fetchall() \
+            if high - low == 1 else \
+            con.execute("SELECT rowid, key, mode, value FROM Cache WHERE rowid >= ? AND rowid < ?",
+                        (low, high)).fetchall()
     except sqlite3.DatabaseError as exc:
         if not is_damage(exc):
             raise
@@ -191,7 +195,12 @@ def read(db_path: str, copy: Callable[[str, bytes], None] | None = None, *, full
     try:
         try:
             report.problems = integrity(con, full=full_check)
-            con.execute("SELECT 1 FROM Cache LIMIT 1").fetchall()
+        except sqlite3.DatabaseError as exc:  # the check itself stopped at the damage
+            if not is_damage(exc):
+                raise
+            report.problems = [str(exc)]
+        try:
+            con.execute("SELECT count(*) FROM sqlite_master").fetchall()  # header and schema
         except sqlite3.DatabaseError as exc:
             if not is_damage(exc) and "no such table" not in str(exc):
                 raise
