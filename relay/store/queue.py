@@ -117,7 +117,8 @@ class DiskQueue:
         self._worker.start()
         return snapshot
 
-    def _make_cache(self, path: str) -> diskcache.Cache:
+    def make_cache(self, path: str) -> diskcache.Cache:
+        """A diskcache Cache on `path` with the queue's settings (also for salvaged copies)."""
         return diskcache.Cache(
             path, eviction_policy="none", size_limit=2**62, cull_limit=0,
             disk_min_file_size=_VALUES_IN_SQLITE, statistics=False, tag_index=False,
@@ -131,7 +132,7 @@ class DiskQueue:
 
     def _open_checked(self) -> dict[str, SinkSnapshot]:
         """Open the database, run SQLite's quick check, scan the keys. DatabaseError when damaged."""
-        self._cache = self._make_cache(self.path)
+        self._cache = self.make_cache(self.path)
         self._page_size = int(self._cache._sql("PRAGMA page_size").fetchone()[0])
         problems = salvage.integrity(self._cache._con)
         if problems:
@@ -154,7 +155,7 @@ class DiskQueue:
             self._salvage(str(exc), at_start=False)
         except (OSError, sqlite3.Error, QueueError) as failed:
             log.error("queue: salvage of %s failed: %s", self.path, failed)
-            self._cache = self._make_cache(self.path)
+            self._cache = self.make_cache(self.path)
             return False
         return True
 
@@ -164,12 +165,12 @@ class DiskQueue:
         log.error("queue: %s is damaged (%s); salvaging every readable item into a fresh database", db, why)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         keep_if_unreadable = at_start and self.on_unreadable == "exit"
-        report, aside = salvage.rebuild(self.path, self._make_cache, stamp, require_readable=keep_if_unreadable)
+        report, aside = salvage.rebuild(self.path, self.make_cache, stamp, require_readable=keep_if_unreadable)
         if not report.readable and keep_if_unreadable:
             raise QueueError(f"nothing of the queue database {db} can be read ({report.how}); it is left as "
                              "it is. Move it aside to start with an empty queue (or set queue.on_unreadable "
                              "= \"start_empty\")")
-        self._cache = self._make_cache(self.path)
+        self._cache = self.make_cache(self.path)
         self.quarantined += report.lost_items + report.unknown_items
         self.entries_lost += report.lost_entries
         self._lost.update(report.lost_keys)

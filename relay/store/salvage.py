@@ -21,6 +21,7 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import msgspec
 
@@ -273,6 +274,27 @@ def _lost(report: Report, key: str, count: int) -> None:
         report.lost_keys.append(key)
 
 
+def copy_into(db: str, cache: Any) -> Report:
+    """Read `db`, writing every valid item into the diskcache `cache` (256 per transaction), then close it."""
+    pending: list[tuple[str, bytes]] = []
+
+    def flush() -> None:
+        with cache.transact(retry=True):
+            for key, value in pending:
+                cache.set(key, value)
+        pending.clear()
+
+    def copy(key: str, value: bytes) -> None:
+        pending.append((key, value))
+        if len(pending) >= 256:
+            flush()
+
+    report = read(db, copy)
+    flush()
+    cache.close()  # the last connection: SQLite checkpoints and drops the WAL
+    return report
+
+
 def rebuild(queue_dir: str, make_cache: Callable[[str], object], stamp: str, *,
             require_readable: bool = False) -> tuple[Report, str]:
     """Copy every readable item of queue_dir's database into a fresh one that takes its place.
@@ -284,23 +306,7 @@ def rebuild(queue_dir: str, make_cache: Callable[[str], object], stamp: str, *,
     db = os.path.join(queue_dir, DBNAME)
     tmp = os.path.join(queue_dir, "salvage.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    cache = make_cache(tmp)
-    pending: list[tuple[str, bytes]] = []
-
-    def flush() -> None:
-        with cache.transact(retry=True):  # type: ignore[attr-defined]
-            for key, value in pending:
-                cache.set(key, value)  # type: ignore[attr-defined]
-        pending.clear()
-
-    def copy(key: str, value: bytes) -> None:
-        pending.append((key, value))
-        if len(pending) >= 256:
-            flush()
-
-    report = read(db, copy)
-    flush()
-    cache.close()  # type: ignore[attr-defined]  # the last connection: SQLite checkpoints and drops the WAL
+    report = copy_into(db, make_cache(tmp))
     if require_readable and not report.readable:
         shutil.rmtree(tmp, ignore_errors=True)
         return report, ""
