@@ -111,6 +111,10 @@ class Runtime:
 
     def open_queue(self) -> None:
         os.makedirs(self.config.queue.path, exist_ok=True)
+        q = self.config.queue
+        for problem in disk_usage.capacity_problems(q.path, q.max_size, q.min_free_space,
+                                                    4 * self.config.server.max_body_size):
+            log.warning("%s", problem)
         self._snapshot = self.queue.open()
         for name in self.config.sinks:
             self.outboxes[name] = Outbox(name, self._snapshot.pop(name, None))
@@ -261,6 +265,11 @@ class Runtime:
         # 90 %: new data is refused a little under max_size (room kept for delivery's writes).
         if on_disk >= self.queue.max_size * 0.9:
             problems.append(f"disk budget nearly spent: {on_disk} of {self.queue.max_size} bytes on disk")
+        free = self.queue.free_space()
+        if free < self.queue.min_free_space * 1.1:
+            problems.append(f"disk reserve: the filesystem holding {self.queue.path} has {free} bytes free and "
+                            f"queue.min_free_space keeps {self.queue.min_free_space} in reserve, so new data is "
+                            "refused (503) until deliveries free space")
         return problems
 
     def _gauges(self) -> Iterable[tuple[str, str, dict[str, str], float]]:

@@ -10,6 +10,7 @@ from relay.errors import ConfigError
 from relay.mapping import MappingLibrary
 from relay.runtime import build_routes, validation_policy
 from relay.stages.schema import Validator
+from relay.store import disk_usage
 from relay.store.outbox import Outbox
 
 
@@ -50,6 +51,8 @@ def plan(config_path: str) -> tuple[list[str], list[str]]:
         lines.append(f"sink {name}: POST {sink.url}, batches of <= {sink.batch_max_entries} entries or "
                      f"{sink.batch_timeout:g}s, {sink.compression}, {sink.concurrency} in flight")
     lines.append(f"queue: {config.queue.path}, at most {config.queue.max_size} bytes, sync = {config.queue.sync}")
+    q = config.queue
+    warnings += disk_usage.capacity_problems(q.path, q.max_size, q.min_free_space, 4 * config.server.max_body_size)
     return lines, warnings
 
 

@@ -217,13 +217,14 @@ class DiskQueue:
         pending = 0
         # Keep min_free_space on the filesystem for what frees space later: sealing and
         # deleting delivered batches also write (to SQLite's WAL) before space comes back.
-        disk = self._free_space() - self.min_free_space
+        disk = self.free_space() - self.min_free_space
         for job in appends:
             if not disk_usage.fits(on_disk, free_pages, pending + job.nbytes, self.max_size):
                 why = (f"the queue is full ({on_disk} of {self.max_size} bytes on disk, "
                        f"{disk_usage.reserve(self.max_size)} of them kept for delivery)")
             elif job.nbytes * 2 > disk:
-                why = f"the disk holding {self.path} is nearly full"
+                why = (f"the disk reserve: the filesystem holding {self.path} has {disk + self.min_free_space} "
+                       f"bytes free and queue.min_free_space keeps {self.min_free_space} of them for delivery")
             else:
                 pending += job.nbytes
                 disk -= job.nbytes * 2
@@ -261,7 +262,7 @@ class DiskQueue:
             self._last_full_warning = now
             log.warning("queue: refusing new data (503): %s", why)
 
-    def _free_space(self) -> int:
+    def free_space(self) -> int:
         try:
             stat = os.statvfs(self.path)
         except OSError:
