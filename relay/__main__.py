@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("relay.tools.bench.command", "measure end-to-end throughput"),
     "dead-letter": ("relay.commands.dead_letter", "inspect and re-send what upstream refused"),
     "status": ("relay.commands.status", "live view of a running relay"),
+    "queue": ("relay.commands.queue", "check a stopped relay's queue, or salvage what is readable"),
 }
 
 

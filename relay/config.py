@@ -103,6 +103,9 @@ class QueueConfig(_Section):
     sync: Literal["full", "normal"] = "full"
     dead_letter_max_size: Size = Size(256 * 2**20)  # oldest dead letters are dropped past this
     min_free_space: Size = Size(DEFAULT_MIN_FREE_SPACE)  # refuse new data (503) when the disk has less free
+    # when not one item of a damaged queue database can be read: start with an empty queue (the
+    # damaged file is kept in queue.path/damaged/), or exit naming the file
+    on_unreadable: Literal["start_empty", "exit"] = "start_empty"
 
 
 class ValidationConfig(_Section):

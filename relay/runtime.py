@@ -91,7 +91,8 @@ class Runtime:
         self.config = config
         self.metrics = Metrics()
         self.queue = DiskQueue(config.queue.path, max_size=config.queue.max_size, sync=config.queue.sync,
-                               min_free_space=config.queue.min_free_space)
+                               min_free_space=config.queue.min_free_space,
+                               on_unreadable=config.queue.on_unreadable)
         self.outboxes: dict[str, Outbox] = {}
         self.dispatchers: dict[str, SinkDispatcher] = {}
         self.sessions: dict[str, aiohttp.ClientSession] = {}
@@ -114,6 +115,10 @@ class Runtime:
 
     def open_queue(self) -> None:
         os.makedirs(self.config.queue.path, exist_ok=True)
+        q = self.config.queue
+        for problem in disk_usage.capacity_problems(q.path, q.max_size, q.min_free_space,
+                                                    4 * self.config.server.max_body_size):
+            log.warning("%s", problem)
         self._snapshot = self.queue.open()
         for name in self.config.sinks:
             self.outboxes[name] = Outbox(name, self._snapshot.pop(name, None))
@@ -264,6 +269,11 @@ class Runtime:
         # 90 %: new data is refused a little under max_size (room kept for delivery's writes).
         if on_disk >= self.queue.max_size * 0.9:
             problems.append(f"disk budget nearly spent: {on_disk} of {self.queue.max_size} bytes on disk")
+        free = self.queue.free_space()
+        if free < self.queue.min_free_space * 1.1:
+            problems.append(f"disk reserve: the filesystem holding {self.queue.path} has {free} bytes free and "
+                            f"queue.min_free_space keeps {self.queue.min_free_space} in reserve, so new data is "
+                            "refused (503) until deliveries free space")
         return problems
 
     def _gauges(self) -> Iterable[tuple[str, str, dict[str, str], float]]:
@@ -287,6 +297,11 @@ class Runtime:
                "queue.max_size bounds)", {}, disk_usage.allocated_bytes(self.queue.path))
         yield "relay_queue_max_bytes", "The disk budget (queue.max_size)", {}, self.queue.max_size
         yield "relay_queue_quarantined_items", "Queue items that failed their checksum since start", {}, self.queue.quarantined
+        yield ("relay_queue_items_quarantined_total", "Queue items moved aside or lost to a damaged database "
+               "since start", {}, self.queue.quarantined)
+        yield ("relay_queue_entries_lost_total", "Entries those items held (each acknowledged, never delivered)",
+               {}, self.queue.entries_lost)
+        yield "relay_queue_salvages_total", "Damaged queue databases salvaged since start", {}, len(self.queue.salvages)
 
 
 def _without_credentials(sink: SinkConfig) -> tuple[object, ...]:

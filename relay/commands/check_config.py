@@ -9,6 +9,7 @@ from relay.config import DEFAULT_CONFIG_PATH, load
 from relay.errors import ConfigError
 from relay.mapping import MappingLibrary
 from relay.runtime import compile_routes
+from relay.store import disk_usage
 
 
 def plan(config_path: str) -> tuple[list[str], list[str]]:
@@ -47,6 +48,8 @@ def plan(config_path: str) -> tuple[list[str], list[str]]:
         lines.append(f"sink {name}: POST {sink.url}, batches of <= {sink.batch_max_entries} entries or "
                      f"{sink.batch_timeout:g}s, {sink.compression}, {sink.concurrency} in flight")
     lines.append(f"queue: {config.queue.path}, at most {config.queue.max_size} bytes, sync = {config.queue.sync}")
+    q = config.queue
+    warnings += disk_usage.capacity_problems(q.path, q.max_size, q.min_free_space, 4 * config.server.max_body_size)
     return lines, warnings
 
 

@@ -108,6 +108,8 @@ def render(status: Status, recent: Sequence[tuple[str, str]] | None = None) -> R
     header.append(status.url or "?")
     if status.ready is True:
         header.append("  ready", style="bold green")
+        if status.reasons:  # ready, with something the operator must know (a salvaged queue)
+            header.append("  NOTE: " + "; ".join(status.reasons), style="bold yellow")
     elif status.ready is False:
         header.append("  NOT READY: " + "; ".join(status.reasons or ("no reason given",)), style="bold red")
     else:
@@ -237,6 +239,8 @@ def _readiness(root: str, timeout: float) -> tuple[bool | None, tuple[str, ...]]
     except (OSError, ValueError):
         return None, ()
     reasons = answer.get("reasons", []) if isinstance(answer, dict) else []
+    if code == 200 and isinstance(answer, dict):
+        reasons = answer.get("notes", [])
     return code == 200, tuple(str(r) for r in reasons if r)
 
 

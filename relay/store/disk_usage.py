@@ -16,6 +16,7 @@ import os
 # An item costs more than its value: a row header, its key, B-tree pages not full.
 PAGE_OVERHEAD = 1.25
 MIN_WAL_LIMIT = 32 * 2**10
+DAMAGED_DIR = "damaged"  # queue.path/damaged/<time>/: databases a salvage moved aside
 MAX_WAL_LIMIT = 4 * 2**20  # about SQLite's default checkpoint (1,000 pages): min_free_space covers it
 
 
@@ -28,6 +29,8 @@ def allocated_bytes(path: str) -> int:
     except OSError:
         return total
     for entry in entries:
+        if entry.name == DAMAGED_DIR:
+            continue  # damaged databases kept for the operator: on the disk, not in the queue's budget
         try:
             if entry.is_dir(follow_symlinks=False):
                 total += allocated_bytes(entry.path)
@@ -64,3 +67,36 @@ def projected(on_disk: int, free_pages: int, pending: int) -> int:
 
 def fits(on_disk: int, free_pages: int, pending: int, max_size: int) -> bool:
     return projected(on_disk, free_pages, pending) + reserve(max_size) <= max_size
+
+
+def _filesystem(path: str) -> tuple[int, int]:
+    """(free bytes for us, total bytes) of the filesystem that holds (or will hold) path."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    stat = os.statvfs(probe)
+    return stat.f_bavail * stat.f_frsize, stat.f_blocks * stat.f_frsize
+
+
+def capacity_problems(path: str, max_size: int, min_free_space: int, room: int) -> list[str]:
+    """What the volume holding the queue cannot do, with the figures: [] when it can hold it.
+
+    `room`: bytes for a few batches above the reserve, without which every request is
+    refused (503) from the start."""
+    try:
+        free, total = _filesystem(path)
+    except OSError:
+        return []
+    queued = allocated_bytes(path) if os.path.isdir(path) else 0
+    problems = []
+    if free < min_free_space + room:
+        problems.append(f"queue.min_free_space: the filesystem holding {path} has {free:,} bytes free "
+                        f"({total:,} in all), less than min_free_space ({min_free_space:,}) plus room for a few "
+                        f"batches ({room:,}): new data would be refused (503) until space is freed; lower "
+                        "min_free_space or give the queue a larger volume")
+    usable = free + queued - min_free_space
+    if max_size > usable:
+        problems.append(f"queue.max_size: {max_size:,} bytes, but the filesystem holding {path} can give the "
+                        f"queue at most {max(usable, 0):,} ({free:,} free + {queued:,} queued - min_free_space "
+                        f"{min_free_space:,}): the disk, not max_size, will bound the queue")
+    return problems

@@ -51,8 +51,10 @@ def resolve(job: Job, *, result: Any = None, error: BaseException | None = None)
 class DbThread:
     """One thread owning every call on the Cache: SQLite serialises writers anyway."""
 
-    def __init__(self, commit_appends: Callable[[list[Job]], None]) -> None:
+    def __init__(self, commit_appends: Callable[[list[Job]], None],
+                 recover: Callable[[BaseException], bool] = lambda exc: False) -> None:
         self._commit_appends = commit_appends
+        self._recover = recover  # True: the database was repaired, run the job once more
         self._jobs: thread_queue.SimpleQueue[Job | None] = thread_queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
@@ -102,7 +104,12 @@ class DbThread:
 
     def _run_one(self, job: Job) -> None:
         try:
-            result = job.fn()
+            try:
+                result = job.fn()
+            except Exception as exc:
+                if not self._recover(exc):
+                    raise
+                result = job.fn()  # once more, on the salvaged database
         except BaseException as exc:
             resolve(job, error=exc)
         else:

@@ -28,7 +28,7 @@ import msgspec
 from isal import igzip
 
 from relay.errors import CorruptItem, QueueError, QueueFull
-from relay.store import disk_usage
+from relay.store import disk_usage, salvage
 from relay.store.jobs import DbThread, Job, resolve
 from relay.store.layout import (
     BatchRef,
@@ -60,17 +60,23 @@ DEFAULT_MIN_FREE_SPACE = 64 * 2**20  # bytes left free on the filesystem (queue.
 class DiskQueue:
     """Owns the Cache and the thread that runs every call on it."""
 
-    def __init__(self, path: str, *, max_size: int, sync: str = "full", min_free_space: int = DEFAULT_MIN_FREE_SPACE) -> None:
+    def __init__(self, path: str, *, max_size: int, sync: str = "full",
+                 min_free_space: int = DEFAULT_MIN_FREE_SPACE, on_unreadable: str = "start_empty") -> None:
         self.path = path
+        self.on_unreadable = on_unreadable  # "start_empty" | "exit": when nothing of the database can be read
         self.max_size = max_size
         self.min_free_space = min_free_space
         self.sync = sync
         self.used_bytes = 0  # queued data (inbox + batches + dead letters), owned by the DB thread
         self.disk_bytes = 0  # the directory's allocated bytes at the last group commit (what max_size bounds)
         self._page_size = 4096
-        self._worker = DbThread(self._commit_appends)
+        self._worker = DbThread(self._commit_appends, self._recover)
         self._cache: diskcache.Cache | None = None
-        self.quarantined = 0
+        self.quarantined = 0  # items moved aside or lost to damage since start
+        self.entries_lost = 0  # entries those items held
+        self.salvages: list[str] = []  # one line per salvage of a damaged database, for /readyz and the log
+        self._lost: set[str] = set()  # keys a salvage could not read (already counted)
+        self._salvaged_at = -1e9
         self._lock_file: IO[str] | None = None
         self.commits = 0
         self._last_full_warning = -1e9  # group-commit transactions so far (one per group, not per request)
@@ -94,28 +100,87 @@ class DiskQueue:
         if lock and self._lock_file is None and not self.lock():
             raise QueueError(f"queue.path {self.path} is in use by another relay process; "
                              "each relay needs its own queue directory")
+        salvage.finish_interrupted(self.path)
         try:
-            self._cache = diskcache.Cache(
-                self.path, eviction_policy="none", size_limit=2**62, cull_limit=0,
-                disk_min_file_size=_VALUES_IN_SQLITE, statistics=False, tag_index=False,
-                sqlite_synchronous=2 if self.sync == "full" else 1,
-                sqlite_cache_size=2**13, timeout=60,
-                # The WAL counts against max_size too: checkpoint it often enough, and give its
-                # space back after each checkpoint.
-                sqlite_journal_size_limit=disk_usage.wal_limit(self.max_size),
-                sqlite_wal_autocheckpoint=max(4, disk_usage.wal_limit(self.max_size) // 4096),
-            )
-            self._page_size = int(self._cache._sql("PRAGMA page_size").fetchone()[0])
-            snapshot = self.scan()
+            snapshot = self._open_checked()
         except sqlite3.DatabaseError as exc:
-            self.close()
-            raise QueueError(f"the queue database in {self.path} cannot be read ({exc}); move the "
-                             "directory aside to start with an empty queue, and keep it to recover "
-                             "its data (e.g. with sqlite3 .recover)") from None
+            if not salvage.is_damage(exc):
+                self.close()
+                raise QueueError(f"the queue database in {self.path} cannot be opened: {exc}") from None
+            if self._cache is not None:
+                self._cache.close()
+            self._salvage(str(exc), at_start=True)
+            snapshot = self._open_checked()
+        assert self._cache is not None
+        self._cache.close()  # this thread's connection: from now on only the DB thread's is used
         self.used_bytes = sum(sum(ref.nbytes for ref in found.inbox) + sum(ref.nbytes for ref in found.batches)
                               + sum(ref.nbytes for ref in found.dead) for found in snapshot.values())
         self._worker.start()
         return snapshot
+
+    def make_cache(self, path: str) -> diskcache.Cache:
+        """A diskcache Cache on `path` with the queue's settings (also for salvaged copies)."""
+        return diskcache.Cache(
+            path, eviction_policy="none", size_limit=2**62, cull_limit=0,
+            disk_min_file_size=_VALUES_IN_SQLITE, statistics=False, tag_index=False,
+            sqlite_synchronous=2 if self.sync == "full" else 1,
+            sqlite_cache_size=2**13, timeout=60,
+            # The WAL counts against max_size too: checkpoint it often enough, and give its
+            # space back after each checkpoint.
+            sqlite_journal_size_limit=disk_usage.wal_limit(self.max_size),
+            sqlite_wal_autocheckpoint=max(4, disk_usage.wal_limit(self.max_size) // 4096),
+        )
+
+    def _open_checked(self) -> dict[str, SinkSnapshot]:
+        """Open the database, run SQLite's quick check, scan the keys. DatabaseError when damaged."""
+        self._cache = self.make_cache(self.path)
+        self._page_size = int(self._cache._sql("PRAGMA page_size").fetchone()[0])
+        problems = salvage.integrity(self._cache._con)
+        if problems:
+            raise sqlite3.DatabaseError(f"database disk image is malformed: {problems[0]}")
+        return self.scan()
+
+    # ---- damage ------------------------------------------------------------------------
+
+    def _recover(self, exc: BaseException) -> bool:
+        """DB thread: SQLite found the file damaged. Salvage it and say True (the caller runs its
+        operation again, on the fresh database); False when this is no damage, or a salvage
+        ran moments ago (a disk that keeps failing must not be copied in a loop)."""
+        now = time.monotonic()
+        if not salvage.is_damage(exc) or now - self._salvaged_at < 10.0:
+            return False
+        self._salvaged_at = now
+        if self._cache is not None:
+            self._cache.close()
+        try:
+            self._salvage(str(exc), at_start=False)
+        except (OSError, sqlite3.Error, QueueError) as failed:
+            log.error("queue: salvage of %s failed: %s", self.path, failed)
+            self._cache = self.make_cache(self.path)
+            return False
+        return True
+
+    def _salvage(self, why: str, *, at_start: bool) -> None:
+        """Move the damaged database aside, copy every readable item into a fresh one, count the rest."""
+        db = os.path.join(self.path, salvage.DBNAME)
+        log.error("queue: %s is damaged (%s); salvaging every readable item into a fresh database", db, why)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        keep_if_unreadable = at_start and self.on_unreadable == "exit"
+        report, aside = salvage.rebuild(self.path, self.make_cache, stamp, require_readable=keep_if_unreadable)
+        if not report.readable and keep_if_unreadable:
+            raise QueueError(f"nothing of the queue database {db} can be read ({report.how}); it is left as "
+                             "it is. Move it aside to start with an empty queue (or set queue.on_unreadable "
+                             "= \"start_empty\")")
+        self._cache = self.make_cache(self.path)
+        self.quarantined += report.lost_items + report.unknown_items
+        self.entries_lost += report.lost_entries
+        self._lost.update(report.lost_keys)
+        line = (f"queue salvaged {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC in "
+                f"{report.seconds:.1f}s: {report.summary()}; damaged copy kept in {aside}")
+        if not report.readable:
+            line += " (nothing of it could be read: started empty)"
+        self.salvages.append(line)
+        log.error("%s (%s)", line, report.how)
 
     def close(self) -> None:
         self._worker.stop()
@@ -142,17 +207,25 @@ class DiskQueue:
                 job.nbytes = job.pack()
         # Measured once per group, not per request: a few stat calls and one pragma.
         on_disk = self.disk_bytes = disk_usage.allocated_bytes(self.path)
-        free_pages = int(cache._sql("PRAGMA freelist_count").fetchone()[0]) * self._page_size
+        try:
+            free_pages = int(cache._sql("PRAGMA freelist_count").fetchone()[0]) * self._page_size
+        except sqlite3.DatabaseError as exc:
+            if not self._recover(exc):
+                raise
+            cache = self._cache
+            assert cache is not None
+            free_pages = 0
         pending = 0
         # Keep min_free_space on the filesystem for what frees space later: sealing and
         # deleting delivered batches also write (to SQLite's WAL) before space comes back.
-        disk = self._free_space() - self.min_free_space
+        disk = self.free_space() - self.min_free_space
         for job in appends:
             if not disk_usage.fits(on_disk, free_pages, pending + job.nbytes, self.max_size):
                 why = (f"the queue is full ({on_disk} of {self.max_size} bytes on disk, "
                        f"{disk_usage.reserve(self.max_size)} of them kept for delivery)")
             elif job.nbytes * 2 > disk:
-                why = f"the disk holding {self.path} is nearly full"
+                why = (f"the disk reserve: the filesystem holding {self.path} has {disk + self.min_free_space} "
+                       f"bytes free and queue.min_free_space keeps {self.min_free_space} of them for delivery")
             else:
                 pending += job.nbytes
                 disk -= job.nbytes * 2
@@ -163,16 +236,22 @@ class DiskQueue:
         if not admitted:
             return
         results: list[Any] = []
-        try:
-            with cache.transact(retry=True):
-                results = [job.fn() for job in admitted]
-            self.commits += 1
-        except BaseException as exc:  # disk full, I/O error: nothing of this group was kept
-            log.error("queue: commit of %d requests failed: %s", len(admitted), exc)
-            error = QueueFull(f"the queue could not be written ({exc}); retry later", retry_after=5.0)
-            for job in admitted:
-                resolve(job, error=error)
-            return
+        for attempt in (1, 2):
+            try:
+                with cache.transact(retry=True):
+                    results = [job.fn() for job in admitted]
+                self.commits += 1
+                break
+            except BaseException as exc:  # disk full, I/O error: nothing of this group was kept
+                if attempt == 1 and self._recover(exc):  # damaged: written again into the salvaged copy
+                    cache = self._cache
+                    assert cache is not None
+                    continue
+                log.error("queue: commit of %d requests failed: %s", len(admitted), exc)
+                error = QueueFull(f"the queue could not be written ({exc}); retry later", retry_after=5.0)
+                for job in admitted:
+                    resolve(job, error=error)
+                return
         for job, result in zip(admitted, results):
             self.used_bytes += job.nbytes
             resolve(job, result=result)
@@ -184,7 +263,7 @@ class DiskQueue:
             self._last_full_warning = now
             log.warning("queue: refusing new data (503): %s", why)
 
-    def _free_space(self) -> int:
+    def free_space(self) -> int:
         try:
             stat = os.statvfs(self.path)
         except OSError:
@@ -203,8 +282,6 @@ class DiskQueue:
         cancelled meanwhile, so the outboxes learn of every item that reached disk."""
         now = time.time()
         packed: list[tuple[str, int, int, bytes]] = []
-        cache = self._cache
-        assert cache is not None
 
         def pack() -> int:
             # Stored gzip-compressed (isal, level 1): about a tenth of the bytes to write and
@@ -221,6 +298,8 @@ class DiskQueue:
             return sum(len(value) for *_, value in packed)
 
         def write() -> list[InboxRef]:
+            cache = self._cache  # read at each attempt: a salvage replaces it
+            assert cache is not None
             refs = []
             for sink, seq, count, value in packed:
                 cache.set(inbox_key(sink, seq, count, len(value)), value)
@@ -284,6 +363,9 @@ class DiskQueue:
         raw = self._cache.get(key)
         try:
             if raw is None:
+                if key in self._lost:  # lost to damage: counted and logged by the salvage
+                    self._lost.discard(key)
+                    return None
                 raise CorruptItem(f"{key} is missing")
             value = decode(raw)
             if checksum(payload(value)) != value.crc:  # type: ignore[attr-defined]
@@ -330,8 +412,10 @@ class DiskQueue:
     def _quarantine(self, key: str, raw: Any, why: str) -> None:
         cache = self._cache
         assert cache is not None
-        log.error("queue: quarantined %s: %s", key, why)
+        log.error("queue: quarantined %s in %s: %s", key, self.path, why)
+        parsed = salvage.parse_key(key)
         self.quarantined += 1
+        self.entries_lost += parsed[2] if parsed else 0
         with cache.transact(retry=True):
             if raw is not None:
                 cache.set(f"q/{key}", raw)

@@ -72,7 +72,7 @@ def test_disk_running_out_of_space_gives_503_not_a_crash(tmp_path: Path, tiny_di
             acked, statuses = post_until_refused(relay, 0)
             assert statuses.get(503) == 1 and 500 not in statuses, statuses
             assert relay.running
-            assert "nearly full" in relay.log_text() or "could not be written" in relay.log_text()
+            assert "disk reserve" in relay.log_text() or "could not be written" in relay.log_text()
             upstream.clear_faults()
             wait_delivered(upstream, relay, acked, timeout=90)
             wait_until(lambda: 'relay_queue_entries{sink="profound"} 0.0' in relay.metrics(), timeout=30)

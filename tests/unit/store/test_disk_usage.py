@@ -45,3 +45,13 @@ def test_fits_keeps_the_reserve_free() -> None:
     room = budget - disk_usage.reserve(budget)
     assert disk_usage.fits(room - 2 * 1250, 0, 1000, budget)
     assert not disk_usage.fits(room - 2 * 1250 + 1, 0, 1000, budget)
+
+
+def test_a_volume_that_cannot_hold_the_reserve_or_max_size_is_named_with_figures(tmp_path: Path) -> None:
+    stat = os.statvfs(tmp_path)
+    free = stat.f_bavail * stat.f_frsize
+    assert disk_usage.capacity_problems(str(tmp_path / "queue"), 2**20, 2**20, 2**20) == []
+    problems = disk_usage.capacity_problems(str(tmp_path / "queue"), 2**20, free + 2**30, 2**20)
+    assert len(problems) == 2 and problems[0].startswith("queue.min_free_space:") and "503" in problems[0]
+    problems = disk_usage.capacity_problems(str(tmp_path / "queue"), free * 4, 2**20, 2**20)
+    assert problems == [problems[0]] and problems[0].startswith("queue.max_size:") and f"{free * 4:,}" in problems[0]

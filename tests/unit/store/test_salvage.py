@@ -1,0 +1,119 @@
+"""Damaged queue databases, on real files: what a salvage keeps, what it counts as lost."""
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from relay.errors import QueueError
+from relay.store import salvage
+from relay.store.queue import DiskQueue
+from tests.damage import checkpoint, overwrite, pages
+from tests.unit.store.test_queue import append, batcher, drain_batches, open_queue
+
+
+def build(path: Path, items: int, per_item: int = 3) -> dict[str, int]:
+    """A closed queue of `items` inbox items; returns key -> entries."""
+    async def main() -> dict[str, int]:
+        queue, outbox = open_queue(path)
+        for i in range(items):
+            await append(queue, outbox, i * per_item, per_item)
+        keys = {k: int(k.split(".")[1]) for k in queue._cache.iterkeys() if k.startswith("i/")}
+        queue.close()
+        return keys
+    keys = asyncio.run(main())
+    checkpoint(path / "cache.db")
+    return keys
+
+
+def reopen_and_drain(path: Path) -> tuple[DiskQueue, list[int]]:
+    async def main() -> tuple[DiskQueue, list[int]]:
+        queue, outbox = open_queue(path)
+        b = batcher(queue, outbox)
+        while outbox.unsealed:
+            await b.seal_one()
+        got = [n for batch in await drain_batches(queue, outbox) for n in batch]
+        queue.close()
+        return queue, got
+    return asyncio.run(main())
+
+
+def test_a_damaged_data_page_loses_exactly_its_rows_and_the_rest_is_delivered(tmp_path: Path) -> None:
+    keys = build(tmp_path, 600)
+    leaves = pages(tmp_path / "cache.db", "Cache", "leaf")
+    victim = leaves[len(leaves) // 2]
+    assert victim.rows > 1
+    overwrite(tmp_path / "cache.db", victim.number, victim.size)
+    queue, got = reopen_and_drain(tmp_path)
+    assert queue.quarantined == victim.rows  # exactly the items the page held
+    assert queue.entries_lost == victim.rows * 3
+    assert len(got) == 600 * 3 - victim.rows * 3 and len(set(got)) == len(got)
+    assert len(queue.salvages) == 1 and "damaged copy kept in" in queue.salvages[0]
+    kept = list((tmp_path / "damaged").glob("*/cache.db"))
+    assert len(kept) == 1  # the damaged file is renamed, never deleted
+    assert len(keys) == 600
+
+
+def test_a_damaged_index_page_loses_nothing(tmp_path: Path) -> None:
+    build(tmp_path, 600)
+    leaves = pages(tmp_path / "cache.db", "Cache_key_raw", "leaf")
+    overwrite(tmp_path / "cache.db", leaves[len(leaves) // 2].number)
+    queue, got = reopen_and_drain(tmp_path)
+    assert queue.quarantined == 0 and queue.entries_lost == 0
+    assert sorted(got) == list(range(1800))
+    assert len(queue.salvages) == 1
+
+
+def test_a_destroyed_header_starts_empty_or_exits_naming_the_file(tmp_path: Path) -> None:
+    build(tmp_path, 50)
+    overwrite(tmp_path / "cache.db", 1)
+    queue = DiskQueue(str(tmp_path), max_size=2**30, on_unreadable="exit")
+    with pytest.raises(QueueError, match=r"cache\.db"):
+        queue.open()
+    queue.close()
+    assert (tmp_path / "cache.db").exists() and not (tmp_path / "damaged").exists()  # left as it was
+    queue, got = reopen_and_drain(tmp_path)  # the default: start empty, keep the damaged file
+    assert got == [] and "nothing of it could be read" in queue.salvages[0]
+    assert list((tmp_path / "damaged").glob("*/cache.db"))
+
+
+def test_a_damaged_page_found_at_run_time_is_salvaged_once_and_delivery_goes_on(tmp_path: Path) -> None:
+    build(tmp_path, 600)
+    leaves = pages(tmp_path / "cache.db", "Cache", "leaf")
+    victim = leaves[len(leaves) // 2]
+
+    async def main() -> tuple[DiskQueue, list[int]]:
+        queue, outbox = open_queue(tmp_path)  # healthy at start-up
+        overwrite(tmp_path / "cache.db", victim.number, victim.size)  # the disk fails while it runs
+        b = batcher(queue, outbox)
+        while outbox.unsealed:
+            await b.seal_one()
+        await append(queue, outbox, 10_000, 5)  # new traffic after the damage
+        while outbox.unsealed:
+            await b.seal_one()
+        got = [n for batch in await drain_batches(queue, outbox) for n in batch]
+        queue.close()
+        return queue, got
+
+    queue, got = asyncio.run(main())
+    assert len(queue.salvages) == 1
+    assert queue.quarantined == victim.rows and queue.entries_lost == victim.rows * 3
+    assert len(got) == 1800 - victim.rows * 3 + 5 and set(range(10_000, 10_005)) <= set(got)
+
+
+def test_check_reports_items_entries_and_bytes_per_sink(tmp_path: Path) -> None:
+    build(tmp_path, 20)
+    report = salvage.read(str(tmp_path / "cache.db"))
+    assert report.problems == [] and report.readable
+    assert report.sinks["up"]["inbox"].items == 20 and report.sinks["up"]["inbox"].entries == 60
+    assert json.loads(json.dumps(report.lost_keys)) == []
+
+
+def test_is_damage_tells_a_damaged_file_from_a_full_disk() -> None:
+    malformed = sqlite3.DatabaseError("database disk image is malformed")
+    malformed.sqlite_errorcode = 11  # type: ignore[attr-defined]
+    full = sqlite3.OperationalError("database or disk is full")
+    full.sqlite_errorcode = 13  # type: ignore[attr-defined]
+    assert salvage.is_damage(malformed) and not salvage.is_damage(full)
