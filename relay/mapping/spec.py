@@ -262,3 +262,22 @@ def _unit(target: str, unit: Any, where: str, file: str | None) -> float:
 def _bad_unit(target: str, unit: Any, where: str, file: str | None) -> Any:
     known: Any = {"duration_ms": TIME_UNITS, "bytes_sent": SIZE_UNITS, "timestamp": TIMESTAMP_UNITS}[target]
     raise ConfigError(f"unknown unit {unit!r} for {target}: use one of {', '.join(known)}", key=where, file=file)
+
+
+def is_passthrough(spec: MappingSpec) -> bool:
+    """Does `spec` copy each SPEC §2 field from the key of its name, and do nothing else? Such a
+    mapping lets upstream-form bodies take the typed route (relay.stages.typed)."""
+    if spec.line is not None or spec.drop_if or set(spec.fields) - set(FIELDS):
+        return False
+    for target in FIELDS:
+        rule = spec.fields.get(target)
+        if rule is None or rule.default is not MISSING or len(rule.sources) != 1:
+            return False
+        source = rule.sources[0]
+        if (source.const is not MISSING or source.parse or source.format not in (None, "auto") or source.scale
+                or source.type or source.unescape or len(source.paths) != 1):
+            return False
+        path = source.paths[0]
+        if path.kind != "record" or path.steps != (target,):
+            return False
+    return True

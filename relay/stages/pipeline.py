@@ -17,10 +17,11 @@ import msgspec
 from relay.config import SourceConfig
 from relay.errors import Unavailable
 from relay.mapping import Mapper
+from relay.mapping.spec import is_passthrough
 from relay.models import IngestResult, MapResult, RecordContext, Rejection
 from relay.stages.decode import decode_data, inflate
 from relay.stages.schema import Validator
-from relay.stages.typed import TypedRoute, is_passthrough
+from relay.stages.typed import TypedRoute
 from relay.store.outbox import Outbox
 from relay.store.outbox import commit as outbox_commit
 from relay.store.queue import DiskQueue

@@ -24,8 +24,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from relay.mapping.spec import MISSING, MappingSpec
-from relay.stages.schema import _INT_MAX, _METHODS, FIELDS, MAX_LENGTH, Validator
+from relay.stages.schema import _INT_MAX, _METHODS, MAX_LENGTH, Validator
 from relay.stages.schema import Entry as _Entry
 from relay.stages.values import is_ip, strip_ip_port
 
@@ -75,24 +74,6 @@ class Upstream(_Entry, omit_defaults=True, gc=False):
 _ARRAY = msgspec.json.Decoder(list[Upstream])
 _LINES = msgspec.json.Decoder(Upstream)
 _ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
-
-
-def is_passthrough(spec: MappingSpec) -> bool:
-    """Does `spec` copy each SPEC §2 field from the key of its name, and do nothing else?"""
-    if spec.line is not None or spec.drop_if or set(spec.fields) - set(FIELDS):
-        return False
-    for target in FIELDS:
-        rule = spec.fields.get(target)
-        if rule is None or rule.default is not MISSING or len(rule.sources) != 1:
-            return False
-        source = rule.sources[0]
-        if (source.const is not MISSING or source.parse or source.format not in (None, "auto") or source.scale
-                or source.type or source.unescape or len(source.paths) != 1):
-            return False
-        path = source.paths[0]
-        if path.kind != "record" or path.steps != (target,):
-            return False
-    return True
 
 
 class TypedRoute:

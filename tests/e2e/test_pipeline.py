@@ -148,14 +148,23 @@ def test_router_errors_have_the_json_shape(tmp_path: Path) -> None:
         assert response.json() == {"status": "error", "error": "Method Not Allowed"}
 
 
-def test_unreadable_queue_database_stops_start_up_with_a_clear_message(tmp_path: Path) -> None:
+def test_unreadable_queue_database_stops_start_up_with_a_clear_message_when_told_to(tmp_path: Path) -> None:
+    """queue.on_unreadable = "exit": nothing of the database can be read, so the relay exits 2 with
+    one line naming the file and leaves it as it was (the default, start_empty, is tested in
+    tests/unit/store/test_salvage.py and tests/e2e/test_queue_damage.py)."""
     with MockUpstream(tmp_path, api_keys=[KEY]) as upstream:
         relay = Relay(tmp_path, sink_toml("profound", upstream.url, KEY))
+        relay.config_path.write_text(relay.config_path.read_text().replace(
+            "[queue]\n", '[queue]\non_unreadable = "exit"\n'))
         (tmp_path / "queue").mkdir()
-        (tmp_path / "queue" / "cache.db").write_bytes(b"this is not a database" * 100)
+        garbage = b"this is not a database" * 100
+        (tmp_path / "queue" / "cache.db").write_bytes(garbage)
         Process.start(relay)
         assert relay.wait(20) == 2
-        assert "cannot be read" in relay.log_text() and "Traceback" not in relay.log_text()
+        log = relay.log_text()
+        assert "nothing of the queue database" in log and str(tmp_path / "queue" / "cache.db") in log
+        assert "Traceback" not in log
+        assert (tmp_path / "queue" / "cache.db").read_bytes() == garbage
 
 
 def test_unknown_mapping_stops_start_up_with_a_clear_message(tmp_path: Path) -> None:

@@ -12,9 +12,10 @@ import pytest
 from relay.config import SourceConfig
 from relay.errors import IngestError
 from relay.mapping import MappingLibrary
+from relay.mapping.spec import is_passthrough
 from relay.stages.pipeline import Prepared, Route, prepare
 from relay.stages.schema import ValidationPolicy, Validator
-from relay.stages.typed import TypedRoute, is_passthrough
+from relay.stages.typed import TypedRoute
 from relay.tools.bench.stages import route_for
 from relay.tools.bench.workloads import build_bodies, workload
 from tests.support import FIXTURES
