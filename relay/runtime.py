@@ -269,7 +269,7 @@ class Runtime:
         # 90 %: new data is refused a little under max_size (room kept for delivery's writes).
         if on_disk >= self.queue.max_size * 0.9:
             problems.append(f"disk budget nearly spent: {on_disk} of {self.queue.max_size} bytes on disk")
-        free = self.queue.free_space()
+        free = disk_usage.free_space(self.queue.path)
         if free < self.queue.min_free_space * 1.1:
             problems.append(f"disk reserve: the filesystem holding {self.queue.path} has {free} bytes free and "
                             f"queue.min_free_space keeps {self.queue.min_free_space} in reserve, so new data is "

@@ -129,6 +129,7 @@ class DiskQueue:
 
     def _open_checked(self) -> dict[str, SinkSnapshot]:
         """Open the database, run SQLite's quick check, scan the keys. DatabaseError when damaged."""
+        salvage.refuse_empty(self.path)
         self._cache = self.make_cache(self.path)
         self._page_size = int(self._cache._sql("PRAGMA page_size").fetchone()[0])
         problems = salvage.integrity(self._cache._con)
@@ -177,7 +178,7 @@ class DiskQueue:
         pending = 0
         # Keep min_free_space on the filesystem for what frees space later: sealing and
         # deleting delivered batches also write (to SQLite's WAL) before space comes back.
-        disk = self.free_space() - self.min_free_space
+        disk = disk_usage.free_space(self.path) - self.min_free_space
         for job in appends:
             if not disk_usage.fits(on_disk, free_pages, pending + job.nbytes, self.max_size):
                 why = (f"the queue is full ({on_disk} of {self.max_size} bytes on disk, "
@@ -221,9 +222,6 @@ class DiskQueue:
         if now - self._last_full_warning >= 10.0:  # once per 10s, not once per refused request
             self._last_full_warning = now
             log.warning("queue: refusing new data (503): %s", why)
-
-    def free_space(self) -> int:
-        return disk_usage.free_space(self.path)
 
     # ---- operations (each runs on the DB thread) ----------------------------------------
 
