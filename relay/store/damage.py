@@ -12,20 +12,20 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
-
-import diskcache
+from typing import Any
 
 from relay.errors import QueueError
 from relay.store import salvage
 
 log = logging.getLogger("relay.queue")
+Cache = Any  # a diskcache.Cache; only queue.py (and layout.py) import diskcache
 _SALVAGE_EVERY = 10.0  # seconds at least between salvages while running: a failing disk is not copied in a loop
 
 
 class Damage:
     """The salvages of one queue directory and what they (and checksum failures) lost."""
 
-    def __init__(self, path: str, make_cache: Callable[[str], diskcache.Cache], on_unreadable: str) -> None:
+    def __init__(self, path: str, make_cache: Callable[[str], Cache], on_unreadable: str) -> None:
         self.path = path
         self.on_unreadable = on_unreadable  # "start_empty" | "exit": when nothing of the database can be read
         self._make_cache = make_cache
@@ -35,7 +35,7 @@ class Damage:
         self._lost: set[str] = set()  # keys a salvage could not read (already counted)
         self._salvaged_at = -1e9
 
-    def recover(self, exc: BaseException, cache: diskcache.Cache | None) -> tuple[bool, diskcache.Cache | None]:
+    def recover(self, exc: BaseException, cache: Cache | None) -> tuple[bool, Cache | None]:
         """DB thread: SQLite found the file damaged. Salvage it and say True with the fresh Cache (the
         caller runs its operation again on it); False and the Cache to go on with when this is no
         damage, or a salvage ran moments ago (a disk that keeps failing must not be copied in a loop)."""
@@ -51,7 +51,7 @@ class Damage:
             log.error("queue: salvage of %s failed: %s", self.path, failed)
             return False, self._make_cache(self.path)
 
-    def salvage(self, why: str, *, at_start: bool) -> diskcache.Cache:
+    def salvage(self, why: str, *, at_start: bool) -> Cache:
         """Move the damaged database aside, copy every readable item into a fresh one, count the rest.
         Returns a Cache on the fresh database."""
         db = os.path.join(self.path, salvage.DBNAME)
