@@ -269,7 +269,7 @@ class Runtime:
         # 90 %: new data is refused a little under max_size (room kept for delivery's writes).
         if on_disk >= self.queue.max_size * 0.9:
             problems.append(f"disk budget nearly spent: {on_disk} of {self.queue.max_size} bytes on disk")
-        free = self.queue.free_space()
+        free = disk_usage.free_space(self.queue.path)
         if free < self.queue.min_free_space * 1.1:
             problems.append(f"disk reserve: the filesystem holding {self.queue.path} has {free} bytes free and "
                             f"queue.min_free_space keeps {self.queue.min_free_space} in reserve, so new data is "
@@ -296,12 +296,12 @@ class Runtime:
         yield ("relay_queue_used_bytes", "Allocated bytes of the queue directory, as du counts them (what "
                "queue.max_size bounds)", {}, disk_usage.allocated_bytes(self.queue.path))
         yield "relay_queue_max_bytes", "The disk budget (queue.max_size)", {}, self.queue.max_size
-        yield "relay_queue_quarantined_items", "Queue items that failed their checksum since start", {}, self.queue.quarantined
+        yield "relay_queue_quarantined_items", "Queue items that failed their checksum since start", {}, self.queue.damage.quarantined
         yield ("relay_queue_items_quarantined_total", "Queue items moved aside or lost to a damaged database "
-               "since start", {}, self.queue.quarantined)
+               "since start", {}, self.queue.damage.quarantined)
         yield ("relay_queue_entries_lost_total", "Entries those items held (each acknowledged, never delivered)",
-               {}, self.queue.entries_lost)
-        yield "relay_queue_salvages_total", "Damaged queue databases salvaged since start", {}, len(self.queue.salvages)
+               {}, self.queue.damage.entries_lost)
+        yield "relay_queue_salvages_total", "Damaged queue databases salvaged since start", {}, len(self.queue.damage.salvages)
 
 
 def _without_credentials(sink: SinkConfig) -> tuple[object, ...]:

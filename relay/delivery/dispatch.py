@@ -32,6 +32,7 @@ from relay.telemetry import Metrics, Sampler
 
 log = logging.getLogger("relay.dispatch")
 _split_array = msgspec.json.Decoder(list[msgspec.Raw]).decode
+_UNDELETED_MAX = 1000  # delivered batches remembered for a later delete when the disk refuses one
 
 
 def batch_entries(batch: SealedBatch) -> list[bytes]:
@@ -63,6 +64,7 @@ class SinkDispatcher:
                                  probe_interval=config.probe_interval)
         self._changed = asyncio.Event()  # pulsed when the health state changes: waiting loops look again
         self._tasks: list[asyncio.Task[None]] = []
+        self._undeleted: list[BatchRef] = []  # delivered batches whose delete the disk refused
 
     def start(self) -> None:
         self._tasks.append(asyncio.create_task(self.batcher.run(), name=f"batcher:{self.name}"))
@@ -201,18 +203,23 @@ class SinkDispatcher:
         self._notify()
 
     async def _forget(self, ref: BatchRef) -> None:
-        """Delete a delivered batch; if the disk refuses (full), retry the delete, not the send."""
-        queue = self.queue
-        while True:
-            try:
-                await queue.delete_batch(ref)
-                break
-            except Exception as exc:
-                log.error("sink %s: could not delete delivered batch %s, retrying: %s", self.name, ref.key, exc)
-                if not await self._pause(1.0):
-                    self.outbox.requeue(ref)  # sent again after restart: a duplicate, never a loss
-                    return
+        """Delete a delivered batch. When the disk refuses (full, failing, damaged), the sink goes on
+        with the next batch all the same: the delete is tried again after each later delivery, and a
+        batch still on disk at a restart is sent again (a duplicate, never a loss)."""
         self.outbox.finished(ref)
+        pending, self._undeleted = [*self._undeleted, ref], []
+        for index, old in enumerate(pending):
+            try:
+                await self.queue.delete_batch(old)
+            except asyncio.CancelledError:
+                self._undeleted.extend(pending[index:])
+                raise
+            except Exception as exc:
+                if old is ref:  # logged once per batch, not at every retry
+                    log.error("sink %s: could not delete delivered batch %s (kept on disk; the delete is "
+                              "retried after the next delivery): %s", self.name, old.key, exc)
+                self._undeleted.append(old)
+        del self._undeleted[:-_UNDELETED_MAX]  # bounded: older ones stay on disk until the next restart
 
     def _observe(self, delivery: Delivery, batch: SealedBatch) -> None:
         metrics, name = self.metrics, self.name

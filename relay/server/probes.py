@@ -17,9 +17,9 @@ async def handle_readyz(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     problems = runtime.readiness_problems()
     if problems:
-        return reply(503, {"status": "not ready", "reasons": problems, "notes": runtime.queue.salvages})
-    if runtime.queue.salvages:  # ready, but the operator must know what the damage took
-        return reply(200, {"status": "ready", "notes": runtime.queue.salvages})
+        return reply(503, {"status": "not ready", "reasons": problems, "notes": runtime.queue.damage.salvages})
+    if runtime.queue.damage.salvages:  # ready, but the operator must know what the damage took
+        return reply(200, {"status": "ready", "notes": runtime.queue.damage.salvages})
     return reply(200, {"status": "ready"})
 
 

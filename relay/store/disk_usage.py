@@ -41,6 +41,15 @@ def allocated_bytes(path: str) -> int:
     return total
 
 
+def free_space(path: str) -> int:
+    """Bytes an unprivileged writer may still use on path's filesystem (huge when unknown)."""
+    try:
+        stat = os.statvfs(path)
+    except OSError:
+        return 2**62
+    return stat.f_bavail * stat.f_frsize
+
+
 def wal_limit(max_size: int) -> int:
     """Bytes SQLite's WAL may keep between checkpoints (and is truncated back to after one).
 

@@ -29,6 +29,7 @@ from isal import igzip
 
 from relay.errors import CorruptItem, QueueError, QueueFull
 from relay.store import disk_usage, salvage
+from relay.store.damage import Damage
 from relay.store.jobs import DbThread, Job, resolve
 from relay.store.layout import (
     BatchRef,
@@ -63,7 +64,6 @@ class DiskQueue:
     def __init__(self, path: str, *, max_size: int, sync: str = "full",
                  min_free_space: int = DEFAULT_MIN_FREE_SPACE, on_unreadable: str = "start_empty") -> None:
         self.path = path
-        self.on_unreadable = on_unreadable  # "start_empty" | "exit": when nothing of the database can be read
         self.max_size = max_size
         self.min_free_space = min_free_space
         self.sync = sync
@@ -72,14 +72,10 @@ class DiskQueue:
         self._page_size = 4096
         self._worker = DbThread(self._commit_appends, self._recover)
         self._cache: diskcache.Cache | None = None
-        self.quarantined = 0  # items moved aside or lost to damage since start
-        self.entries_lost = 0  # entries those items held
-        self.salvages: list[str] = []  # one line per salvage of a damaged database, for /readyz and the log
-        self._lost: set[str] = set()  # keys a salvage could not read (already counted)
-        self._salvaged_at = -1e9
+        self.damage = Damage(path, self.make_cache, on_unreadable)  # salvages, and what damage cost
         self._lock_file: IO[str] | None = None
-        self.commits = 0
-        self._last_full_warning = -1e9  # group-commit transactions so far (one per group, not per request)
+        self.commits = 0  # group-commit transactions so far (one per group, not per request)
+        self._last_full_warning = -1e9
 
     # ---- life cycle -------------------------------------------------------------------
 
@@ -109,7 +105,7 @@ class DiskQueue:
                 raise QueueError(f"the queue database in {self.path} cannot be opened: {exc}") from None
             if self._cache is not None:
                 self._cache.close()
-            self._salvage(str(exc), at_start=True)
+            self._cache = self.damage.salvage(str(exc), at_start=True)
             snapshot = self._open_checked()
         assert self._cache is not None
         self._cache.close()  # this thread's connection: from now on only the DB thread's is used
@@ -133,6 +129,7 @@ class DiskQueue:
 
     def _open_checked(self) -> dict[str, SinkSnapshot]:
         """Open the database, run SQLite's quick check, scan the keys. DatabaseError when damaged."""
+        salvage.refuse_empty(self.path)
         self._cache = self.make_cache(self.path)
         self._page_size = int(self._cache._sql("PRAGMA page_size").fetchone()[0])
         problems = salvage.integrity(self._cache._con)
@@ -140,47 +137,10 @@ class DiskQueue:
             raise sqlite3.DatabaseError(f"database disk image is malformed: {problems[0]}")
         return self.scan()
 
-    # ---- damage ------------------------------------------------------------------------
-
     def _recover(self, exc: BaseException) -> bool:
-        """DB thread: SQLite found the file damaged. Salvage it and say True (the caller runs its
-        operation again, on the fresh database); False when this is no damage, or a salvage
-        ran moments ago (a disk that keeps failing must not be copied in a loop)."""
-        now = time.monotonic()
-        if not salvage.is_damage(exc) or now - self._salvaged_at < 10.0:
-            return False
-        self._salvaged_at = now
-        if self._cache is not None:
-            self._cache.close()
-        try:
-            self._salvage(str(exc), at_start=False)
-        except (OSError, sqlite3.Error, QueueError) as failed:
-            log.error("queue: salvage of %s failed: %s", self.path, failed)
-            self._cache = self.make_cache(self.path)
-            return False
-        return True
-
-    def _salvage(self, why: str, *, at_start: bool) -> None:
-        """Move the damaged database aside, copy every readable item into a fresh one, count the rest."""
-        db = os.path.join(self.path, salvage.DBNAME)
-        log.error("queue: %s is damaged (%s); salvaging every readable item into a fresh database", db, why)
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        keep_if_unreadable = at_start and self.on_unreadable == "exit"
-        report, aside = salvage.rebuild(self.path, self.make_cache, stamp, require_readable=keep_if_unreadable)
-        if not report.readable and keep_if_unreadable:
-            raise QueueError(f"nothing of the queue database {db} can be read ({report.how}); it is left as "
-                             "it is. Move it aside to start with an empty queue (or set queue.on_unreadable "
-                             "= \"start_empty\")")
-        self._cache = self.make_cache(self.path)
-        self.quarantined += report.lost_items + report.unknown_items
-        self.entries_lost += report.lost_entries
-        self._lost.update(report.lost_keys)
-        line = (f"queue salvaged {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC in "
-                f"{report.seconds:.1f}s: {report.summary()}; damaged copy kept in {aside}")
-        if not report.readable:
-            line += " (nothing of it could be read: started empty)"
-        self.salvages.append(line)
-        log.error("%s (%s)", line, report.how)
+        """DB thread: True when the database was damaged and is now salvaged (run the job again)."""
+        recovered, self._cache = self.damage.recover(exc, self._cache)
+        return recovered
 
     def close(self) -> None:
         self._worker.stop()
@@ -218,7 +178,7 @@ class DiskQueue:
         pending = 0
         # Keep min_free_space on the filesystem for what frees space later: sealing and
         # deleting delivered batches also write (to SQLite's WAL) before space comes back.
-        disk = self.free_space() - self.min_free_space
+        disk = disk_usage.free_space(self.path) - self.min_free_space
         for job in appends:
             if not disk_usage.fits(on_disk, free_pages, pending + job.nbytes, self.max_size):
                 why = (f"the queue is full ({on_disk} of {self.max_size} bytes on disk, "
@@ -262,13 +222,6 @@ class DiskQueue:
         if now - self._last_full_warning >= 10.0:  # once per 10s, not once per refused request
             self._last_full_warning = now
             log.warning("queue: refusing new data (503): %s", why)
-
-    def free_space(self) -> int:
-        try:
-            stat = os.statvfs(self.path)
-        except OSError:
-            return 2**62
-        return stat.f_bavail * stat.f_frsize
 
     # ---- operations (each runs on the DB thread) ----------------------------------------
 
@@ -363,8 +316,7 @@ class DiskQueue:
         raw = self._cache.get(key)
         try:
             if raw is None:
-                if key in self._lost:  # lost to damage: counted and logged by the salvage
-                    self._lost.discard(key)
+                if self.damage.counted(key):  # lost to damage: counted and logged by the salvage
                     return None
                 raise CorruptItem(f"{key} is missing")
             value = decode(raw)
@@ -412,10 +364,7 @@ class DiskQueue:
     def _quarantine(self, key: str, raw: Any, why: str) -> None:
         cache = self._cache
         assert cache is not None
-        log.error("queue: quarantined %s in %s: %s", key, self.path, why)
-        parsed = salvage.parse_key(key)
-        self.quarantined += 1
-        self.entries_lost += parsed[2] if parsed else 0
+        self.damage.quarantine(key, why)
         with cache.transact(retry=True):
             if raw is not None:
                 cache.set(f"q/{key}", raw)

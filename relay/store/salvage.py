@@ -44,6 +44,14 @@ def is_damage(exc: BaseException) -> bool:
     return "malformed" in text or "not a database" in text
 
 
+def refuse_empty(queue_dir: str) -> None:
+    """DatabaseError when the queue's database is a zero-length file: SQLite would take it for a new,
+    empty database, and the acknowledged entries it held would vanish without a word."""
+    db = os.path.join(queue_dir, DBNAME)
+    if os.path.isfile(db) and os.path.getsize(db) == 0:
+        raise sqlite3.DatabaseError(f"file is not a database: {db} is empty (0 bytes)")
+
+
 class Figures(msgspec.Struct):
     items: int = 0
     entries: int = 0
@@ -188,9 +196,12 @@ def read(db_path: str, copy: Callable[[str, bytes], None] | None = None, *, full
     """Read every row of a queue database, handing each valid (key, value) to `copy`."""
     started = time.monotonic()
     report = Report(db_path)
-    if not os.path.exists(db_path):
+    if not os.path.exists(db_path) or os.path.getsize(db_path) == 0:
+        # SQLite takes a zero-length file for a new, empty database; the relay never leaves one
+        # behind once it has acknowledged anything, so it is read as "nothing readable".
         report.readable = False
-        report.problems = ["no database file"]
+        report.problems = ["no database file" if not os.path.exists(db_path) else "the database file is empty (0 bytes)"]
+        report.how = f"nothing could be read: {report.problems[0]}"
         return report
     con = connect(db_path)
     try:

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import shutil
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
+from relay.store import salvage
+from relay.store.salvage import Report
 from tests.damage import checkpoint, overwrite, pages
 from tests.e2e.harness import Relay, entries, gz_json, post_all, sink_toml
-from tests.support import MockUpstream, http_request, wait_until
+from tests.support import MockUpstream, Process, http_request, wait_until
 
 KEY = "test-key"
 HEADERS = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
@@ -54,6 +60,148 @@ def test_a_damaged_data_page_after_kill_9_costs_exactly_its_rows(tmp_path: Path)
         log = relay.log_text()
         assert "Traceback" not in log and log.count("queue salvaged") == 1
         assert list((tmp_path / "queue" / "damaged").glob("*/cache.db"))
+    finally:
+        relay.stop()
+        upstream.stop()
+
+
+# ---- the other kinds of damage, each after a real kill -9 with 5,000 entries acknowledged -------------
+
+ENTRIES = 5_000
+
+
+def fill_and_kill(tmp_path: Path, on_unreadable: str = "start_empty") -> tuple[MockUpstream, Relay]:
+    """Upstream refusing, 5,000 entries acknowledged (most of them sealed into batches), relay killed -9.
+    Returns the upstream, now accepting, and the stopped relay."""
+    upstream = MockUpstream(tmp_path, api_keys=[KEY], faults={"status": 503}).start()
+    relay = Relay(tmp_path, sink_toml("up", upstream.url, KEY))
+    text = relay.config_path.read_text().replace('sync = "normal"', f'sync = "normal"\non_unreadable = "{on_unreadable}"')
+    relay.config_path.write_text(text)
+    relay.start()
+    bodies = [(i, gz_json(entries(i * 100, 100))) for i in range(ENTRIES // 100)]
+    results = asyncio.run(post_all(relay.base_url + "/v1/logs/custom", bodies, headers=HEADERS))
+    assert all(status == 200 for _, status, _ in results)
+    wait_until(lambda: metric(relay, 'relay_queue_batches{sink="up"}') >= 4, timeout=30)
+    relay.kill9()
+    upstream.clear_faults()
+    return upstream, relay
+
+
+def readable(tmp_path: Path) -> Report:
+    """What a copy of the damaged queue holds, read as the salvage reads it (the copy absorbs the WAL)."""
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for suffix in ("", "-wal"):
+        if (tmp_path / "queue" / f"cache.db{suffix}").exists():
+            shutil.copy(tmp_path / "queue" / f"cache.db{suffix}", copy / f"cache.db{suffix}")
+    return salvage.read(str(copy / "cache.db"))
+
+
+def kept_entries(report: Report) -> int:
+    return sum(f.entries for kinds in report.sinks.values() for name, f in kinds.items() if name != "dead")
+
+
+def assert_no_loops(relay: Relay) -> None:
+    """No traceback, at most one salvage, no key quarantined twice."""
+    log = relay.log_text()
+    assert "Traceback" not in log, relay.log_tail()
+    assert log.count("queue salvaged") <= 1, relay.log_tail()
+    repeats = [key for key, n in Counter(re.findall(r"quarantined (\S+) in", log)).items() if n > 1]
+    assert not repeats, repeats
+
+
+def delivers_new_traffic(relay: Relay, upstream: MockUpstream) -> None:
+    new = asyncio.run(post_all(relay.base_url + "/v1/logs/custom", [(0, gz_json(entries(90_000, 10)))],
+                               headers=HEADERS))
+    assert new[0][1] == 200
+    wait_until(lambda: {f"/e2e/{i}" for i in range(90_000, 90_010)} <= delivered_paths(upstream), timeout=20)
+
+
+def recovers(tmp_path: Path, damage: Callable[[Path], None], *, salvaged: bool) -> tuple[int, int, int]:
+    """Fill, kill -9, damage, start again: every readable entry and new traffic are delivered.
+    Returns (entries the damage took as counted by the relay, entries readable, entries acknowledged)."""
+    upstream, relay = fill_and_kill(tmp_path)
+    try:
+        damage(tmp_path / "queue" / "cache.db")
+        expected = kept_entries(readable(tmp_path))
+        relay.start()
+        wait_until(lambda: len(delivered_paths(upstream)) >= expected, timeout=60,
+                   message=lambda: f"{len(delivered_paths(upstream))} of {expected}\n{relay.log_tail()}")
+        delivers_new_traffic(relay, upstream)
+        assert len(delivered_paths(upstream)) == expected + 10
+        assert metric(relay, "relay_queue_salvages_total") == (1 if salvaged else 0)
+        assert_no_loops(relay)
+        return int(metric(relay, "relay_queue_entries_lost_total")), expected, ENTRIES
+    finally:
+        relay.stop()
+        upstream.stop()
+
+
+def cut_wal_in_half(db: Path) -> None:
+    wal = Path(f"{db}-wal")
+    assert wal.stat().st_size > 0, "nothing in the WAL to cut"
+    os.truncate(wal, wal.stat().st_size // 2)
+
+
+def test_a_wal_cut_in_half_rolls_back_to_its_last_whole_commit(tmp_path: Path) -> None:
+    # SQLite stops at the first frame whose checksum fails: the database is the one of the last whole
+    # commit before the cut, undamaged. Nothing is reported lost (nothing damaged is left to count).
+    lost, delivered, acked = recovers(tmp_path, cut_wal_in_half, salvaged=False)
+    print(f"\nWAL cut in half: {delivered} of {acked} acknowledged entries delivered, {lost} counted lost")
+    assert lost == 0
+
+
+def test_an_index_page_overwritten_loses_nothing(tmp_path: Path) -> None:
+    def damage(db: Path) -> None:
+        checkpoint(db)
+        victim = pages(db, "Cache_key_raw", "leaf")[0]
+        overwrite(db, victim.number, victim.size)
+
+    lost, delivered, acked = recovers(tmp_path, damage, salvaged=True)
+    assert lost == 0 and delivered == acked  # the index holds keys only: every item is read by rowid
+
+
+def test_a_missing_shm_file_is_rebuilt_from_the_wal(tmp_path: Path) -> None:
+    def damage(db: Path) -> None:
+        Path(f"{db}-shm").unlink()
+
+    lost, delivered, acked = recovers(tmp_path, damage, salvaged=False)
+    assert lost == 0 and delivered == acked
+
+
+def test_a_zero_length_database_starts_empty_and_says_so(tmp_path: Path) -> None:
+    def damage(db: Path) -> None:
+        checkpoint(db)
+        os.truncate(db, 0)
+
+    lost, delivered, _ = recovers(tmp_path, damage, salvaged=True)
+    assert delivered == 0 and lost == 0  # nothing left to read or to count from
+    assert list((tmp_path / "queue" / "damaged").glob("*/cache.db"))
+
+
+def overwrite_first_page(db: Path) -> None:
+    checkpoint(db)
+    overwrite(db, 1, 4096)
+
+
+def test_the_first_page_overwritten_starts_empty_keeps_the_file_and_delivers_new_traffic(tmp_path: Path) -> None:
+    lost, delivered, _ = recovers(tmp_path, overwrite_first_page, salvaged=True)
+    assert delivered == 0 and lost == 0
+    assert list((tmp_path / "queue" / "damaged").glob("*/cache.db"))
+
+
+def test_the_first_page_overwritten_with_on_unreadable_exit_refuses_in_one_line(tmp_path: Path) -> None:
+    upstream, relay = fill_and_kill(tmp_path, on_unreadable="exit")
+    try:
+        overwrite_first_page(tmp_path / "queue" / "cache.db")
+        before = len(relay.log_text().splitlines())
+        Process.start(relay)
+        assert relay.wait(timeout=30) != 0
+        new = relay.log_text().splitlines()[before + 1:]  # after the "--- relay: ..." line
+        problems = [line for line in new if "can be read" in line]
+        assert len(problems) == 1 and str(tmp_path / "queue" / "cache.db") in problems[0], new
+        assert "Traceback" not in "\n".join(new), new
+        assert (tmp_path / "queue" / "cache.db").stat().st_size > 0  # left as it is
     finally:
         relay.stop()
         upstream.stop()

@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from pathlib import Path
 
 from relay.config import SinkConfig
 from relay.delivery.dispatch import SinkDispatcher
 from relay.delivery.sender import Sender
 from relay.delivery.transport import Reply
+from relay.store.layout import BatchRef
 from relay.store.outbox import Outbox, commit
 from relay.store.queue import DiskQueue
 from relay.telemetry import Metrics
 from tests.unit.delivery.test_sender import Scripted
 
 
-async def run(tmp_path: Path, transport: Scripted, n: int) -> tuple[DiskQueue, Outbox]:
-    queue = DiskQueue(str(tmp_path), max_size=2**30, sync="normal")
+async def run(tmp_path: Path, transport: Scripted, n: int, queue: DiskQueue | None = None,
+              batch_max_entries: int = 1000, concurrency: int = 4) -> tuple[DiskQueue, Outbox]:
+    if queue is None:
+        queue = DiskQueue(str(tmp_path), max_size=2**30, sync="normal")
     queue.open()
     outbox = Outbox("up")
     config = SinkConfig(url="http://up", api_key="k", batch_timeout=0.01, compression="none",
-                        retry_initial_backoff=0.01, retry_max_backoff=0.05)
+                        retry_initial_backoff=0.01, retry_max_backoff=0.05, batch_max_entries=batch_max_entries,
+                        concurrency=concurrency)
     dispatcher = SinkDispatcher("up", config, outbox, queue, Sender(transport, "http://up", "k"), Metrics())
     dispatcher.start()
     await commit(queue, [outbox], n, b"".join(json.dumps({"n": i}).encode() + b"\n" for i in range(n)))
@@ -53,6 +58,30 @@ def test_a_refused_batch_is_split_until_the_bad_entry_is_a_dead_letter(tmp_path:
         assert len(outbox.dead) == 1 and outbox.dead[0].count == 1
         letter = await queue.read_dead(outbox.dead[0])
         assert letter is not None and json.loads(letter.entries) == {"n": 0} and "bad entry" in letter.reason
+        queue.close()
+
+    asyncio.run(main())
+
+
+def test_a_delivered_batch_that_cannot_be_deleted_does_not_stop_the_sink(tmp_path: Path) -> None:
+    async def main() -> None:
+        queue = DiskQueue(str(tmp_path), max_size=2**30, sync="normal")
+        delete = queue._delete_batch
+        failures: list[str] = []
+        transport = Scripted(*[Reply(200, b"{}")] * 3)
+
+        def failing_delete(ref: BatchRef) -> None:  # runs on the DB thread, as the real delete does
+            # The first batch cannot be deleted until the last one has been sent (by the one send loop).
+            if (not failures or ref.key == failures[0]) and len(transport.requests) < 3:
+                failures.append(ref.key)
+                raise sqlite3.DatabaseError("disk I/O error")
+            delete(ref)
+
+        queue._delete_batch = failing_delete  # type: ignore[method-assign]
+        queue, _outbox = await run(tmp_path, transport, 3, queue, batch_max_entries=1, concurrency=1)
+        assert [json.loads(request[1])[0]["n"] for request in transport.requests] == [0, 1, 2]  # each sent once
+        assert len(failures) >= 2 and len(set(failures)) == 1
+        assert queue.used_bytes == 0  # deleted once the disk let it
         queue.close()
 
     asyncio.run(main())

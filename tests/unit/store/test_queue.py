@@ -136,7 +136,7 @@ def test_corrupt_inbox_item_is_quarantined_and_the_rest_goes_on(tmp_path: Path) 
             await b.seal_one()
         got = await drain_batches(queue, outbox)
         assert [n for batch in got for n in batch] == list(range(5, 10))
-        assert queue.quarantined == 1
+        assert queue.damage.quarantined == 1
         assert any(k.startswith("q/") for k in queue._cache.iterkeys())
         queue.close()
 

@@ -47,10 +47,10 @@ def test_a_damaged_data_page_loses_exactly_its_rows_and_the_rest_is_delivered(tm
     assert victim.rows > 1
     overwrite(tmp_path / "cache.db", victim.number, victim.size)
     queue, got = reopen_and_drain(tmp_path)
-    assert queue.quarantined == victim.rows  # exactly the items the page held
-    assert queue.entries_lost == victim.rows * 3
+    assert queue.damage.quarantined == victim.rows  # exactly the items the page held
+    assert queue.damage.entries_lost == victim.rows * 3
     assert len(got) == 600 * 3 - victim.rows * 3 and len(set(got)) == len(got)
-    assert len(queue.salvages) == 1 and "damaged copy kept in" in queue.salvages[0]
+    assert len(queue.damage.salvages) == 1 and "damaged copy kept in" in queue.damage.salvages[0]
     kept = list((tmp_path / "damaged").glob("*/cache.db"))
     assert len(kept) == 1  # the damaged file is renamed, never deleted
     assert len(keys) == 600
@@ -61,9 +61,9 @@ def test_a_damaged_index_page_loses_nothing(tmp_path: Path) -> None:
     leaves = pages(tmp_path / "cache.db", "Cache_key_raw", "leaf")
     overwrite(tmp_path / "cache.db", leaves[len(leaves) // 2].number)
     queue, got = reopen_and_drain(tmp_path)
-    assert queue.quarantined == 0 and queue.entries_lost == 0
+    assert queue.damage.quarantined == 0 and queue.damage.entries_lost == 0
     assert sorted(got) == list(range(1800))
-    assert len(queue.salvages) == 1
+    assert len(queue.damage.salvages) == 1
 
 
 def test_a_destroyed_header_starts_empty_or_exits_naming_the_file(tmp_path: Path) -> None:
@@ -75,7 +75,7 @@ def test_a_destroyed_header_starts_empty_or_exits_naming_the_file(tmp_path: Path
     queue.close()
     assert (tmp_path / "cache.db").exists() and not (tmp_path / "damaged").exists()  # left as it was
     queue, got = reopen_and_drain(tmp_path)  # the default: start empty, keep the damaged file
-    assert got == [] and "nothing of it could be read" in queue.salvages[0]
+    assert got == [] and "nothing of it could be read" in queue.damage.salvages[0]
     assert list((tmp_path / "damaged").glob("*/cache.db"))
 
 
@@ -98,8 +98,8 @@ def test_a_damaged_page_found_at_run_time_is_salvaged_once_and_delivery_goes_on(
         return queue, got
 
     queue, got = asyncio.run(main())
-    assert len(queue.salvages) == 1
-    assert queue.quarantined == victim.rows and queue.entries_lost == victim.rows * 3
+    assert len(queue.damage.salvages) == 1
+    assert queue.damage.quarantined == victim.rows and queue.damage.entries_lost == victim.rows * 3
     assert len(got) == 1800 - victim.rows * 3 + 5 and set(range(10_000, 10_005)) <= set(got)
 
 
