@@ -27,7 +27,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from relay.models import Rejection
-from relay.stages.values import is_ip, strip_ip_port
+from relay.stages.values import is_ip, span, strip_ip_port
 from relay.stages.values import show as _show
 
 FIELDS = (
@@ -237,8 +237,8 @@ class Validator:
             when = "in the future" if epoch > self.hi else "too old"
             raise _Invalid(
                 "timestamp", "out_of_range",
-                f"out of range: {_iso_or_repr(epoch)} is {when} (accepted: {self.policy.max_age:g}s back, "
-                f"{self.policy.max_future:g}s ahead)",
+                f"out of range: {_iso_or_repr(epoch)} is {when} (accepted: {span(self.policy.max_age)} back, "
+                f"{span(self.policy.max_future)} ahead)",
             )  # fmt: skip
         return self._iso.get(epoch) or self._iso_of(epoch)
 

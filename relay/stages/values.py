@@ -135,3 +135,11 @@ def is_ip(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def span(seconds: float) -> str:
+    """A duration as the config writes one ("30d", "12h", "90s"): the largest unit it fills exactly."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"

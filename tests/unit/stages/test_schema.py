@@ -81,6 +81,7 @@ def test_timestamp_out_of_range_or_unreadable_rejects_in_both_modes(mode: str, t
 def test_window_is_configurable() -> None:
     out = validator(max_age=3600).validate(good(timestamp="2026-11-25T08:00:00Z"), 0)
     assert isinstance(out, Rejection) and out.reason == "out_of_range"
+    assert out.message.endswith("(accepted: 1h back, 1d ahead)")  # written as the config writes durations
     assert isinstance(validator(max_age=7200).validate(good(), 0), Entry)
 
 
