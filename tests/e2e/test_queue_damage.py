@@ -49,7 +49,10 @@ def test_a_damaged_data_page_after_kill_9_costs_exactly_its_rows(tmp_path: Path)
         wait_until(lambda: metric(relay, "relay_queue_salvages_total") == 1, timeout=20)
         lost_items = metric(relay, "relay_queue_items_quarantined_total")
         lost = metric(relay, "relay_queue_entries_lost_total")
-        assert lost_items == victim.rows and lost > 0
+        # Every row the page held is lost; the items among them are counted. One of the rows may be
+        # the sink's cursor (it depends on where SQLite put it), which holds no entries and is rebuilt
+        # from the items, not counted: so the items lost are the page's rows, or one fewer.
+        assert victim.rows - 1 <= lost_items <= victim.rows and lost > 0
         wait_until(lambda: len(delivered_paths(upstream)) == 20_000 - lost, timeout=60,
                    message=lambda: f"{len(delivered_paths(upstream))} of {20_000 - lost}\n{relay.log_tail()}")
         new = asyncio.run(post_all(url, [(0, gz_json(entries(50_000, 10)))], headers=HEADERS))
