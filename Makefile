@@ -57,13 +57,15 @@ PEER_BIN ?= $(or $(FLUENT_BIT_BIN),$(shell command -v fluent-bit),$(wildcard ../
 bench-peer: $(STAMP)
 	FLUENT_BIT_BIN=$(PEER_BIN) $(BIN)/relay bench --peer fluent-bit
 
-# Optional Debian packages for the tests that drive real shippers, and haproxy for the
-# scale-out test (as root; CI runs it).
+# Optional Debian packages for the tests that drive real shippers, haproxy for the
+# scale-out test, and Chromium + ChromeDriver for the console's browser tests (as root; CI runs it).
 system-deps:
 	command -v syslog-ng >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	  apt-get install -y -qq --no-install-recommends syslog-ng-core syslog-ng-mod-http >/dev/null; }
 	command -v haproxy >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	  apt-get install -y -qq --no-install-recommends haproxy >/dev/null; }
+	command -v chromedriver >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }
 
 clean:
 	rm -rf $(VENV) data build *.egg-info
