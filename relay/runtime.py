@@ -18,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Iterable
 from datetime import datetime
 
 import aiohttp
+import msgspec
 
 from relay.config import RESTART_ONLY, Config, SinkConfig, changed_entries, changed_settings, load
 from relay.delivery.dispatch import SinkDispatcher
@@ -84,11 +86,21 @@ def compile_routes(config: Config, outboxes: dict[str, Outbox] | None = None, *,
     return routes
 
 
+class ReloadRecord(msgspec.Struct, frozen=True):
+    """The last time the config was read, for the console: when, ok or refused, and what it said."""
+
+    at: float  # Unix seconds
+    result: str  # "started" (the first load), "ok" or "refused"
+    detail: str  # what changed, or why it was refused
+
+
 class Runtime:
     """The queue, the outboxes, the dispatchers and the route table of one running relay."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.started = time.time()
+        self.last_reload = ReloadRecord(self.started, "started", f"config loaded from {config.file}")
         self.metrics = Metrics()
         self.queue = DiskQueue(config.queue.path, max_size=config.queue.max_size, sync=config.queue.sync,
                                min_free_space=config.queue.min_free_space,
@@ -128,6 +140,12 @@ class Runtime:
                             "they stay on disk until it is configured again", len(found.batches),
                             len(found.inbox), name)
         self.routes = compile_routes(self.config, self.outboxes, library=self._library, validator=self._validator)
+
+    def mapping_library(self) -> MappingLibrary:
+        """The running config's mappings and the presets (each compiled once), for the console's playground."""
+        if self._library.user != self.config.mappings:  # a reload changed them
+            self._library = MappingLibrary(self.config.mappings, file=self.config.file)
+        return self._library
 
     def request_started(self) -> None:
         self.in_flight += 1
@@ -183,10 +201,12 @@ class Runtime:
         """Apply the config file again; returns what changed. Raises ConfigError, changing nothing."""
         try:
             changes = await self._reload(path)
-        except ConfigError:
+        except ConfigError as exc:
             self.metrics.reloads.labels("refused").inc()
+            self.last_reload = ReloadRecord(time.time(), "refused", str(exc))
             raise
         self.metrics.reloads.labels("ok").inc()
+        self.last_reload = ReloadRecord(time.time(), "ok", "; ".join(changes) or "no setting changed")
         self.metrics.last_reload.set_to_current_time()
         self.metrics.declare(self.config.sources, self.config.sinks)
         return changes

@@ -17,6 +17,7 @@ from aiohttp import web
 from relay.config import ServerConfig
 from relay.runtime import Runtime
 from relay.server import admin, ingest, probes
+from relay.server.console import routes as console
 from relay.server.keys import RUNTIME, SHUTDOWN, ShutdownClock
 from relay.server.replies import json_errors
 
@@ -43,6 +44,7 @@ def build_app(runtime: Runtime) -> web.Application:
     app.cleanup_ctx.extend([_queue, _senders])
     probes.add_routes(app)
     admin.add_routes(app)
+    console.add_routes(app)  # its history sampler starts after the queue opened
     ingest.add_routes(app)  # last: it takes POST on every other path
     return app
 

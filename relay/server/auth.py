@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import ipaddress
 from typing import TYPE_CHECKING
@@ -72,9 +73,33 @@ def authorize(route: Route, request: web.Request) -> None:
                            "'x-api-key: <token>' or as the basic-auth password")
 
 
+CONSOLE_COOKIE = "relay_console"
+# The console's own requests say so: a cross-site form cannot add a header, so a POST that only
+# carries the cookie (already SameSite=Strict) is refused without it.
+CONSOLE_HEADER = "X-Relay-Console"
+
+
+def console_session(token: str) -> str:
+    """The console cookie's value: derived from the admin token, never the token itself (a cookie
+    seen in a browser's storage does not give the token away); a new token ends every session."""
+    return hmac.new(token.encode(), b"relay console session", hashlib.sha256).hexdigest()
+
+
+def _console_cookie_ok(request: web.Request, token: str) -> bool:
+    presented = request.cookies.get(CONSOLE_COOKIE)
+    if not presented:
+        return False
+    if request.method not in ("GET", "HEAD") and request.headers.get(CONSOLE_HEADER) != "1":
+        return False
+    return hmac.compare_digest(presented.encode(), console_session(token).encode())
+
+
 def admin_allowed(request: web.Request, token: str | None) -> bool:
-    """The admin token as a Bearer token; without one configured, only a loopback client."""
+    """The admin token as a Bearer token (or the console's session cookie made from it); without one
+    configured, only a loopback client."""
     if token:
         scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode())
+        if scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode()):
+            return True
+        return _console_cookie_ok(request, token)
     return loopback_client(request)
