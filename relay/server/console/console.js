@@ -105,7 +105,7 @@ function legend(lines) {
 }
 
 function figure(label, value, cls, big) {
-  return el("div", {class: "figure " + (cls || "")}, el("div", {class: "v" + (big ? " big" : "")}, value),
+  return el("div", {class: "figure " + (cls || ""), "data-figure": label}, el("div", {class: "v" + (big ? " big" : "")}, value),
             el("div", {class: "l"}, label));
 }
 

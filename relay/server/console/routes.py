@@ -41,7 +41,7 @@ HEADERS = {
     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store",
 }
 _LOGIN = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>relay console: sign in</title>
-<link rel="stylesheet" href="/-/console/console.css"></head><body class="login">
+<link rel="icon" href="data:,"><link rel="stylesheet" href="/-/console/console.css"></head><body class="login">
 <form method="post" action="/-/console/login"><h1>relay console</h1><p>{message}</p>
 <label>Admin token (<code>server.admin_token</code>)
 <input type="password" name="token" autocomplete="current-password" autofocus></label>
