@@ -63,7 +63,7 @@ def test_console_follows_a_sink_down_and_back_without_errors(tmp_path: Path, bro
                    timeout=20)
         wait_for(browser, lambda d: "last error" in d.find_element(
             "css selector", '#sinks .card[data-sink="profound"]').text, "the last error, after recovery")
-        accepted = '#sources .card[data-source="custom"] .figure[data-figure="accepted total"] .v'
+        accepted = '#sources .card[data-source="custom"] .stat[data-figure="accepted total"] b'
         wait_for(browser, lambda d: d.find_element("css selector", accepted).text == "10", "10 accepted, on the card")
         source = browser.find_element("css selector", '#sources .card[data-source="custom"]')
         assert source.find_elements("css selector", "svg.chart polyline")  # the chart has its lines
@@ -85,7 +85,7 @@ def test_playground_maps_a_pasted_record(tmp_path: Path, browser: Any) -> None: 
         browser.find_element("css selector", "#map-run").click()
         rows = wait_for(browser, lambda d: d.find_elements("css selector", "#map-output .map-row"), "mapped rows")
         assert [r.get_attribute("data-status") for r in rows] == ["repaired", "rejected"]
-        assert '"method": "GET"' in rows[0].text and "/e2e/0" in rows[0].text  # the entry made, upper-cased
+        assert '"method":"GET"' in rows[0].text and "/e2e/0" in rows[0].text  # the entry made, upper-cased
         assert "repaired: method" in rows[0].text
         summary = browser.find_element("css selector", "#map-summary").text
         assert summary.startswith("2 records: 1 entries (1 repaired), 1 rejected")

@@ -65,37 +65,41 @@ const STATE_WORDS = {running: "running", backing_off: "backing off", paused: "pa
 
 // A 15-minute time series: lines (rates) over a fixed window ending now, y from 0 to the max seen.
 function chart(series, lines, now, windowS) {
-  const W = 600, H = 92, top = 6, bottom = 16, left = 44;
-  const root = svg("svg", {class: "chart", viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none",
-                           role: "img"});
+  const W = 600, H = 92, top = 6, bottom = 16, left = 44, right = 44;
+  const root = svg("svg", {class: "chart", viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img"});
   const t = series.t || [];
-  let max = 0;
-  for (const line of lines) for (const v of series[line.key] || []) max = Math.max(max, v);
-  max = max > 0 ? max * 1.15 : 1;
-  const x = (at) => left + (W - left) * (1 - (now - at) / windowS);
-  const y = (v) => top + (H - top - bottom) * (1 - v / max);
+  const scale = (side) => {
+    let max = 0;
+    for (const line of lines) if (!!line.right === side) for (const v of series[line.key] || []) max = Math.max(max, v);
+    return max > 0 ? max * 1.15 : 1;
+  };
+  const maxLeft = scale(false), maxRight = scale(true);
+  const x = (at) => left + (W - left - right) * (1 - (now - at) / windowS);
+  const y = (v, max) => top + (H - top - bottom) * (1 - v / max);
   for (const frac of [0, 0.5, 1]) {
-    root.append(svg("line", {x1: left, x2: W, y1: y(max * frac), y2: y(max * frac), stroke: "#243140",
-                             "stroke-width": 1}));
+    root.append(svg("line", {x1: left, x2: W - right, y1: y(maxLeft * frac, maxLeft), y2: y(maxLeft * frac, maxLeft),
+                             stroke: "#243140", "stroke-width": 1}));
   }
-  const label = svg("text", {x: 0, y: top + 9});
-  label.textContent = rate(max / 1.15);
-  root.append(label);
-  for (const [i, text] of [[0, "-15m"], [1, "-10m"], [2, "-5m"]]) {
-    const mark = svg("text", {x: left + (W - left) * i / 3, y: H - 2});
-    mark.textContent = text;
-    root.append(mark);
+  const text = (value, attrs) => { const node = svg("text", attrs); node.textContent = value; root.append(node); };
+  text(rate(maxLeft / 1.15) + "/s", {x: 0, y: top + 9});
+  if (lines.some((l) => l.right)) text(count(maxRight / 1.15), {x: W - right + 4, y: top + 9, class: "right"});
+  for (const [i, label] of [[0, "-15m"], [1, "-10m"], [2, "-5m"], [3, "now"]]) {
+    text(label, {x: left + (W - left - right) * i / 3 - (i === 3 ? 22 : 0), y: H - 2});
   }
   for (const line of lines) {
     const values = series[line.key] || [];
     if (!values.length) continue;
-    const pts = t.map((at, i) => `${x(at).toFixed(1)},${y(values[i]).toFixed(1)}`);
+    const max = line.right ? maxRight : maxLeft;
+    const pts = t.map((at, i) => `${x(at).toFixed(1)},${y(values[i], max).toFixed(1)}`);
     if (line.fill) {
-      root.append(svg("path", {d: `M${x(t[0]).toFixed(1)},${y(0)} L${pts.join(" L")} L${x(t[t.length - 1]).toFixed(1)},${y(0)} Z`,
-                               fill: line.color, "fill-opacity": 0.13, stroke: "none"}));
+      const base = y(0, max).toFixed(1);
+      root.append(svg("path", {d: `M${x(t[0]).toFixed(1)},${base} L${pts.join(" L")} L${x(t[t.length - 1]).toFixed(1)},${base} Z`,
+                               fill: line.color, "fill-opacity": 0.15, stroke: "none"}));
     }
-    root.append(svg("polyline", {points: pts.join(" "), fill: "none", stroke: line.color, "stroke-width": 2,
-                                 "vector-effect": "non-scaling-stroke", "stroke-linejoin": "round"}));
+    const attrs = {points: pts.join(" "), fill: "none", stroke: line.color, "stroke-width": 2,
+                   "vector-effect": "non-scaling-stroke", "stroke-linejoin": "round"};
+    if (line.right) attrs["stroke-dasharray"] = "5 4";
+    root.append(svg("polyline", attrs));
   }
   return root;
 }
@@ -120,7 +124,12 @@ const SOURCE_LINES = [
 const SINK_LINES = [
   {key: "delivered", label: "delivered/s", color: "#58a6ff", fill: true},
   {key: "upstream_rejected", label: "upstream rejected/s", color: "#f85149"},
+  {key: "backlog", label: "backlog (right scale)", color: "#e3a72f", right: true},
 ];
+
+function stat(label, value, cls) {
+  return el("span", {class: "stat " + (cls || ""), "data-figure": label}, el("b", {}, value), " " + label);
+}
 
 function sourceCard(src) {
   const r = src.rates;
@@ -130,21 +139,27 @@ function sourceCard(src) {
        el("span", {class: "sub"}, "mapping " + src.mapping + (src.host ? " · host " + src.host : ""))),
     el("div", {class: "figures"},
        figure("accepted/s", rate(r.accepted), r.accepted ? "good" : "zero", true),
-       figure("requests/s", rate(r.requests), "info"),
+       figure("requests/s", rate(r.requests), r.requests ? "info" : "zero"),
        figure("repairs/s", rate(r.repairs), r.repairs ? "warn" : "zero"),
        figure("rejected/s", rate(r.rejected), r.rejected ? "bad" : "zero"),
-       figure("filtered/s", rate(r.filtered), "zero"),
-       figure("accepted total", count(src.totals.accepted), "zero")),
+       figure("filtered/s", rate(r.filtered), "zero")),
+    el("div", {class: "stats"},
+       stat("accepted total", count(src.totals.accepted), "good"),
+       stat("rejected", count(src.totals.rejected), src.totals.rejected ? "bad" : ""),
+       stat("repairs", count(src.totals.repairs), src.totals.repairs ? "warn" : ""),
+       stat("filtered", count(src.totals.filtered), "")),
     chart(src.series, SOURCE_LINES, state.now, state.window), legend(SOURCE_LINES),
-    top.length ? el("ul", {class: "reasons"}, top.map((t) => el("li", {},
-      el("span", {}, t.field ? `${t.field}: ${t.reason}` : t.reason), el("b", {}, count(t.count))))) : null);
+    top.length ? el("ul", {class: "reasons"}, el("li", {class: "muted"}, el("span", {}, "top rejection reasons"),
+                                                  el("span", {}, "last 15 min")),
+      top.map((t) => el("li", {},
+        el("span", {}, t.field ? `${t.field}: ${t.reason}` : t.reason), el("b", {}, count(t.count))))) : null);
 }
 
 function sinkCard(sink) {
   const r = sink.rates, b = sink.backlog;
   const errorLine = sink.error ? el("div", {class: "error"}, "⚠ " + sink.error)
     : sink.last_failure ? el("div", {class: "error old"}, "last error " + ago(sink.last_failure.at) + ": " + sink.last_failure.error)
-    : null;
+    : el("div", {class: "error old"}, "no upstream error since start");
   const drain = sink.drain_seconds === null ? (b.entries > 0 ? "stalled" : "–") : duration(sink.drain_seconds);
   return el("div", {class: "card", "data-state": sink.state, "data-sink": sink.name},
     el("div", {class: "card-head"}, el("span", {class: "name"}, sink.name), el("span", {class: "sub"}, sink.url),
@@ -153,11 +168,13 @@ function sinkCard(sink) {
     el("div", {class: "figures"},
        figure("delivered/s", rate(r.delivered), r.delivered ? "info" : "zero", true),
        figure("backlog", count(b.entries), b.entries > 0 ? (sink.state === "running" ? "" : "warn") : "zero"),
-       figure("queued", bytes(b.bytes), "zero"),
-       figure("oldest", duration(b.oldest_age), b.oldest_age > 60 ? "warn" : "zero"),
-       figure("drains in", drain, drain === "stalled" ? "bad" : "zero"),
-       figure("upstream rejected", count(sink.totals.upstream_rejected), sink.totals.upstream_rejected ? "bad" : "zero"),
-       figure("dead letters", count(sink.dead_letters), sink.dead_letters ? "violet" : "zero")),
+       figure("queued", bytes(b.bytes), b.bytes > 0 ? "" : "zero"),
+       figure("oldest", duration(b.oldest_age), b.oldest_age > 60 ? "warn" : b.oldest_age > 0 ? "" : "zero"),
+       figure("drains in", drain, drain === "stalled" ? "bad" : "zero")),
+    el("div", {class: "stats"},
+       stat("delivered total", count(sink.totals.delivered), "info"),
+       stat("upstream rejected", count(sink.totals.upstream_rejected), sink.totals.upstream_rejected ? "bad" : ""),
+       stat("dead letters", count(sink.dead_letters), sink.dead_letters ? "violet" : "")),
     chart(sink.series, SINK_LINES, state.now, state.window), legend(SINK_LINES));
 }
 
@@ -251,7 +268,7 @@ function drawRejections(stored) {
          el("span", {}, rej.message),
          el("button", {type: "button", class: "small", onclick: () => tryRecord(rej)}, "try in playground")),
       el("div", {class: "meta"}, clock(rej.time) + " · source " + rej.source + " · record #" + rej.index),
-      el("pre", {class: "record"}, JSON.stringify(rej.record, null, 1)))));
+      el("pre", {class: "record"}, JSON.stringify(rej.record)))));
   }
   const parts = Object.entries(stored).map(([name, s]) =>
     `${name}: ${count(s.records)} stored (${bytes(s.bytes)})` + (s.dropped ? `, ${count(s.dropped)} dropped` : ""));
@@ -320,7 +337,7 @@ async function runMap(event) {
          row.status === "rejected" ? el("span", {}, row.error) : null,
          row.repaired && row.repaired.length ? el("span", {class: "meta"}, "repaired: " + row.repaired.join(", ")) : null,
          row.missing && row.missing.length ? el("span", {class: "meta"}, "missing: " + row.missing.join(", ")) : null),
-      row.entry ? el("pre", {class: "entry"}, JSON.stringify(row.entry, null, 1)) : null)));
+      row.entry ? el("pre", {class: "entry"}, JSON.stringify(row.entry)) : null)));
   } catch (err) {
     summary.textContent = "mapping failed: " + err.message;
   }

@@ -81,7 +81,9 @@ def build_state(runtime: Runtime, history: History) -> dict[str, Any]:
             "rates": rates,
             "backlog": {"entries": backlog, "bytes": float(outbox.queued_bytes) if outbox else 0.0,
                         "oldest_age": outbox.oldest_age() if outbox else 0.0},
-            "drain_seconds": drain_seconds(backlog, rates["delivered"]),
+            # only a running sink drains: the rate of before an outage says nothing of when it ends
+            "drain_seconds": drain_seconds(backlog, rates["delivered"] if dispatcher and dispatcher.state == "running"
+                                           else None),
             "dead_letters": runtime.dead_letters.entries(name),
             "series": history.series("sinks", name, (*SINK_FIGURES, "backlog"), now),
         })
