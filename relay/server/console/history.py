@@ -5,8 +5,9 @@ window. Every `INTERVAL` seconds one `Sample` of the cumulative counters per sou
 per sink (and each sink's backlog) is appended; rates are deltas between samples. A
 counter that went down (a source re-declared after a reload) counts from zero.
 
-Memory bound: `SAMPLES` (181) samples x (sources x ~6 + reasons + sinks x 4) floats:
-for 10 sources, 10 rejection reasons each and 5 sinks about 180 x 180 floats, ~1 MiB.
+Memory bound: `SAMPLES` (181) samples, each a few small dicts per source and sink: measured
+2.9 MiB for 10 sources with 10 rejection reasons each and 5 sinks (tracemalloc). The chart series
+of the ring are computed once per sample (cached until the next one), not at every poll.
 """
 
 from __future__ import annotations
@@ -84,9 +85,11 @@ class History:
 
     def __init__(self, samples: int = SAMPLES) -> None:
         self.samples: deque[Sample] = deque(maxlen=samples)
+        self._series: dict[tuple[str, str, tuple[str, ...]], dict[str, list[float]]] = {}
 
     def add(self, sample: Sample) -> None:
         self.samples.append(sample)
+        self._series.clear()
 
     def since(self, at: float) -> Sample | None:
         """The oldest sample taken at or after `at` (the baseline for a rate over the time since)."""
@@ -110,8 +113,18 @@ class History:
     def series(self, kind: str, name: str, figures: Iterable[str], now: Sample) -> dict[str, list[float]]:
         """Chart data: `t` (Unix seconds) and, per figure, its rate between consecutive samples (the last
         point is `now`); `backlog` as it was (a level, not a rate)."""
-        points = [*self.samples, now]
-        wanted = list(figures)
+        wanted = tuple(figures)
+        key = (kind, name, wanted)
+        ring = self._series.get(key)
+        if ring is None:
+            ring = self._series[key] = self._points(kind, name, wanted, list(self.samples))
+        if not self.samples:
+            return {k: list(v) for k, v in ring.items()}
+        last = self._points(kind, name, wanted, [self.samples[-1], now])
+        return {k: ring[k] + last[k] for k in ring}
+
+    @staticmethod
+    def _points(kind: str, name: str, wanted: tuple[str, ...], points: list[Sample]) -> dict[str, list[float]]:
         out: dict[str, list[float]] = {"t": [], **{f: [] for f in wanted}}
         for prev, cur in itertools.pairwise(points):
             dt = cur.at - prev.at

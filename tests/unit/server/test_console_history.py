@@ -58,3 +58,13 @@ def test_a_sample_reads_the_relays_counters() -> None:
     assert got.sources["web"] == {"requests": 0.0, "accepted": 3.0, "repairs": 1.0, "rejected": 2.0, "filtered": 0.0}
     assert got.sources["quiet"]["accepted"] == 0.0 and got.reasons["web"] == {"range": 2.0}
     assert got.sinks == {"up": {"delivered": 5.0, "upstream_rejected": 0.0, "backlog": 4.0}}
+
+
+def test_series_of_the_ring_are_kept_until_the_next_sample_and_now_is_always_fresh() -> None:
+    history = History()
+    history.add(sample(0.0, 0.0))
+    history.add(sample(5.0, 50.0))
+    assert history.series("sinks", "up", ["delivered"], sample(10.0, 150.0))["delivered"] == [10.0, 20.0]
+    assert history.series("sinks", "up", ["delivered"], sample(10.0, 250.0))["delivered"] == [10.0, 40.0]
+    history.add(sample(10.0, 100.0))
+    assert history.series("sinks", "up", ["delivered"], sample(15.0, 100.0))["delivered"] == [10.0, 10.0, 0.0]
