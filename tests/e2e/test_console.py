@@ -38,6 +38,17 @@ def sink_state(driver: Any, name: str) -> str:
     return str(cards[0].get_attribute("data-state")) if cards else ""
 
 
+def rejection(driver: Any, marker: str, *, press: bool = False) -> tuple[str, str] | None:
+    """(reason, record text) of the shown rejection whose record holds `marker`; `press`: its button too."""
+    for item in driver.find_elements("css selector", "#rejections li.rejection"):
+        if marker in item.text:
+            if press:
+                item.find_element("css selector", "button").click()
+            return (item.find_element("css selector", ".reason").text,
+                    item.find_element("css selector", "pre.record").text)
+    return None
+
+
 def post(relay: Relay, path: str, records: list[dict[str, Any]]) -> dict[str, Any]:
     response = http_request(relay.base_url + path, "POST", records)
     assert response.status == 200, response.body
@@ -96,24 +107,32 @@ def test_a_rejection_shows_with_its_record_and_replay_after_a_fix_delivers_it(
         tmp_path: Path, browser: Any) -> None:  # noqa: F811
     with MockUpstream(tmp_path, api_keys=[KEY], extra_args=PIN) as upstream, \
             Relay(tmp_path, sink_toml("profound", upstream.url, KEY), admin_token=TOKEN, sources=SOURCES) as relay:
+        # the user agent is markup: shown as text, never run (and CSP would report it as an error)
         record = {"timestamp": "2026-11-25T09:00:00Z", "method": "GET", "path": "/needs-a-host",
-                  "status_code": 200, "ip": "192.0.2.1", "user_agent": "e2e"}
+                  "status_code": 200, "ip": "192.0.2.1", "user_agent": "<img src=x onerror=alert(1)>"}
         answer = post(relay, "/v1/logs/app", [record])
         assert answer["rejected"] == 1 and "host" in answer["errors"][0]  # the mapping has no host to give
         state = http_request(relay.base_url + "/-/console/state", headers={"Authorization": f"Bearer {TOKEN}"}).json()
         if not state["rejections"]:
             pytest.skip("needs GET /-/rejections and its replay (issue 12 part A, branch `rejections`)")
         open_console(browser, relay)
-        item = wait_for(browser, lambda d: [li for li in d.find_elements("css selector", "#rejections li.rejection")
-                                            if "/needs-a-host" in li.text], "the rejection with its record")[0]
-        assert "host" in item.find_element("css selector", ".reason").text
-        assert json.loads(item.find_element("css selector", "pre.record").text)["path"] == "/needs-a-host"
+        # the list is redrawn every few seconds: read it, and press its buttons, within one wait step
+        reason, text = wait_for(browser, lambda d: rejection(d, "/needs-a-host"), "the rejection with its record")
+        assert "host" in reason
+        shown = json.loads(text)
+        assert shown["path"] == "/needs-a-host" and shown["user_agent"] == record["user_agent"]
+        assert not browser.find_elements("css selector", "#rejections img")
         # the fix: the source gets its host; then replay from the console
         relay.config_path.write_text(relay.config_path.read_text().replace(
             'mapping = "profound"\n', 'mapping = "profound"\nhost = "www.example.com"\n'))
         reload = http_request(relay.base_url + "/-/reload", "POST", headers={"Authorization": f"Bearer {TOKEN}"})
         assert reload.status == 200, reload.body
         wait_for(browser, lambda d: "ok" in d.find_element("css selector", "#reload").text, "the reload on the page")
+        # the playground, from the rejection, with the fixed config: the record now maps
+        wait_for(browser, lambda d: rejection(d, "/needs-a-host", press=True), "try in playground")
+        browser.find_element("css selector", "#map-run").click()
+        rows = wait_for(browser, lambda d: d.find_elements("css selector", "#map-output .map-row"), "mapped rows")
+        assert [r.get_attribute("data-status") for r in rows] == ["ok"] and "www.example.com" in rows[0].text
         browser.find_element("css selector", "#replay").click()
         result = wait_for(browser, lambda d: d.find_element("css selector", "#replay-result").text.startswith(
             "replayed") and d.find_element("css selector", "#replay-result").text, "the replay's result")
