@@ -4,7 +4,7 @@
     GET  /-/console[?token=T]   the page; with ?token= sets the session cookie and redirects (303)
                                 to strip the token from the address bar; without access, a login form
     POST /-/console/login       the login form (token=T), same cookie
-    GET  /-/console/console.js, console.css
+    GET  /-/console/console.js, console.css   (public: static code, no data)
     GET  /-/console/state       JSON, polled every 2 s (relay.server.console.state)
     POST /-/console/map         the mapping playground (relay.server.console.playground)
 
@@ -43,7 +43,7 @@ HEADERS = {
 _LOGIN = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>relay console: sign in</title>
 <link rel="icon" href="data:,"><link rel="stylesheet" href="/-/console/console.css"></head><body class="login">
 <form method="post" action="/-/console/login"><h1>relay console</h1><p>{message}</p>
-<label>Admin token (<code>server.admin_token</code>)
+<label><span>Admin token (<code>server.admin_token</code>)</span>
 <input type="password" name="token" autocomplete="current-password" autofocus></label>
 <button type="submit">Open the console</button></form></body></html>"""
 _NO_TOKEN = ("This relay has no server.admin_token, so its console answers only on this machine "
@@ -112,7 +112,7 @@ def _guard(request: web.Request) -> None:
 
 
 async def handle_asset(request: web.Request) -> web.Response:
-    _guard(request)
+    # Not guarded: static code with no data in it, and the sign-in form needs the stylesheet.
     name = request.match_info["name"]
     if name not in ASSETS:
         raise web.HTTPNotFound()

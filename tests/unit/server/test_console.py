@@ -85,8 +85,8 @@ def test_without_a_token_the_console_answers_loopback_clients_only(tmp_path: Pat
         async with serving(tmp_path, remote="198.51.100.7") as (client, _):
             status, _, page = await get(client, "/-/console")
             assert status == 403 and b"server.admin_token" in page
-            for path in ("/-/console/state", "/-/console/console.js"):
-                assert (await get(client, path))[0] == 403, path
+            assert (await get(client, "/-/console/state"))[0] == 403
+            assert (await get(client, "/-/console/console.css"))[0] == 200  # static, no data: the form needs it
             async with client.post("/-/console/map", json={"mapping": "nginx-json", "records": "{}"}) as response:
                 assert response.status == 403
 
