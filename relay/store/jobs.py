@@ -2,18 +2,24 @@
 
 Appends that arrive together are handed to one `commit_appends` call (group
 commit: one transaction, one fsync); every other job runs alone, after them.
+When no job has come for `quiet` seconds after some ran, `idle` runs once (the
+queue checkpoints its WAL then): timed by the thread's own wait for work, so
+nothing is added to a commit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue as thread_queue
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger("relay.queue")
 _GROUP_MAX = 512  # appends per transaction; bounds one commit's latency
+QUIET = 0.25  # seconds without a job after which `idle` runs
 
 
 class Job:
@@ -52,9 +58,12 @@ class DbThread:
     """One thread owning every call on the Cache: SQLite serialises writers anyway."""
 
     def __init__(self, commit_appends: Callable[[list[Job]], None],
-                 recover: Callable[[BaseException], bool] = lambda exc: False) -> None:
+                 recover: Callable[[BaseException], bool] = lambda exc: False,
+                 idle: Callable[[], None] = lambda: None, quiet: float = QUIET) -> None:
         self._commit_appends = commit_appends
         self._recover = recover  # True: the database was repaired, run the job once more
+        self._idle = idle  # runs once after `quiet` seconds without a job (and before the thread ends)
+        self._quiet = quiet
         self._jobs: thread_queue.SimpleQueue[Job | None] = thread_queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
@@ -81,10 +90,18 @@ class DbThread:
 
     def _run(self) -> None:
         jobs = self._jobs
+        busy = False  # some job ran since `idle` last did
         while True:
-            job = jobs.get()
+            try:
+                job = jobs.get(timeout=self._quiet) if busy else jobs.get()
+            except thread_queue.Empty:
+                busy = False
+                self._run_idle()
+                continue
             if job is None:
+                self._run_idle()
                 return
+            busy = True
             group = [job]
             while len(group) < _GROUP_MAX:
                 try:
@@ -101,6 +118,13 @@ class DbThread:
             for other in group:
                 if not other.is_append:
                     self._run_one(other)
+
+    def _run_idle(self) -> None:
+        try:
+            self._idle()
+        except Exception as exc:  # never end the thread: the next quiet moment tries again
+            if not self._recover(exc):
+                log.warning("queue: idle task failed: %s", exc)
 
     def _run_one(self, job: Job) -> None:
         try:

@@ -2,13 +2,15 @@
 
 import asyncio
 import json
+import os
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from relay.errors import QueueError
-from relay.store import salvage
+from relay.store import counts, salvage
+from relay.store.counts import Counts, SinkCount
 from relay.store.queue import DiskQueue
 from tests.damage import checkpoint, overwrite, pages
 from tests.unit.store.test_queue import append, batcher, drain_batches, open_queue
@@ -66,17 +68,29 @@ def test_a_damaged_index_page_loses_nothing(tmp_path: Path) -> None:
     assert len(queue.damage.salvages) == 1
 
 
-def test_a_destroyed_header_starts_empty_or_exits_naming_the_file(tmp_path: Path) -> None:
+def test_nothing_readable_starts_empty_or_exits_naming_the_file_and_what_it_held(tmp_path: Path) -> None:
     build(tmp_path, 50)
-    overwrite(tmp_path / "cache.db", 1)
+    counts.write(str(tmp_path), Counts(1_700_000_000.0, {"up": SinkCount(50, 150)}))
+    db = tmp_path / "cache.db"
+    db.write_bytes(b"\xa5" * db.stat().st_size)  # garbage throughout: not even the first page can be rebuilt
     queue = DiskQueue(str(tmp_path), max_size=2**30, on_unreadable="exit")
-    with pytest.raises(QueueError, match=r"cache\.db"):
+    with pytest.raises(QueueError, match=r"cache\.db.*about 150 entries in 50 items, as of 2023-11-14 22:13:20 UTC"):
         queue.open()
     queue.close()
     assert (tmp_path / "cache.db").exists() and not (tmp_path / "damaged").exists()  # left as it was
     queue, got = reopen_and_drain(tmp_path)  # the default: start empty, keep the damaged file
     assert got == [] and "nothing of it could be read" in queue.damage.salvages[0]
-    assert list((tmp_path / "damaged").glob("*/cache.db"))
+    assert "lost about 150 entries" in queue.damage.salvages[0]
+    assert queue.damage.entries_lost == 150 and queue.damage.quarantined == 50
+    aside = list((tmp_path / "damaged").glob("*/cache.db"))
+    assert aside and (aside[0].parent / counts.FILE).exists()
+
+
+def test_nothing_readable_and_no_counts_says_the_loss_is_unknown_not_zero(tmp_path: Path) -> None:
+    build(tmp_path, 5)
+    os.truncate(tmp_path / "cache.db", 0)
+    queue, got = reopen_and_drain(tmp_path)
+    assert got == [] and "an unknown number of entries" in queue.damage.salvages[0]
 
 
 def test_a_damaged_page_found_at_run_time_is_salvaged_once_and_delivery_goes_on(tmp_path: Path) -> None:
