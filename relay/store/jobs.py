@@ -2,9 +2,13 @@
 
 Appends that arrive together are handed to one `commit_appends` call (group
 commit: one transaction, one fsync); every other job runs alone, after them.
-When no job has come for `quiet` seconds after some ran, `idle` runs once (the
-queue checkpoints its WAL then): timed by the thread's own wait for work, so
-nothing is added to a commit.
+When nothing has been written for `quiet` seconds after some write, `idle` runs
+once (the queue checkpoints its WAL then); under continuous writes it runs
+between groups at the latest `longest` seconds after the first write it has
+not yet followed, so what `idle` leaves undone is never older than that. Writes are told by `changes()` (the
+connection's count of changed rows, read once per group of jobs), so reads --
+senders retrying a batch against a down upstream -- do not put it off; it is
+timed by the thread's own wait for work, so nothing is added to a commit.
 """
 
 from __future__ import annotations
@@ -13,13 +17,15 @@ import asyncio
 import logging
 import queue as thread_queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger("relay.queue")
 _GROUP_MAX = 512  # appends per transaction; bounds one commit's latency
-QUIET = 0.25  # seconds without a job after which `idle` runs
+QUIET = 0.25  # seconds without a write after which `idle` runs
+LONGEST = 1.0  # seconds after the first write not yet folded by `idle`, at the latest, under continuous writes
 
 
 class Job:
@@ -59,11 +65,13 @@ class DbThread:
 
     def __init__(self, commit_appends: Callable[[list[Job]], None],
                  recover: Callable[[BaseException], bool] = lambda exc: False,
-                 idle: Callable[[], None] = lambda: None, quiet: float = QUIET) -> None:
+                 idle: Callable[[], None] = lambda: None, quiet: float = QUIET,
+                 changes: Callable[[], int] = lambda: 0, longest: float = LONGEST) -> None:
         self._commit_appends = commit_appends
         self._recover = recover  # True: the database was repaired, run the job once more
-        self._idle = idle  # runs once after `quiet` seconds without a job (and before the thread ends)
-        self._quiet = quiet
+        self._idle = idle  # runs once `quiet` seconds after the last write (and before the thread ends)
+        self._quiet, self._longest = quiet, longest
+        self._changes = changes  # rows changed so far: a new figure means a job wrote
         self._jobs: thread_queue.SimpleQueue[Job | None] = thread_queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
@@ -90,18 +98,26 @@ class DbThread:
 
     def _run(self) -> None:
         jobs = self._jobs
-        busy = False  # some job ran since `idle` last did
+        changes = self._changes()
+        due: float | None = None  # when `idle` runs: `quiet` seconds after the last write
+        latest = 0.0  # ... or `longest` seconds after the first write since it last ran
         while True:
             try:
-                job = jobs.get(timeout=self._quiet) if busy else jobs.get()
+                if due is None:
+                    job = jobs.get()
+                else:
+                    wait = due - time.monotonic()
+                    if wait <= 0:
+                        raise thread_queue.Empty  # jobs kept coming: they do not put it off
+                    job = jobs.get(timeout=wait)
             except thread_queue.Empty:
-                busy = False
+                due = None
                 self._run_idle()
+                changes = self._changes()
                 continue
             if job is None:
                 self._run_idle()
                 return
-            busy = True
             group = [job]
             while len(group) < _GROUP_MAX:
                 try:
@@ -118,6 +134,13 @@ class DbThread:
             for other in group:
                 if not other.is_append:
                     self._run_one(other)
+            now = self._changes()
+            if now != changes:
+                changes = now
+                clock = time.monotonic()
+                if due is None:
+                    latest = clock + self._longest
+                due = min(clock + self._quiet, latest)
 
     def _run_idle(self) -> None:
         try:

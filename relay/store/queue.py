@@ -71,7 +71,7 @@ class DiskQueue:
         self.used_bytes = 0  # queued data (inbox + batches + dead letters), owned by the DB thread
         self.disk_bytes = 0  # the directory's allocated bytes at the last group commit (what max_size bounds)
         self._page_size = 4096
-        self._worker = DbThread(self._commit_appends, self._recover, self._checkpoint)
+        self._worker = DbThread(self._commit_appends, self._recover, self._checkpoint, changes=self._changes)
         self._cache: diskcache.Cache | None = None
         self.damage = Damage(path, self.make_cache, on_unreadable)  # salvages, and what damage cost
         self._lock_file: IO[str] | None = None
@@ -153,6 +153,10 @@ class DiskQueue:
         busy, _, _ = self._cache._sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         if not busy:
             self.checkpoints += 1
+
+    def _changes(self) -> int:
+        """DB thread: rows its connection has changed so far (a new figure: something was written)."""
+        return int(self._cache._con.total_changes) if self._cache is not None else 0
 
     def _recover(self, exc: BaseException) -> bool:
         """DB thread: True when the database was damaged and is now salvaged (run the job again)."""
