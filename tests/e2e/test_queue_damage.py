@@ -179,12 +179,12 @@ def test_a_wal_cut_in_half_while_writes_are_in_flight_keeps_what_came_before_the
         wait_until(lambda: wal_is_empty(tmp_path), timeout=10, message=relay.log_tail)
         results = asyncio.run(post_all(relay.base_url + url_path, extra, headers=HEADERS))
         assert all(status == 200 for _, status, _ in results)
-        assert not wal_is_empty(tmp_path)  # killed before the next quiet moment: there is a WAL to cut
 
     upstream, relay = fill_and_kill(tmp_path, before_kill=in_flight)
     try:
         wal = tmp_path / "queue" / "cache.db-wal"
         wal_bytes = wal.stat().st_size
+        assert wal_bytes > 0  # killed before the next quiet moment: there is a WAL to cut
         cut_wal_in_half(tmp_path / "queue" / "cache.db")
         relay.start()
         first = {f"/e2e/{i}" for i in range(ENTRIES)}
