@@ -7,6 +7,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -249,6 +251,10 @@ def test_a_zero_length_database_starts_empty_and_counts_what_counts_json_says_it
         assert metric(relay, "relay_queue_entries_lost_total") == ENTRIES  # not 0: what counts.json said
         ready = json.dumps(http_request(relay.base_url + "/readyz").json())
         assert f"lost about {ENTRIES:,} entries" in ready and "counts.json" in ready, ready
+        status = subprocess.run([sys.executable, "-m", "relay", "status", "--once", "--interval", "0",
+                                 "--url", relay.base_url], capture_output=True, text=True, timeout=30,
+                                env={**os.environ, "COLUMNS": "400"})
+        assert f"lost about {ENTRIES:,} entries" in " ".join(status.stdout.split()), status.stdout
         delivers_new_traffic(relay, upstream)
         assert len(delivered_paths(upstream)) == 10
         assert_no_loops(relay)
