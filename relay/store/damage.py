@@ -72,6 +72,12 @@ class Damage:
                 f"{report.seconds:.1f}s: {report.summary()}; damaged copy kept in {aside}")
         if report.rebuilt_first_page:
             line += " (its first page was rebuilt to read it)"
+        queued = sum(f.entries for kinds in report.sinks.values() for kind, f in kinds.items()
+                     if kind in ("inbox", "batches"))
+        if report.readable and held is not None and held.entries > queued + report.lost_entries:
+            # More went missing than the pages that could be read account for: say so, uncounted
+            # (the figures may be seconds old, and deliveries since then are not in them).
+            line += f"; {counts.FILE} had said the queue held {held.describe()}"
         if not report.readable:
             # Nothing to count from: the figures the queue last wrote beside the database are the
             # best there is, and far better than reporting 0 lost.

@@ -215,16 +215,18 @@ def read(db_path: str, copy: Callable[[str, bytes], None] | None = None, *, full
 def _read_rebuilt(db_path: str, copy: Callable[[str, bytes], None] | None, make_cache: Callable[[str], Any],
                   unreadable: Report) -> Report:
     """Read db_path through a copy whose first page is rebuilt; `unreadable` (saying why) when refused."""
-    work = tempfile.mkdtemp(prefix=REBUILD_PREFIX, dir=os.path.dirname(db_path) or ".")
+    work = ""
     try:
         try:
+            work = tempfile.mkdtemp(prefix=REBUILD_PREFIX, dir=os.path.dirname(db_path) or ".")
             spliced = first_page.splice(db_path, first_page.template(make_cache), work)
         except (first_page.SpliceRefused, OSError, sqlite3.DatabaseError) as exc:
             unreadable.how += f"; its first page could not be rebuilt: {exc}"
             return unreadable
         report = _read(spliced, copy, False)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if work:
+            shutil.rmtree(work, ignore_errors=True)
     report.path = db_path
     report.problems = unreadable.problems + report.problems
     report.rebuilt_first_page = True

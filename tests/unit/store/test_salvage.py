@@ -131,3 +131,22 @@ def test_is_damage_tells_a_damaged_file_from_a_full_disk() -> None:
     full = sqlite3.OperationalError("database or disk is full")
     full.sqlite_errorcode = 13  # type: ignore[attr-defined]
     assert salvage.is_damage(malformed) and not salvage.is_damage(full)
+
+
+def test_a_salvage_that_finds_less_than_counts_json_said_says_so(tmp_path: Path) -> None:
+    build(tmp_path, 600)
+    counts.write(str(tmp_path), Counts(1_700_000_000.0, {"up": SinkCount(700, 2100)}))
+    leaves = pages(tmp_path / "cache.db", "Cache", "leaf")
+    overwrite(tmp_path / "cache.db", leaves[len(leaves) // 2].number)
+    queue, _ = reopen_and_drain(tmp_path)
+    assert "counts.json had said the queue held about 2,100 entries in 700 items" in queue.damage.salvages[0]
+    assert 0 < queue.damage.entries_lost < 300  # the page's rows only: counts.json adds nothing counted
+
+
+def test_a_salvage_that_finds_what_counts_json_said_adds_nothing(tmp_path: Path) -> None:
+    build(tmp_path, 600)
+    counts.write(str(tmp_path), Counts(1_700_000_000.0, {"up": SinkCount(600, 1800)}))
+    leaves = pages(tmp_path / "cache.db", "Cache", "leaf")
+    overwrite(tmp_path / "cache.db", leaves[len(leaves) // 2].number)
+    queue, _ = reopen_and_drain(tmp_path)
+    assert "had said" not in queue.damage.salvages[0]
