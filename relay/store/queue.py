@@ -199,14 +199,17 @@ class DiskQueue:
         pending = 0
         # Keep min_free_space on the filesystem for what frees space later: sealing and
         # deleting delivered batches also write (to SQLite's WAL) before space comes back.
-        disk = disk_usage.free_space(self.path) - self.min_free_space
+        # The WAL's room to grow back is kept too: its space is handed back at each quiet moment.
+        wal_room = disk_usage.wal_room(self.path, self.max_size)
+        disk = disk_usage.free_space(self.path) - self.min_free_space - wal_room
         for job in appends:
             if not disk_usage.fits(on_disk, free_pages, pending + job.nbytes, self.max_size):
                 why = (f"the queue is full ({on_disk} of {self.max_size} bytes on disk, "
                        f"{disk_usage.reserve(self.max_size)} of them kept for delivery)")
             elif job.nbytes * 2 > disk:
-                why = (f"the disk reserve: the filesystem holding {self.path} has {disk + self.min_free_space} "
-                       f"bytes free and queue.min_free_space keeps {self.min_free_space} of them for delivery")
+                why = (f"the disk reserve: the filesystem holding {self.path} has "
+                       f"{disk + self.min_free_space + wal_room} bytes free and queue.min_free_space keeps "
+                       f"{self.min_free_space} of them for delivery (and {wal_room} for the queue's WAL)")
             else:
                 pending += job.nbytes
                 disk -= job.nbytes * 2
