@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"relay queue: {destination} is not empty", file=sys.stderr)
         return 2
     fresh = DiskQueue(destination, max_size=2**62).make_cache(destination)
-    copied = salvage.copy_into(os.path.join(path, salvage.DBNAME), fresh, make_cache)
+    # A first page to rebuild is rebuilt in a copy on the destination's volume, not the damaged one.
+    copied = salvage.copy_into(os.path.join(path, salvage.DBNAME), fresh, make_cache, work_dir=destination)
     print_report(copied, path)
     kept = sum(f.entries for kinds in copied.sinks.values() for f in kinds.values())
     print(f"salvage: {kept:,} entries copied into {destination} in {copied.seconds:.2f}s; "

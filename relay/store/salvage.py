@@ -198,27 +198,28 @@ def _index_keys(con: sqlite3.Connection) -> tuple[dict[int, str], bool]:
 
 
 def read(db_path: str, copy: Callable[[str, bytes], None] | None = None, *, full_check: bool = False,
-         make_cache: Callable[[str], Any] | None = None) -> Report:
+         make_cache: Callable[[str], Any] | None = None, work_dir: str | None = None) -> Report:
     """Read every row of a queue database, handing each valid (key, value) to `copy`.
 
     With `make_cache` (how the queue makes its database), a file whose first page (header and
     schema) cannot be read is read through a copy with that page rebuilt (first_page.py); the
-    damaged file is never written. Without it, or when the rebuild is refused, nothing is readable."""
+    damaged file is never written. Without it, or when the rebuild is refused, nothing is readable.
+    The copy is made in `work_dir` (default: the database's directory), which needs room for it."""
     started = time.monotonic()
     report = _read(db_path, copy, full_check)
     if not report.readable and make_cache is not None and os.path.exists(db_path) and os.path.getsize(db_path):
-        report = _read_rebuilt(db_path, copy, make_cache, report)
+        report = _read_rebuilt(db_path, copy, make_cache, report, work_dir or os.path.dirname(db_path) or ".")
     report.seconds = time.monotonic() - started
     return report
 
 
 def _read_rebuilt(db_path: str, copy: Callable[[str, bytes], None] | None, make_cache: Callable[[str], Any],
-                  unreadable: Report) -> Report:
+                  unreadable: Report, work_dir: str) -> Report:
     """Read db_path through a copy whose first page is rebuilt; `unreadable` (saying why) when refused."""
     work = ""
     try:
         try:
-            work = tempfile.mkdtemp(prefix=REBUILD_PREFIX, dir=os.path.dirname(db_path) or ".")
+            work = tempfile.mkdtemp(prefix=REBUILD_PREFIX, dir=work_dir)
             spliced = first_page.splice(db_path, first_page.template(make_cache), work)
         except (first_page.SpliceRefused, OSError, sqlite3.DatabaseError) as exc:
             unreadable.how += f"; its first page could not be rebuilt: {exc}"
@@ -325,9 +326,10 @@ def _lost(report: Report, key: str, count: int) -> None:
         report.lost_keys.append(key)
 
 
-def copy_into(db: str, cache: Any, make_cache: Callable[[str], Any] | None = None) -> Report:
+def copy_into(db: str, cache: Any, make_cache: Callable[[str], Any] | None = None,
+              work_dir: str | None = None) -> Report:
     """Read `db`, writing every valid item into the diskcache `cache` (256 per transaction), then close it.
-    `make_cache`: as for `read`."""
+    `make_cache`, `work_dir`: as for `read`."""
     pending: list[tuple[str, bytes]] = []
 
     def flush() -> None:
@@ -341,7 +343,7 @@ def copy_into(db: str, cache: Any, make_cache: Callable[[str], Any] | None = Non
         if len(pending) >= 256:
             flush()
 
-    report = read(db, copy, make_cache=make_cache)
+    report = read(db, copy, make_cache=make_cache, work_dir=work_dir)
     flush()
     cache.close()  # the last connection: SQLite checkpoints and drops the WAL
     return report

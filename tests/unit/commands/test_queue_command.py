@@ -37,6 +37,7 @@ def test_check_reads_through_a_destroyed_first_page_and_salvage_copies_everythin
     assert "first page (file header and schema) unreadable" in out and "100 items" in out, out
     assert main(["queue", "salvage", "--path", str(queue), str(tmp_path / "fresh")]) == 0
     assert "300 entries copied" in capsys.readouterr().out
+    assert not [p for p in os.listdir(tmp_path / "fresh") if p.startswith("first-page.tmp")]  # copy made there, removed
 
 
 def test_check_of_an_unreadable_database_says_what_counts_json_says_it_held(
