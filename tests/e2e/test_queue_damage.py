@@ -88,15 +88,20 @@ def fill_and_kill(tmp_path: Path, on_unreadable: str = "start_empty",
     relay = Relay(tmp_path, sink_toml("up", upstream.url, KEY))
     text = relay.config_path.read_text().replace('sync = "normal"', f'sync = "normal"\non_unreadable = "{on_unreadable}"')
     relay.config_path.write_text(text)
-    relay.start()
-    bodies = [(i, gz_json(entries(i * 100, 100))) for i in range(ENTRIES // 100)]
-    results = asyncio.run(post_all(relay.base_url + "/v1/logs/custom", bodies, headers=HEADERS))
-    assert all(status == 200 for _, status, _ in results)
-    wait_until(lambda: metric(relay, 'relay_queue_batches{sink="up"}') >= 4, timeout=30)
-    if before_kill is not None:
-        before_kill(relay)
-    relay.kill9()
-    upstream.clear_faults()
+    try:
+        relay.start()
+        bodies = [(i, gz_json(entries(i * 100, 100))) for i in range(ENTRIES // 100)]
+        results = asyncio.run(post_all(relay.base_url + "/v1/logs/custom", bodies, headers=HEADERS))
+        assert all(status == 200 for _, status, _ in results)
+        wait_until(lambda: metric(relay, 'relay_queue_batches{sink="up"}') >= 4, timeout=30)
+        if before_kill is not None:
+            before_kill(relay)
+        relay.kill9()
+        upstream.clear_faults()
+    except BaseException:  # a failed step must not leave the two processes running
+        relay.stop()
+        upstream.stop()
+        raise
     return upstream, relay
 
 
