@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -33,6 +34,8 @@ from relay.server.budget import ByteBudget
 from relay.stages.pipeline import Route
 from relay.stages.schema import ValidationPolicy, Validator
 from relay.store import disk_usage
+from relay.store.counts import FILE as COUNTS_FILE
+from relay.store.counts import Counts, SinkCount
 from relay.store.deadletters import DeadLetters
 from relay.store.layout import SinkSnapshot
 from relay.store.outbox import Outbox
@@ -40,6 +43,7 @@ from relay.store.queue import DiskQueue
 from relay.telemetry import Metrics, setup_logging
 
 log = logging.getLogger("relay")
+COUNTS_EVERY = 2.0  # seconds between writes of counts.json (only when its figures changed)
 
 
 def validation_policy(config: Config) -> ValidationPolicy:
@@ -145,6 +149,26 @@ class Runtime:
             return True
         except TimeoutError:
             return False
+
+    # ---- counts.json: what the queue holds, for the day the database cannot be read ------
+
+    def counts(self) -> Counts:
+        return Counts(time.time(), {
+            name: SinkCount(len(outbox.inbox) + len(outbox.ready) + len(outbox.inflight), outbox.queued_entries)
+            for name, outbox in list(self.outboxes.items())})
+
+    async def keep_counts(self) -> None:
+        """Write counts.json every COUNTS_EVERY seconds when the figures changed (on the DB thread)."""
+        last: dict[str, SinkCount] | None = None
+        while True:
+            now = self.counts()
+            if now.sinks != last:
+                try:
+                    await self.queue.save_counts(now)
+                    last = now.sinks
+                except OSError as exc:  # a full disk: the figures stay as they were, the queue goes on
+                    log.warning("queue: could not write %s: %s", COUNTS_FILE, exc)
+            await asyncio.sleep(COUNTS_EVERY)
 
     # ---- senders ----------------------------------------------------------------------
 
