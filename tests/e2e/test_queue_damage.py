@@ -190,8 +190,9 @@ def test_a_wal_cut_in_half_while_writes_are_in_flight_keeps_what_came_before_the
     upstream, relay = fill_and_kill(tmp_path, before_kill=in_flight)
     try:
         wal = tmp_path / "queue" / "cache.db-wal"
-        wal_bytes = wal.stat().st_size
-        assert wal_bytes > 0  # killed before the next quiet moment: there is a WAL to cut
+        # Usually killed before the next quiet moment, so there is a WAL to cut; on a loaded machine
+        # the kill can come after the fold (WAL empty): then nothing may be lost at all.
+        wal_bytes = wal.stat().st_size if wal.exists() else 0
         cut_wal_in_half(tmp_path / "queue" / "cache.db")
         relay.start()
         first = {f"/e2e/{i}" for i in range(ENTRIES)}
@@ -200,6 +201,8 @@ def test_a_wal_cut_in_half_while_writes_are_in_flight_keeps_what_came_before_the
         later = {f"/e2e/{60_000 + i}" for i in range(2_500)}
         # what survived of the later 2,500 is delivered too, then nothing more comes
         kept = len(readable_after_start(relay, upstream, later))
+        if wal_bytes == 0:
+            assert kept == 2_500
         print(f"\nWAL ({wal_bytes:,} bytes) cut in half with writes in flight: {ENTRIES:,} of {ENTRIES:,} from "
               f"before the last quiet moment delivered; {kept:,} of 2,500 acknowledged since delivered, "
               f"{2_500 - kept:,} lost uncounted")
