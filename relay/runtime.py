@@ -136,7 +136,7 @@ class Runtime:
 
     async def open_rejected(self) -> None:
         await self.rejected.load()
-        self.rejected.discard(self.rejected.enforce_bound())  # the bound may have shrunk since
+        self.rejected.trim()  # the bound may have shrunk since
 
     def keep_rejected(self, route: Route, prepared: Prepared) -> None:
         """An answered request's rejected records: into the recent ring and the store (not waited for)."""
@@ -278,7 +278,7 @@ class Runtime:
         self.queue.min_free_space = new.queue.min_free_space
         self.dead_letters.max_bytes = new.queue.dead_letter_max_size
         self.rejected.max_bytes = new.queue.rejected_max_size
-        self.rejected.discard(self.rejected.enforce_bound())
+        self.rejected.trim()
         self.recent_rejections.keep_only(new.sources)
         self.outboxes.clear()
         self.outboxes.update(outboxes)

@@ -70,7 +70,7 @@ async def _listing(store: RejectedStore, names: list[str], limit: int) -> Any:
     """The stored records in the answer's shape (what the relay's memory held is gone with it)."""
     ring = RecentRejections(max_records=max(limit, 1), max_bytes=2**62)
     for name in names:
-        for _, item in await store.read(store.keys(name)[-limit:] if limit > 0 else []):
+        for _, item in await store.read((await store.keys(name))[-limit:] if limit > 0 else []):
             rejection = Rejection(item.index, item.field, item.reason, item.message)
             ring.capture(name, [(rejection, unpack_record(item))], now=item.time)
     return {"rejections": msgspec.to_builtins(ring.recent(None, limit)),

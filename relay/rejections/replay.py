@@ -38,7 +38,7 @@ class ReplayResult(msgspec.Struct):
 async def replay(route: Route, store: RejectedStore, queue: DiskQueue) -> ReplayResult:
     result = ReplayResult()
     reasons: Counter[str] = Counter()
-    keys = store.keys(route.name)
+    keys = await store.keys(route.name)
     for at in range(0, len(keys), CHUNK):
         stored = await store.read(keys[at:at + CHUNK])
         by_tag: dict[str | None, list[tuple[str, StoredRejection]]] = {}
@@ -82,9 +82,8 @@ async def _replay_group(route: Route, store: RejectedStore, queue: DiskQueue, ta
     entries = mapped.entries
     if entries:
         prepared = Prepared(mapped, pipeline._encode_lines(entries), len(records), [])
-        # the store forgets the keys only once they are committed with the entries
+        # the keys leave the store in the transaction that queues their entries
         await pipeline.commit(route, prepared, queue, also=store.deleter(done))
-        store.remove(done)
     else:
         store.discard(done)  # filtered by drop_if, or nothing left
     again = []

@@ -35,6 +35,7 @@ async def handle_rejections(request: web.Request) -> web.Response:
     names = [source] if source is not None else list(runtime.config.sources)
     recent = runtime.recent_rejections
     store = runtime.rejected
+    await store.settled()  # the figures count the rejections of requests already answered
     body = _json.encode({
         "rejections": recent.recent(source, limit),
         "top": {name: recent.top(name) for name in names},

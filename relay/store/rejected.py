@@ -1,16 +1,19 @@
 """The rejected-records store: records the mapping or decoding refused, kept to be replayed.
 
-Keys live in the queue database, beside the sinks' (`r/<source>/<seq:020d>.<bytes>`), so they
-are salvaged with it and a replay can remove what it re-queues in the same transaction that
-queues it (exactly once). Values hold the record as received (MessagePack of the decoded value,
-or the bytes of a line that did not decode), unredacted: a replay needs every field, and the
-queue directory already holds the shippers' data. Redaction happens where records are shown.
+Keys live in the queue database, beside the sinks' (`r/<seq:020d>.<bytes>.<source>`), so they
+are salvaged with it, and a replay can remove what it re-queues in the same transaction that
+queues it (exactly once). The sequence number leads the key, so the oldest records are the
+first keys: dropping past the bound is an index range scan, and memory holds no per-record
+index, only per-source counts (O(sources); a full 64 MiB store is listed from SQLite's key
+index when a replay asks). Values hold the record as received (MessagePack of the decoded
+value, or the bytes of a line that did not decode), unredacted: a replay needs every field,
+and the queue directory already holds the shippers' data. Redaction happens where records are shown.
 
 Bounded by `queue.rejected_max_size` bytes of values (0: nothing is stored): past it the oldest
 records of any source are dropped and counted per source. A rejection is not acknowledged
-data, so writes do not hold the request's answer: they are handed to the DB thread and
-written in one transaction per batch of requests; a clean stop writes what is pending.
-Memory: the index holds ~150 bytes per stored record (a 64 MiB store of 1 KiB records: ~10 MB).
+data, so writes do not hold the request's answer: they are handed to the DB thread and written
+in one transaction per batch of requests; a clean stop writes what is pending. Every count
+changes on the DB thread, where the keys are written and deleted, under one lock.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from typing import Any
 
 import msgspec
@@ -27,6 +29,9 @@ from relay.store.queue import Also, Cache, DiskQueue
 
 log = logging.getLogger("relay.rejected")
 PREFIX = "r/"
+_END = "r0"  # the first key past every "r/..." one
+_DROP_CHUNK = 1000
+_WARN_EVERY = 60.0  # seconds between two "store full, dropping" warnings
 
 
 class StoredRejection(msgspec.Struct, array_like=True, gc=False):
@@ -60,8 +65,15 @@ def unpack_record(item: StoredRejection) -> Any:
     return item.record if item.raw else _decode_any(item.record)
 
 
-def _key(source: str, seq: int, nbytes: int) -> str:
-    return f"{PREFIX}{source}/{seq:020d}.{nbytes}"
+def parse_key(key: str) -> tuple[int, int, str] | None:
+    """(seq, bytes, source) of a store key, None for another key."""
+    if not key.startswith(PREFIX):
+        return None
+    try:
+        seq, nbytes, source = key[len(PREFIX):].split(".", 2)
+        return int(seq), int(nbytes), source
+    except ValueError:
+        return None
 
 
 class RejectedStore:
@@ -70,95 +82,76 @@ class RejectedStore:
     def __init__(self, queue: DiskQueue, max_bytes: int) -> None:
         self.queue = queue
         self.max_bytes = max_bytes
-        self._index: OrderedDict[str, tuple[str, int]] = OrderedDict()  # key -> (source, bytes), oldest first
         self.bytes = 0
         self.records: dict[str, int] = {}
         self.bytes_by_source: dict[str, int] = {}
         self.dropped: dict[str, int] = {}  # per source, since start
         self._seq = 0
-        self._lock = threading.Lock()  # pending writes, shared with the DB thread
+        self._lock = threading.Lock()  # the counts and the pending writes, shared with the DB thread
         self._writes: list[tuple[str, bytes]] = []
         self._deletes: list[str] = []
         self._flush_queued = False
+        self._last_warning = -1e9
 
     async def load(self) -> None:
-        """Rebuild the index from the key index alone (sizes ride in the keys)."""
-        def keys(cache: Cache) -> list[str]:
-            rows = cache._sql("SELECT key FROM Cache WHERE key >= ? AND key < ? ORDER BY key",
-                              (PREFIX, PREFIX[:-1] + chr(ord(PREFIX[-1]) + 1))).fetchall()
-            return [row[0] for row in rows if isinstance(row[0], str)]
-        found = []
-        for key in await self.queue.call(keys):
-            try:
-                source, _, tail = key[len(PREFIX):].rpartition("/")
-                seq, nbytes = (int(part) for part in tail.split("."))
-            except ValueError:
-                log.error("rejected store: ignoring unreadable key %r", key)
-                continue
-            found.append((seq, key, source, nbytes))
-        for seq, key, source, nbytes in sorted(found):
-            self._remember(key, source, nbytes)
-            self._seq = seq + 1
+        """The counts, from the key index alone (sizes ride in the keys)."""
+        def scan(cache: Cache) -> None:
+            last = -1
+            for key in _keys(cache):
+                parsed = parse_key(key)
+                if parsed is None:
+                    log.error("rejected store: ignoring unreadable key %r", key)
+                    continue
+                self._counted(parsed[2], 1, parsed[1])
+                last = max(last, parsed[0])
+            self._seq = last + 1
+        await self.queue.call(scan)
 
-    # ---- figures ----------------------------------------------------------------------
-
-    def keys(self, source: str) -> list[str]:
-        return [key for key, (name, _) in self._index.items() if name == source]
+    async def settled(self) -> None:
+        """Returns once every write handed over before is on disk (and counted)."""
+        await self.queue.call(lambda cache: None)
 
     def sources(self) -> list[str]:
         return [name for name, n in self.records.items() if n]
 
-    # ---- writes -----------------------------------------------------------------------
+    async def keys(self, source: str) -> list[str]:
+        """The source's keys, oldest first."""
+        def list_keys(cache: Cache) -> list[str]:
+            return [key for key in _keys(cache) if (parsed := parse_key(key)) and parsed[2] == source]
+        return await self.queue.call(list_keys)
+
+    # ---- writes (the event loop hands them over; the DB thread makes and counts them) ---------
 
     def add(self, items: list[StoredRejection]) -> None:
-        """Store these (not waiting for the disk), dropping the oldest past the bound."""
+        """Store these (not waiting for the disk); the oldest are dropped past the bound."""
         if self.max_bytes <= 0 or not items:
             return
         writes = []
         for item in items:
             value = _encode(item)
             if len(value) > self.max_bytes:
-                self.dropped[item.source] = self.dropped.get(item.source, 0) + 1
+                with self._lock:
+                    self.dropped[item.source] = self.dropped.get(item.source, 0) + 1
                 continue
-            key = _key(item.source, self._seq, len(value))
+            writes.append((f"{PREFIX}{self._seq:020d}.{len(value)}.{item.source}", value))
             self._seq += 1
-            self._remember(key, item.source, len(value))
-            writes.append((key, value))
-        self._write(writes, self.enforce_bound())
-
-    def remove(self, keys: list[str]) -> None:
-        """Forget these keys; the caller deletes them on disk (or `discard` does)."""
-        for key in keys:
-            found = self._index.pop(key, None)
-            if found is not None:
-                self._forget(key, *found)
+        self._hand_over(writes, [])
 
     def discard(self, keys: list[str]) -> None:
-        self.remove(keys)
-        self._write([], keys)
+        self._hand_over([], keys)
 
-    def enforce_bound(self) -> list[str]:
-        """Drop the oldest records while over max_bytes (the caller deletes the keys returned)."""
-        gone: list[str] = []
-        while self.bytes > self.max_bytes and self._index:
-            key, (source, nbytes) = self._index.popitem(last=False)
-            self._forget(key, source, nbytes)
-            self.dropped[source] = self.dropped.get(source, 0) + 1
-            gone.append(key)
-        if gone:
-            log.warning("rejected store: over queue.rejected_max_size (%d bytes); dropped the %d oldest records",
-                        self.max_bytes, len(gone))
-        return gone
+    def trim(self) -> None:
+        """Apply a new (smaller) bound now rather than at the next write."""
+        self._hand_over([], [], force=True)
 
     def deleter(self, keys: list[str]) -> Also:
         """For DiskQueue.append(also=...): delete keys inside the caller's transaction."""
         def delete(cache: Cache) -> None:
-            for key in keys:
-                cache.delete(key)
+            self._delete(cache, keys)
         return delete
 
-    def _write(self, writes: list[tuple[str, bytes]], deletes: list[str]) -> None:
-        if not writes and not deletes:
+    def _hand_over(self, writes: list[tuple[str, bytes]], deletes: list[str], force: bool = False) -> None:
+        if not writes and not deletes and not force:
             return
         with self._lock:
             self._writes += writes
@@ -169,43 +162,79 @@ class RejectedStore:
         self.queue.submit(self._flush)
 
     def _flush(self, cache: Cache) -> None:
-        """DB thread: every pending write and delete, in one transaction."""
+        """DB thread: every pending write and delete, then the bound, in one transaction."""
         with self._lock:
             writes, deletes = self._writes, self._deletes
             self._writes, self._deletes, self._flush_queued = [], [], False
         with cache.transact(retry=True):
             for key, value in writes:
                 cache.set(key, value)
-            for key in deletes:
-                cache.delete(key)
+            with self._lock:
+                for key, value in writes:
+                    parsed = parse_key(key)
+                    assert parsed is not None
+                    self._counted(parsed[2], 1, len(value))
+            self._delete(cache, deletes)
+            self._enforce(cache)
+
+    def _delete(self, cache: Cache, keys: list[str]) -> None:
+        for key in keys:
+            parsed = parse_key(key)
+            if parsed is not None and cache.delete(key):  # counted only if it was still there
+                with self._lock:
+                    self._counted(parsed[2], -1, -parsed[1])
+
+    def _enforce(self, cache: Cache) -> None:
+        """Drop the oldest records while over the bound."""
+        dropped = 0
+        while self.bytes > self.max_bytes:
+            oldest = _keys(cache, limit=_DROP_CHUNK)
+            if not oldest:
+                break
+            for key in oldest:
+                if self.bytes <= self.max_bytes:
+                    break
+                parsed = parse_key(key)
+                if cache.delete(key) and parsed is not None:
+                    with self._lock:
+                        self._counted(parsed[2], -1, -parsed[1])
+                        self.dropped[parsed[2]] = self.dropped.get(parsed[2], 0) + 1
+                    dropped += 1
+        now = time.monotonic()
+        if dropped and now - self._last_warning >= _WARN_EVERY:
+            self._last_warning = now
+            log.warning("rejected store: over queue.rejected_max_size (%d bytes); dropping the oldest records "
+                        "(relay_rejected_dropped_total counts them)", self.max_bytes)
+
+    def _counted(self, source: str, records: int, nbytes: int) -> None:
+        self.bytes += nbytes
+        self.records[source] = self.records.get(source, 0) + records
+        self.bytes_by_source[source] = self.bytes_by_source.get(source, 0) + nbytes
 
     # ---- reads ------------------------------------------------------------------------
 
     async def read(self, keys: list[str]) -> list[tuple[str, StoredRejection]]:
-        """The records behind keys (after every write handed over before); unreadable ones are skipped."""
+        """The records behind keys (after every write handed over before); missing ones
+        (dropped past the bound meanwhile) are skipped, unreadable ones discarded."""
         def get(cache: Cache) -> list[tuple[str, Any]]:
             return [(key, cache.get(key)) for key in keys]
         out = []
         for key, raw in await self.queue.call(get):
+            if raw is None:
+                continue
             try:
                 out.append((key, _decode(raw)))
             except (msgspec.DecodeError, TypeError):
-                log.error("rejected store: %s is missing or unreadable; dropped", key)
+                log.error("rejected store: %s is unreadable; dropped", key)
                 self.discard([key])
         return out
 
-    # ---- the index --------------------------------------------------------------------
 
-    def _remember(self, key: str, source: str, nbytes: int) -> None:
-        self._index[key] = (source, nbytes)
-        self.bytes += nbytes
-        self.records[source] = self.records.get(source, 0) + 1
-        self.bytes_by_source[source] = self.bytes_by_source.get(source, 0) + nbytes
-
-    def _forget(self, key: str, source: str, nbytes: int) -> None:
-        self.bytes -= nbytes
-        self.records[source] -= 1
-        self.bytes_by_source[source] -= nbytes
+def _keys(cache: Cache, limit: int = -1) -> list[str]:
+    """Store keys in key order (= oldest first), from SQLite's key index."""
+    rows = cache._sql("SELECT key FROM Cache WHERE key >= ? AND key < ? ORDER BY key LIMIT ?",
+                      (PREFIX, _END, limit)).fetchall()
+    return [row[0] for row in rows if isinstance(row[0], str)]
 
 
 def stored_items(source: str, tag: str | None, rejected: list[tuple[Any, Any]], now: float | None = None

@@ -46,6 +46,7 @@ def test_replay_queues_what_maps_now_and_keeps_what_still_fails_with_its_new_rea
         assert [(r.index, r.field, r.reason) for r in prepared.rejections] == [
             (0, "host", "required"), (1, "host", "required"), (2, None, "invalid_json"), (3, "host", "required")]
         store.add(stored_items("web", None, prepared.rejected))
+        await store.settled()
         assert store.records["web"] == 4
 
         fixed = route(tmp_path, {"up": outbox}, host="www.example.com")
@@ -60,7 +61,7 @@ def test_replay_queues_what_maps_now_and_keeps_what_still_fails_with_its_new_rea
         queued = [json.loads(line) for line in text.splitlines()]
         assert [(e["path"], e["host"]) for e in queued] == [("/p/0", "www.example.com"), ("/p/3", "www.example.com")]
         # the store keeps the two that still fail, each with its reason from this replay
-        left = [(item.reason, item.raw, unpack_record(item)) for _, item in await store.read(store.keys("web"))]
+        left = [(item.reason, item.raw, unpack_record(item)) for _, item in await store.read(await store.keys("web"))]
         assert store.records["web"] == 2
         assert {reason for reason, _, _ in left} == set(result.reasons)
         assert [raw for _, raw, _ in left].count(True) == 1  # the bad line, still as its bytes
