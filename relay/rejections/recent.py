@@ -1,11 +1,14 @@
 """The last rejected records of each source, in memory, and the top rejection reasons.
 
-Bounds, per source: `max_records` records and `max_bytes` bytes of shown JSON (each record is
-kept as its redacted JSON, at most redact.RECORD_MAX bytes, so the bytes counted are the bytes
-held, plus a fixed ~300 bytes of bookkeeping per record counted with them). The counts per
+Bounds, per source: `max_records` records and `max_bytes` bytes (each record is kept as the
+MessagePack of the record as received, or the bytes of a line that did not decode, at most about
+redact.RECORD_MAX bytes, copied to their exact size, so the bytes counted are the bytes held,
+plus a fixed ~300 bytes of bookkeeping per record counted with them). The counts per
 (field, reason) are kept in one-minute buckets over `window` seconds: bounded by the schema's
-fields times its rules. Capture runs only for requests with rejections, and encodes at most
+fields times its rules. Capture runs only for requests with rejections, and packs at most
 `max_records` of them per request (the older ones of a large request would be pushed out at once).
+Redaction and JSON happen when someone asks (`recent`), not per rejection: MessagePack costs a
+few µs a record, redacting ~50-100 µs.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from typing import Any
 import msgspec
 
 from relay.models import Rejection
-from relay.rejections.redact import shown
+from relay.rejections.redact import RECORD_MAX, shown
+from relay.store.rejected import pack_record, unpack_packed
 
 OVERHEAD = 300  # bytes counted per record besides its JSON: the struct, strings, deque slot
 
@@ -47,11 +51,36 @@ class StoredFigures(msgspec.Struct, gc=False):
     dropped: int
 
 
+class _Kept(msgspec.Struct, gc=False):
+    time: float
+    rejection: Rejection
+    kind: str  # "line": the bytes of an undecodable line; "msgpack": the record; "json": already shown
+    data: bytes
+    size: int
+
+    def view(self, source: str) -> RecentRejection:
+        record = self.data if self.kind == "json" else shown(unpack_packed(self.kind == "line", self.data))
+        r = self.rejection
+        return RecentRejection(self.time, source, r.index, r.field, r.reason, r.message, msgspec.Raw(record))
+
+
+def _kept(now: float, rejection: Rejection, record: Any) -> _Kept:
+    raw, data = pack_record(record)
+    if raw:
+        data = data[:RECORD_MAX]
+        kind = "line"
+    elif len(data) > RECORD_MAX:  # a huge record: shown (truncated, marked) now, once
+        kind, data = "json", shown(record)
+    else:
+        kind, data = "msgpack", bytes(memoryview(data))  # exact size: the encoder's buffer may be larger
+    return _Kept(now, rejection, kind, data, len(data) + len(rejection.message) + OVERHEAD)
+
+
 class _Ring:
     __slots__ = ("buckets", "bytes", "dropped", "items")
 
     def __init__(self) -> None:
-        self.items: deque[tuple[RecentRejection, int]] = deque()
+        self.items: deque[_Kept] = deque()
         self.bytes = 0
         self.dropped = 0  # pushed out by the bounds since start
         self.buckets: deque[tuple[int, Counter[tuple[str | None, str]]]] = deque()
@@ -82,22 +111,19 @@ class RecentRejections:
         skipped = max(0, len(rejected) - self.max_records)
         ring.dropped += skipped
         for rejection, record in rejected[skipped:]:
-            item = RecentRejection(now, source, rejection.index, rejection.field, rejection.reason,
-                                   rejection.message, msgspec.Raw(shown(record)))
-            size = len(item.record) + len(item.message) + OVERHEAD
-            ring.items.append((item, size))
-            ring.bytes += size
+            item = _kept(now, rejection, record)
+            ring.items.append(item)
+            ring.bytes += item.size
             while len(ring.items) > self.max_records or ring.bytes > self.max_bytes:
-                _, gone = ring.items.popleft()
-                ring.bytes -= gone
+                ring.bytes -= ring.items.popleft().size
                 ring.dropped += 1
 
     def recent(self, source: str | None = None, limit: int = 100) -> list[RecentRejection]:
-        """Newest first; all sources merged by time when `source` is None."""
+        """Newest first; all sources merged by time when `source` is None. Redacted here."""
         names = [source] if source is not None else list(self._rings)
-        items = [item for name in names if name in self._rings for item, _ in reversed(self._rings[name].items)]
-        items.sort(key=lambda item: item.time, reverse=True)  # stable: within one request, last record first
-        return items[:max(0, limit)]
+        items = [(item, name) for name in names if name in self._rings for item in reversed(self._rings[name].items)]
+        items.sort(key=lambda pair: pair[0].time, reverse=True)  # stable: within one request, last record first
+        return [item.view(name) for item, name in items[:max(0, limit)]]
 
     def top(self, source: str, now: float | None = None, limit: int = 10) -> list[TopReason]:
         ring = self._rings.get(source)

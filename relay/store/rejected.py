@@ -62,7 +62,11 @@ def pack_record(record: Any) -> tuple[bool, bytes]:
 
 
 def unpack_record(item: StoredRejection) -> Any:
-    return item.record if item.raw else _decode_any(item.record)
+    return unpack_packed(item.raw, item.record)
+
+
+def unpack_packed(raw: bool, data: bytes) -> Any:
+    return data if raw else _decode_any(data)
 
 
 def parse_key(key: str) -> tuple[int, int, str] | None:
