@@ -30,6 +30,7 @@ from relay.delivery.transport import HttpTransport
 from relay.errors import ConfigError
 from relay.mapping import MappingLibrary
 from relay.rejections.recent import RecentRejections
+from relay.rejections.redact import config_secrets
 from relay.rejections.replay import ReplayResult, replay
 from relay.server.budget import ByteBudget
 from relay.stages.pipeline import Prepared, Route
@@ -173,11 +174,7 @@ class Runtime:
 
     def secrets(self) -> list[bytes]:
         """Every configured credential: never to appear in an admin answer."""
-        config = self.config
-        found = [token for source in config.sources.values() for token in source.tokens]
-        found += [sink.api_key for sink in config.sinks.values()]
-        found.append(config.server.admin_token or "")
-        return [s.encode() for s in found if s and len(s) >= 4]
+        return config_secrets(self.config)
 
     def request_started(self) -> None:
         self.in_flight += 1

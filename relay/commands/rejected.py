@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 import json
 import sys
 import time
@@ -23,6 +25,7 @@ from relay.config import DEFAULT_CONFIG_PATH, Config, load
 from relay.errors import ConfigError, IngestError
 from relay.models import Rejection
 from relay.rejections.recent import RecentRejections
+from relay.rejections.redact import config_secrets, scrub
 from relay.rejections.replay import ReplayResult, replay
 from relay.runtime import compile_routes
 from relay.store.outbox import Outbox
@@ -73,7 +76,7 @@ async def _listing(store: RejectedStore, names: list[str], limit: int) -> Any:
         for _, item in await store.read((await store.keys(name))[-limit:] if limit > 0 else []):
             rejection = Rejection(item.index, item.field, item.reason, item.message)
             ring.capture(name, [(rejection, unpack_record(item))], now=item.time)
-    return {"rejections": msgspec.to_builtins(ring.recent(None, limit)),
+    return {"rejections": json.loads(msgspec.json.encode(ring.recent(None, limit))),  # records are msgspec.Raw
             "stored": {name: {"records": store.records.get(name, 0), "bytes": store.bytes_by_source.get(name, 0),
                               "dropped": 0} for name in names}}
 
@@ -136,7 +139,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         answer = _online(config, args.action, args.source, args.limit)
     if args.action == "list" and not args.json:
-        _print_list(answer)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            _print_list(answer)
+        text = out.getvalue()
     else:
-        print(json.dumps(answer, indent=2))
+        text = json.dumps(answer, indent=2) + "\n"
+    # offline, nobody scrubbed the answer: configured credentials never reach the terminal
+    sys.stdout.write(scrub(text.encode(), config_secrets(config)).decode())
     return 0

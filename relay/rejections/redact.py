@@ -14,6 +14,8 @@ from typing import Any
 
 import msgspec
 
+from relay.config import Config
+
 REDACTED = "[redacted]"
 RECORD_MAX = 16 * 1024  # bytes of one shown record's JSON; past it the head is kept, marked
 _KEY_WORDS = ("token", "key", "secret", "passw", "authorization", "cookie", "credential")
@@ -85,3 +87,11 @@ def scrub(text: bytes, secrets: list[bytes]) -> bytes:
         if secret and secret in text:
             text = text.replace(secret, REDACTED.encode())
     return text
+
+
+def config_secrets(config: Config) -> list[bytes]:
+    """Every configured credential (source tokens, sink keys, the admin token): never in an answer."""
+    found = [token for source in config.sources.values() for token in source.tokens]
+    found += [sink.api_key for sink in config.sinks.values()]
+    found.append(config.server.admin_token or "")
+    return [s.encode() for s in found if s and len(s) >= 4]

@@ -53,7 +53,9 @@ def test_rejections_are_shown_redacted_then_replayed_after_a_fix_and_survive_kil
     with upstream, relay:
         lines = [json.dumps(record(f"/fixed/{i}")) for i in range(4)]
         lines.insert(1, json.dumps(record("/fixed/leaky", authorization=f"Bearer {LEAK}", x_note=SOURCE_TOKEN)))
-        lines.append(json.dumps(record("/still/bad-status", status_code=999, host="www.example.com")))
+        # a credential under an innocent name: only the last guard (configured secrets) catches it
+        lines.append(json.dumps(record("/still/bad-status", status_code=999, host="www.example.com",
+                                       note=f"sent with {SOURCE_TOKEN}")))
         lines.append('{"path": "/still/not-json", "api_key": "k-zzzz-9", oops')
         lines.append(json.dumps(record("/ok/1", host="www.example.com")))
         response = http_request(relay.base_url + "/ingest/web", "POST", "\n".join(lines).encode(),
@@ -110,3 +112,12 @@ def test_rejections_are_shown_redacted_then_replayed_after_a_fix_and_survive_kil
         assert 'relay_rejected_stored_records{source="web"} 2.0' in relay.metrics()
         again = json.loads(cli(tmp_path, relay, "replay", name="replay2"))
         assert (again["replayed"], again["accepted"], again["still_rejected"]) == (2, 0, 2)
+        # with the relay stopped, the commands open the queue directory themselves
+        relay.stop()
+        offline = json.loads(cli(tmp_path, relay, "list", "--json", name="list-offline"))
+        assert sorted(r["reason"] for r in offline["rejections"]) == ["invalid_json", "range"]
+        assert_no_secret(json.dumps(offline))
+        assert "sent with [redacted]" in json.dumps(offline)
+        assert_no_secret(cli(tmp_path, relay, "list", name="list-offline-text"))
+        offline = json.loads(cli(tmp_path, relay, "replay", "--source", "web", name="replay-offline"))
+        assert (offline["replayed"], offline["accepted"], offline["still_rejected"]) == (2, 0, 2)
