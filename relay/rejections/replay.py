@@ -36,6 +36,11 @@ class ReplayResult(msgspec.Struct):
 
 
 async def replay(route: Route, store: RejectedStore, queue: DiskQueue) -> ReplayResult:
+    async with store.replaying:
+        return await _replay(route, store, queue)
+
+
+async def _replay(route: Route, store: RejectedStore, queue: DiskQueue) -> ReplayResult:
     result = ReplayResult()
     reasons: Counter[str] = Counter()
     keys = await store.keys(route.name)

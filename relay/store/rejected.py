@@ -18,6 +18,7 @@ changes on the DB thread, where the keys are written and deleted, under one lock
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -96,6 +97,8 @@ class RejectedStore:
         self._deletes: list[str] = []
         self._flush_queued = False
         self._last_warning = -1e9
+        # one replay at a time: two would read the same records and queue them twice
+        self.replaying = asyncio.Lock()
 
     async def load(self) -> None:
         """The counts, from the key index alone (sizes ride in the keys)."""

@@ -72,3 +72,24 @@ def test_replay_queues_what_maps_now_and_keeps_what_still_fails_with_its_new_rea
         queue.close()
 
     asyncio.run(main())
+
+
+def test_two_replays_at_once_queue_each_record_once(tmp_path: Path) -> None:
+    async def main() -> None:
+        queue = DiskQueue(str(tmp_path / "queue"), max_size=2**30, sync="normal")
+        outbox = Outbox("up", queue.open().get("up"))
+        store = RejectedStore(queue, 2**20)
+        before = route(tmp_path, {"up": outbox}, host=None)
+        body = json.dumps([record(i) for i in range(10)]).encode()
+        prepared = pipeline.prepare(before, body, content_type="application/json", content_encoding=None,
+                                    headers={}, max_size=2**20)
+        store.add(stored_items("web", None, prepared.rejected))
+        fixed = route(tmp_path, {"up": outbox}, host="www.example.com")
+        first, second = await asyncio.gather(replay(fixed, store, queue), replay(fixed, store, queue))
+        assert sorted([first.accepted, second.accepted]) == [0, 10]
+        assert outbox.unsealed == 10
+        await store.settled()
+        assert store.records["web"] == 0
+        queue.close()
+
+    asyncio.run(main())
