@@ -19,7 +19,7 @@ from aiohttp import web
 
 from relay.config import ServerConfig
 from relay.runtime import Runtime
-from relay.server import admin, ingest, probes
+from relay.server import admin, ingest, probes, rejections
 from relay.server.keys import RUNTIME, SHUTDOWN, ShutdownClock
 from relay.server.replies import json_errors
 
@@ -27,6 +27,7 @@ from relay.server.replies import json_errors
 async def _queue(app: web.Application) -> AsyncIterator[None]:
     runtime = app[RUNTIME]
     runtime.open_queue()  # rebuilds each sink's state from disk
+    await runtime.open_rejected()
     yield
     runtime.queue.close()
 
@@ -56,6 +57,7 @@ def build_app(runtime: Runtime) -> web.Application:
     app.cleanup_ctx.extend([_queue, _counts, _senders])
     probes.add_routes(app)
     admin.add_routes(app)
+    rejections.add_routes(app)
     ingest.add_routes(app)  # last: it takes POST on every other path
     return app
 

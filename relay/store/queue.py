@@ -21,7 +21,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
-from typing import IO, Any, TypeVar
+from typing import IO, Any, TypeAlias, TypeVar
 
 import diskcache
 import msgspec
@@ -53,6 +53,9 @@ from relay.store.layout import (
 
 log = logging.getLogger("relay.queue")
 T = TypeVar("T")
+# further writes an append makes in its own transaction (on the DB thread, given the Cache)
+Cache: TypeAlias = diskcache.Cache  # for stores of their own keys (store/rejected.py), which import no diskcache
+Also = Callable[[Cache], None]
 
 _VALUES_IN_SQLITE = 2**40  # never spill values to unsynced side files
 _COMPRESS_FROM = 4096  # bytes of entries from which inbox items are stored compressed
@@ -250,7 +253,7 @@ class DiskQueue:
     # ---- operations (each runs on the DB thread) ----------------------------------------
 
     async def append(self, writes: list[tuple[str, int, int, bytes]],
-                     on_commit: Callable[[list[InboxRef]], None]) -> None:
+                     on_commit: Callable[[list[InboxRef]], None], also: Also | None = None) -> None:
         """Commit one request's entries: writes are (sink, seq, count, encoded lines).
 
         Returns once the group holding them is committed; raises QueueFull when the
@@ -281,6 +284,8 @@ class DiskQueue:
             for sink, seq, count, value in packed:
                 cache.set(inbox_key(sink, seq, count, len(value)), value)
                 refs.append(InboxRef(seq, count, len(value), now))
+            if also is not None:
+                also(cache)
             return refs
 
         loop = asyncio.get_running_loop()
@@ -474,6 +479,28 @@ class DiskQueue:
             counts.write(self.path, figures)
         except OSError as exc:
             log.warning("queue: could not write %s: %s", counts.FILE, exc)
+
+    # ---- for other stores keeping their own keys in this database (store/rejected.py) -------
+
+    async def call(self, fn: Callable[[diskcache.Cache], T]) -> T:
+        """Run fn(cache) on the DB thread, after every job submitted before it."""
+        def run() -> T:
+            assert self._cache is not None  # read at each attempt: a salvage replaces it
+            return fn(self._cache)
+        return await self._worker.call(run)
+
+    def submit(self, fn: Callable[[diskcache.Cache], None]) -> None:
+        """Run fn(cache) on the DB thread without waiting; a clean close() still runs it."""
+        def run() -> None:
+            assert self._cache is not None
+            try:
+                fn(self._cache)
+            except Exception as exc:
+                if not self._recover(exc):
+                    log.error("queue: a background write failed: %s", exc)
+                    return
+                fn(self._cache)
+        self._worker.put(Job(run, None, None))
 
     def get_raw(self, key: str) -> Any:
         assert self._cache is not None

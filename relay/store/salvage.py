@@ -318,7 +318,9 @@ def _read_rows(con: sqlite3.Connection, report: Report, copy: Callable[[str, byt
 
 
 def _lost(report: Report, key: str, count: int) -> None:
-    if key.startswith(("c/", "q/")):  # a cursor is rebuilt; a quarantined copy was counted before
+    # a cursor is rebuilt; a quarantined copy was counted before; a rejected record (r/, store/rejected.py)
+    # is no acknowledged data
+    if key.startswith(("c/", "q/", "r/")):
         return
     report.lost_items += 1
     report.lost_entries += count
