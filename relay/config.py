@@ -102,6 +102,7 @@ class QueueConfig(_Section):
     max_size: Size = Size(DEFAULT_QUEUE_MAX_SIZE)
     sync: Literal["full", "normal"] = "full"
     dead_letter_max_size: Size = Size(256 * 2**20)  # oldest dead letters are dropped past this
+    rejected_max_size: Size = Size(64 * 2**20)  # rejected records kept for replay; oldest dropped past this; 0: none
     min_free_space: Size = Size(DEFAULT_MIN_FREE_SPACE)  # refuse new data (503) when the disk has less free
     # when not one item of a damaged queue database can be read: start with an empty queue (the
     # damaged file is kept in queue.path/damaged/), or exit naming the file

@@ -31,17 +31,24 @@ from relay.delivery.sender import Sender
 from relay.delivery.transport import HttpTransport
 from relay.errors import ConfigError
 from relay.mapping import MappingLibrary
+from relay.rejections.recent import RecentRejections
+from relay.rejections.redact import config_secrets
+from relay.rejections.replay import ReplayResult, replay
 from relay.server.budget import ByteBudget
-from relay.stages.pipeline import Route
+from relay.stages.pipeline import Prepared, Route
 from relay.stages.schema import ValidationPolicy, Validator
 from relay.store import disk_usage
+from relay.store.counts import FILE as COUNTS_FILE
+from relay.store.counts import Counts, SinkCount
 from relay.store.deadletters import DeadLetters
 from relay.store.layout import SinkSnapshot
 from relay.store.outbox import Outbox
 from relay.store.queue import DiskQueue
+from relay.store.rejected import RejectedStore, stored_items
 from relay.telemetry import Metrics, setup_logging
 
 log = logging.getLogger("relay")
+COUNTS_EVERY = 2.0  # seconds between writes of counts.json (only when its figures changed)
 
 
 def validation_policy(config: Config) -> ValidationPolicy:
@@ -114,6 +121,8 @@ class Runtime:
         self._validator = Validator(validation_policy(config))
         self.routes = compile_routes(config, library=self._library, validator=self._validator)
         self.dead_letters = DeadLetters(self.queue, self.outboxes, config.queue.dead_letter_max_size)
+        self.recent_rejections = RecentRejections()
+        self.rejected = RejectedStore(self.queue, config.queue.rejected_max_size)
         self.body_budget = ByteBudget(config.server.max_body_memory)
         self.draining = False
         self.in_flight = 0  # ingest requests being handled
@@ -147,6 +156,47 @@ class Runtime:
             self._library = MappingLibrary(self.config.mappings, file=self.config.file)
         return self._library
 
+    async def open_rejected(self) -> None:
+        await self.rejected.load()
+        self.rejected.trim()  # the bound may have shrunk since
+
+    def keep_rejected(self, route: Route, prepared: Prepared) -> None:
+        """An answered request's rejected records: into the recent ring and the store (not waited for)."""
+        if prepared.rejected:
+            self.recent_rejections.capture(route.name, prepared.rejected)
+            self.rejected.add(stored_items(route.name, prepared.tag, prepared.rejected))
+
+    def route_named(self, source: str) -> Route:
+        """KeyError naming the configured sources."""
+        for route in self.routes.values():
+            if route.name == source:
+                return route
+        raise KeyError(f"no source named {source!r} (sources: {', '.join(self.config.sources) or 'none'})")
+
+    async def replay_rejected(self, source: str | None = None) -> ReplayResult:
+        """Replay the stored rejected records of `source` (or of every configured source)."""
+        names = [self.route_named(source).name] if source is not None else list(self.config.sources)
+        total = ReplayResult()
+        for name in names:
+            if not self.rejected.records.get(name):
+                continue
+            one = await replay(self.route_named(name), self.rejected, self.queue)
+            for result, n in (("accepted", one.accepted), ("filtered", one.filtered),
+                              ("still_rejected", one.still_rejected)):
+                if n:
+                    self.metrics.rejected_replayed.labels(name, result).inc(n)
+            total.replayed += one.replayed
+            total.accepted += one.accepted
+            total.filtered += one.filtered
+            total.still_rejected += one.still_rejected
+            for reason, n in one.reasons.items():
+                total.reasons[reason] = total.reasons.get(reason, 0) + n
+        return total
+
+    def secrets(self) -> list[bytes]:
+        """Every configured credential: never to appear in an admin answer."""
+        return config_secrets(self.config)
+
     def request_started(self) -> None:
         self.in_flight += 1
         self._idle.clear()
@@ -163,6 +213,26 @@ class Runtime:
             return True
         except TimeoutError:
             return False
+
+    # ---- counts.json: what the queue holds, for the day the database cannot be read ------
+
+    def counts(self) -> Counts:
+        return Counts(time.time(), {
+            name: SinkCount(len(outbox.inbox) + len(outbox.ready) + len(outbox.inflight), outbox.queued_entries)
+            for name, outbox in list(self.outboxes.items())})
+
+    async def keep_counts(self) -> None:
+        """Write counts.json every COUNTS_EVERY seconds when the figures changed (on the DB thread)."""
+        last: dict[str, SinkCount] | None = None
+        while True:
+            now = self.counts()
+            if now.sinks != last:
+                try:
+                    await self.queue.save_counts(now)
+                    last = now.sinks
+                except OSError as exc:  # a full disk: the figures stay as they were, the queue goes on
+                    log.warning("queue: could not write %s: %s", COUNTS_FILE, exc)
+            await asyncio.sleep(COUNTS_EVERY)
 
     # ---- senders ----------------------------------------------------------------------
 
@@ -247,6 +317,9 @@ class Runtime:
         self.body_budget.capacity = new.server.max_body_memory
         self.queue.min_free_space = new.queue.min_free_space
         self.dead_letters.max_bytes = new.queue.dead_letter_max_size
+        self.rejected.max_bytes = new.queue.rejected_max_size
+        self.rejected.trim()
+        self.recent_rejections.keep_only(new.sources)
         self.outboxes.clear()
         self.outboxes.update(outboxes)
         self.routes = routes
@@ -311,6 +384,14 @@ class Runtime:
             for one in ("running", "backing_off", "paused"):
                 yield ("relay_sink_state", "1 for the sink's current state", {"sink": name, "state": one},
                        float(state == one))
+        for name in sorted(set(self.config.sources) | set(self.rejected.sources())):
+            labels = {"source": name}
+            yield ("relay_rejected_stored_records", "Rejected records kept for replay (queue.rejected_max_size)",
+                   labels, self.rejected.records.get(name, 0))
+            yield ("relay_rejected_stored_bytes", "Bytes of the rejected records kept for replay", labels,
+                   self.rejected.bytes_by_source.get(name, 0))
+            yield ("relay_rejected_dropped_total", "Rejected records dropped from the store past "
+                   "queue.rejected_max_size since start", labels, self.rejected.dropped.get(name, 0))
         yield "relay_requests_in_flight", "Ingest requests being handled now", {}, self.in_flight
         yield "relay_dead_letter_bytes", "Bytes in the dead-letter store", {}, self.dead_letters.bytes()
         yield ("relay_queue_used_bytes", "Allocated bytes of the queue directory, as du counts them (what "

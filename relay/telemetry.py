@@ -96,6 +96,8 @@ class Metrics:
         self.retries = Counter("relay_upstream_retries", "Batch retries by reason", ["sink", "reason"], registry=r)
         self.dead_lettered = Counter("relay_dead_letter_entries_added", "Entries moved to the dead-letter store", ["sink"], registry=r)
         self.dead_letters_dropped = Counter("relay_dead_letter_entries_dropped", "Dead letters dropped past queue.dead_letter_max_size", registry=r)
+        self.rejected_replayed = Counter("relay_rejected_replayed", "Stored rejected records replayed, by result "
+                                         "(accepted, filtered, still_rejected)", ["source", "result"], registry=r)
         self.reloads = Counter("relay_config_reloads", "Config reloads by result (ok, refused)", ["result"], registry=r)
         self.last_reload = Gauge("relay_config_last_reload_success_timestamp_seconds",
                                  "When the config was last loaded successfully", registry=r)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from relay.runtime import Runtime
 
 
-def _guard(request: web.Request) -> Runtime:
+def guard(request: web.Request) -> Runtime:
     runtime: Runtime = request.app[RUNTIME]
     if not admin_allowed(request, runtime.config.server.admin_token):
         raise web.HTTPForbidden(
@@ -30,7 +30,7 @@ def _guard(request: web.Request) -> Runtime:
 
 
 async def handle_reload(request: web.Request) -> web.Response:
-    runtime = _guard(request)
+    runtime = guard(request)
     try:
         changes = await runtime.reload()
     except ConfigError as exc:
@@ -39,7 +39,7 @@ async def handle_reload(request: web.Request) -> web.Response:
 
 
 async def handle_dead_letters(request: web.Request) -> web.Response:
-    runtime = _guard(request)
+    runtime = guard(request)
     try:
         letters = await runtime.dead_letters.list(request.query.get("sink"))
     except KeyError as exc:
@@ -48,7 +48,7 @@ async def handle_dead_letters(request: web.Request) -> web.Response:
 
 
 async def handle_replay(request: web.Request) -> web.Response:
-    runtime = _guard(request)
+    runtime = guard(request)
     try:
         count = await runtime.dead_letters.replay(request.query.get("sink"))
     except KeyError as exc:

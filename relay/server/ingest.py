@@ -88,6 +88,7 @@ async def _ingest(runtime: Runtime, request: web.Request) -> web.Response:
         return reply(exc.status, {"status": "error", "error": exc.message}, headers)
     result = pipeline.answer(prepared)
     pipeline.count(runtime.metrics, route, prepared)
+    runtime.keep_rejected(route, prepared)
     runtime.metrics.requests.labels(source, "200").inc()
     return reply(200, {"status": "accepted", "accepted": result.accepted, "rejected": result.rejected,
                         "filtered": result.filtered, "errors": result.errors})

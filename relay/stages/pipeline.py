@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
@@ -18,13 +19,13 @@ from relay.config import SourceConfig
 from relay.errors import Unavailable
 from relay.mapping import Mapper
 from relay.mapping.spec import is_passthrough
-from relay.models import IngestResult, MapResult, RecordContext, Rejection
+from relay.models import Decoded, IngestResult, MapResult, RecordContext, Rejection
 from relay.stages.decode import decode_data, inflate
 from relay.stages.schema import Validator
 from relay.stages.typed import TypedRoute
 from relay.store.outbox import Outbox
 from relay.store.outbox import commit as outbox_commit
-from relay.store.queue import DiskQueue
+from relay.store.queue import Also, DiskQueue
 from relay.telemetry import Metrics
 
 ROOM_WAIT = 10.0  # seconds a request may wait for a CPU-starved batcher before a 503
@@ -58,6 +59,10 @@ class Prepared:
     lines: bytes
     received: int
     rejections: list[Rejection]
+    # each rejection with what it points at (the decoded record, or the bytes of an undecodable
+    # line): built only when there are rejections, for the rejected-records ring and store
+    rejected: list[tuple[Rejection, Any]] = field(default_factory=list)
+    tag: str | None = None
 
 
 def prepare(route: Route, body: bytes, *, content_type: str | None, content_encoding: str | None,
@@ -78,11 +83,30 @@ def prepare(route: Route, body: bytes, *, content_type: str | None, content_enco
     if decoded.errors:
         rejections = sorted([*decoded.errors, *rejections], key=lambda r: r.index)
     lines = _encode_lines(result.entries) if result.entries else b""
-    return Prepared(result, lines, len(decoded.records) + len(decoded.errors), rejections)
+    return Prepared(result, lines, len(decoded.records) + len(decoded.errors), rejections,
+                    _pointed_at(decoded, rejections) if rejections else [], tag)
 
 
-async def commit(route: Route, prepared: Prepared, queue: DiskQueue) -> None:
-    """Append the entries to every routed sink's inbox in one transaction."""
+def _pointed_at(decoded: Decoded, rejections: list[Rejection]) -> list[tuple[Rejection, Any]]:
+    """Each rejection with its record: O(rejections), plus one pass over `indexes` when decoding
+    dropped some records (then rejection indexes count in the body, not in `records`)."""
+    records = decoded.records
+    bad = {r.index: what for r, what in zip(decoded.errors, decoded.bad, strict=False)}
+    place = {index: at for at, index in enumerate(decoded.indexes)} if decoded.indexes is not None else None
+    out: list[tuple[Rejection, Any]] = []
+    for rejection in rejections:
+        index = rejection.index
+        if index in bad:
+            out.append((rejection, bad[index]))
+            continue
+        at = place.get(index) if place is not None else index
+        out.append((rejection, records[at] if at is not None and 0 <= at < len(records) else None))
+    return out
+
+
+async def commit(route: Route, prepared: Prepared, queue: DiskQueue, also: Also | None = None) -> None:
+    """Append the entries to every routed sink's inbox in one transaction (`also`: further
+    writes that must be in the same transaction, e.g. a replay removing what it re-queued)."""
     count = len(prepared.result.entries)
     if not count:
         return
@@ -93,7 +117,7 @@ async def commit(route: Route, prepared: Prepared, queue: DiskQueue) -> None:
         except TimeoutError:
             raise Unavailable(f"sink {outbox.name} is {outbox.unsealed} entries behind; retry later",
                               retry_after=5.0) from None
-    await outbox_commit(queue, outboxes, count, prepared.lines)
+    await outbox_commit(queue, outboxes, count, prepared.lines, also)
 
 
 def answer(prepared: Prepared) -> IngestResult:

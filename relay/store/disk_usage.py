@@ -58,6 +58,19 @@ def wal_limit(max_size: int) -> int:
     return max(MIN_WAL_LIMIT, min(MAX_WAL_LIMIT, max_size // 32))
 
 
+def wal_room(path: str, max_size: int) -> int:
+    """Bytes the queue's WAL may still grow by before a checkpoint folds it (up to wal_limit).
+
+    The relay truncates its WAL to zero at quiet moments (queue.py), handing that space back to
+    the filesystem; without this, new data would take it, and sealing and deleting (which write
+    to the WAL, and then grow the database at the checkpoint) would find the disk full."""
+    try:
+        held = os.stat(os.path.join(path, "cache.db-wal")).st_blocks * 512
+    except OSError:
+        held = 0
+    return max(0, wal_limit(max_size) - held)
+
+
 def reserve(max_size: int) -> int:
     """Room kept free under max_size for what frees space later: sealing writes a batch
     before its inbox items go, and deleting delivered batches writes to the WAL first."""

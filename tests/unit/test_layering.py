@@ -63,6 +63,8 @@ RULES: list[tuple[str, tuple[str, ...]]] = [
                      "relay.tools", "relay.runtime")),
     ("relay.delivery", ("aiohttp.web", "diskcache", "relay.server", "relay.stages", "relay.mapping",
                         "relay.commands", "relay.tools", "relay.runtime")),
+    ("relay.rejections", ("aiohttp", "diskcache", "relay.server", "relay.delivery", "relay.commands", "relay.tools",
+                          "relay.runtime")),
     ("relay.server", ("diskcache", "relay.commands", "relay.tools")),
     ("relay.commands", ("diskcache", "relay.tools")),
 ]
