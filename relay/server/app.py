@@ -19,6 +19,7 @@ from relay.runtime import Runtime
 from relay.server import admin, ingest, probes
 from relay.server.keys import RUNTIME, SHUTDOWN, ShutdownClock
 from relay.server.replies import json_errors
+from relay.server.siblings import SIBLINGS, Siblings
 
 
 async def _queue(app: web.Application) -> AsyncIterator[None]:
@@ -26,6 +27,12 @@ async def _queue(app: web.Application) -> AsyncIterator[None]:
     runtime.open_queue()  # rebuilds each sink's state from disk
     yield
     runtime.queue.close()
+
+
+async def _siblings(app: web.Application) -> AsyncIterator[None]:
+    await app[SIBLINGS].start(app[RUNTIME])  # this worker's views, for its siblings (siblings.py)
+    yield
+    await app[SIBLINGS].stop()
 
 
 async def _senders(app: web.Application) -> AsyncIterator[None]:
@@ -40,7 +47,8 @@ def build_app(runtime: Runtime) -> web.Application:
     app = web.Application(client_max_size=runtime.config.server.max_body_size, middlewares=[json_errors])
     app[RUNTIME] = runtime
     app[SHUTDOWN] = ShutdownClock(float(runtime.config.server.shutdown_grace))
-    app.cleanup_ctx.extend([_queue, _senders])
+    app[SIBLINGS] = Siblings(runtime.config.queue.path, runtime.worker, runtime.workers)
+    app.cleanup_ctx.extend([_queue, _siblings, _senders])
     probes.add_routes(app)
     admin.add_routes(app)
     ingest.add_routes(app)  # last: it takes POST on every other path

@@ -21,11 +21,13 @@ import sys
 import uvloop
 from aiohttp import web
 
+from relay import telemetry
 from relay.config import DEFAULT_CONFIG_PATH, Config, load
 from relay.errors import ConfigError, QueueError
 from relay.runtime import Runtime
 from relay.server.app import build_app, runner_options
 from relay.server.keys import SHUTDOWN
+from relay.server.supervisor import Supervisor, die_with_parent
 from relay.telemetry import setup_logging
 
 log = logging.getLogger("relay")
@@ -35,7 +37,13 @@ MOCK_API_KEY = "local-mock-key"
 def _describe_start(runtime: Runtime) -> None:
     config = runtime.config
     scheme = "https" if config.server.tls_cert else "http"
-    log.info("relay listening on %s://%s", scheme, config.server.address)
+    if runtime.workers > 1:
+        log.info("relay worker %d of %d listening on %s://%s (queue shard %s)", runtime.worker, runtime.workers,
+                 scheme, config.server.address, runtime.queue.path)
+        if runtime.worker:
+            return  # the sources and sinks are said once, by worker 0
+    else:
+        log.info("relay listening on %s://%s", scheme, config.server.address)
     for path, route in sorted(runtime.routes.items()):
         sinks = ", ".join(outbox.name for outbox in route.outboxes)
         open_to = "" if route.tokens else " (no token: any client)" if route.config.allow_anonymous else \
@@ -59,9 +67,10 @@ async def reload(runtime: Runtime) -> None:
         log.error("reload refused, the running config stays: %s", exc)
 
 
-async def serve(config: Config, log_overrides: tuple[str | None, str | None] = (None, None)) -> int:
+async def serve(config: Config, log_overrides: tuple[str | None, str | None] = (None, None),
+                worker: int = 0, workers: int = 1) -> int:
     try:
-        runtime = Runtime(config)
+        runtime = Runtime(config, worker, workers)
         runtime.log_overrides = log_overrides
     except ConfigError as exc:
         log.error("%s", exc)
@@ -79,7 +88,9 @@ async def serve(config: Config, log_overrides: tuple[str | None, str | None] = (
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(server.tls_cert, server.tls_key)
     host, port = server.host_port
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024, reuse_address=True)
+    # Several workers share the port: the kernel spreads connections across them (SO_REUSEPORT).
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024, reuse_address=True,
+                       reuse_port=workers > 1 or None)
     await site.start()
     _describe_start(runtime)
 
@@ -136,6 +147,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-format", choices=["text", "json"], help="overrides [log] format")
     parser.add_argument("--with-mock-upstream", action="store_true",
                         help="when PROFOUND_API_KEY is unset, start `relay mock-upstream` and deliver to it")
+    # Set by the supervisor (server.workers > 1) for each worker it starts; not for people.
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
+
+
+def _worker_argv(args: argparse.Namespace) -> list[str]:
+    """The options a worker is started with: the same config and log overrides as the supervisor."""
+    argv = ["-c", str(args.config)]
+    if args.log_level:
+        argv += ["--log-level", args.log_level]
+    if args.log_format:
+        argv += ["--log-format", args.log_format]
+    return argv
 
 
 def run(args: argparse.Namespace) -> int:
@@ -151,9 +175,17 @@ def run(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             print(f"relay: config error: {exc}", file=sys.stderr)
             return 2
+        if args.worker is not None:
+            # a worker: signals the supervisor holds blocked are inherited blocked; take them back
+            signal.pthread_sigmask(signal.SIG_SETMASK, set())
+            die_with_parent()
+            telemetry.WORKER = args.worker
         setup_logging(args.log_level or config.log.level, args.log_format or config.log.format)
+        if args.worker is None and config.server.worker_count > 1:
+            return Supervisor(config, _worker_argv(args)).run()
+        worker, workers = (0, 1) if args.worker is None else (args.worker, args.workers)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(serve(config, (args.log_level, args.log_format)))
+            return runner.run(serve(config, (args.log_level, args.log_format), worker, workers))
     finally:
         if mock is not None:
             mock.terminate()
