@@ -67,7 +67,9 @@ async def handle_reload(request: web.Request) -> web.Response:
 @siblings.view("dead-letters")
 async def local_dead_letters(runtime: Runtime, query: Mapping[str, str]) -> dict[str, Any]:
     try:
-        return {"dead_letters": msgspec.to_builtins(await runtime.dead_letters.list(query.get("sink")))}
+        letters = await runtime.dead_letters.list(query.get("sink"))
+        # as plain JSON values: a sibling's part travels as JSON, and the entries are raw JSON
+        return {"dead_letters": msgspec.json.decode(msgspec.json.encode(letters))}
     except KeyError as exc:
         return {"error": exc.args[0]}
 
