@@ -25,7 +25,7 @@ import pytest
 
 from relay.server.siblings import run_dir
 from tests.e2e.harness import LoadThread, Relay, entries, gz_json, sink_toml
-from tests.support import MockUpstream, http_request, wait_until
+from tests.support import MockUpstream, Process, http_request, wait_until
 
 KEY = "test-key"
 HEADERS = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
@@ -252,3 +252,12 @@ def test_a_restart_with_one_worker_delivers_what_two_left_in_their_shards(tmp_pa
         single.wait_for_log(r"shard 1 delivered in full; closed", timeout=30)
         wait_until(lambda: metric(single, "relay_queue_entries{") == 0, timeout=30, message=single.log_tail)
         assert "relay supervisor" not in single.log_text().rsplit("--- relay:", 1)[1]
+
+
+def test_a_worker_that_cannot_start_stops_the_relay_with_status_2(tmp_path: Path, upstream: MockUpstream) -> None:
+    sources = '[sources.custom]\npath = "/v1/logs/custom"\nmapping = "no-such-mapping"\n'
+    relay = Relay(tmp_path, sink_toml("profound", upstream.url, KEY), workers=2, sources=sources)
+    Process.start(relay)  # not Relay.start: it must never answer /healthz
+    assert relay.wait(60) == 2
+    assert "could not start (status 2" in relay.log_text()
+    assert "no-such-mapping" in relay.log_text()
