@@ -68,16 +68,20 @@ def worker_pids(relay: Relay) -> dict[int, int]:
     return {int(i): int(pid) for i, pid in re.findall(r"worker (\d+) started \(pid (\d+)\)", relay.log_text())}
 
 
-def wait_ready(relay: Relay, timeout: float = 60) -> None:
-    wait_until(lambda: http_request(relay.base_url + "/readyz").status == 200, timeout=timeout, ignore=(OSError,),
-               message=lambda: f"/readyz of every worker\n{relay.log_tail()}")
+def wait_ready(relay: Relay, timeout: float = 90) -> None:
+    wait_until(lambda: relay._alive_or_fail() and http_request(relay.base_url + "/readyz").status == 200,
+               timeout=timeout, ignore=(OSError,), message=lambda: f"/readyz of every worker\n{relay.log_tail()}")
+
+
+def launch(relay: Relay) -> Relay:
+    """Start it and wait until every worker is ready (N interpreters start slower than one)."""
+    Process.start(relay)
+    wait_ready(relay)
+    return relay
 
 
 def start_relay(tmp_path: Path, upstream: MockUpstream, workers: int = 2, **options: Any) -> Relay:
-    relay = Relay(tmp_path, sink_toml("profound", upstream.url, KEY, **options), workers=workers)
-    relay.start()
-    wait_ready(relay)
-    return relay
+    return launch(Relay(tmp_path, sink_toml("profound", upstream.url, KEY, **options), workers=workers))
 
 
 class Load(LoadThread):
@@ -178,6 +182,17 @@ def test_two_workers_share_the_port_and_answer_for_the_whole_relay(tmp_path: Pat
         for w in (0, 1):
             relay.wait_for_log(rf"relay\[worker {w}\]: config reloaded from .*server.shutdown_grace = 12")
 
+        # stopped, `relay dead-letter list` reads every shard's store from disk
+        assert relay.terminate(30) == 0
+        listing = Process(["dead-letter", "list", "-c", str(relay.config_path), "--json"], tmp_path, name="dl")
+        with listing:
+            assert listing.wait(30) == 0
+        offline = json.loads(listing.log_text().split("\n", 1)[1])["dead_letters"]
+        assert sorted(e["path"] for letter in offline for e in letter["entries"]) == \
+            sorted(f"/poison/{tag}" for tag in range(40))
+        assert {letter["worker"] for letter in offline} == {0, 1}
+        launch(relay)
+
         # replay from both shards once upstream takes them
         upstream.clear_faults()
         assert http_request(relay.base_url + "/-/dead-letters/replay", "POST").json() == \
@@ -211,8 +226,7 @@ def test_kill_9_of_the_whole_group_then_a_restart_delivers_everything(tmp_path: 
     upstream.set_faults(down=True)  # everything acknowledged is still queued, in both shards, at the kill
     relay = Relay(tmp_path, sink_toml("profound", upstream.url, KEY), workers=2)
     relay.new_session = True
-    with relay:
-        wait_ready(relay)
+    with launch(relay):
         load = run_load_until(relay, 40)
         os.killpg(relay.pid, signal.SIGKILL)
         load.stop()
@@ -222,8 +236,7 @@ def test_kill_9_of_the_whole_group_then_a_restart_delivers_everything(tmp_path: 
                    message="workers still running after the group was killed")
         upstream.clear_faults()
         assert not upstream.entries()
-        relay.start()
-        wait_ready(relay)
+        launch(relay)
         wait_all_delivered(load.acked, upstream, relay)
 
 
@@ -246,7 +259,7 @@ def test_a_restart_with_one_worker_delivers_what_two_left_in_their_shards(tmp_pa
         assert relay.terminate(30) == 0
     single = Relay(tmp_path, sink_toml("profound", upstream.url, KEY), workers=1)
     upstream.clear_faults()
-    with single:
+    with launch(single):
         single.wait_for_log(r"shard 1 \(left by a run with more workers\): delivering its \d+ queued entries")
         wait_all_delivered(load.acked, upstream, single)
         single.wait_for_log(r"shard 1 delivered in full; closed", timeout=30)
