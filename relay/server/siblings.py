@@ -41,6 +41,7 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
+from relay.errors import QueueError
 from relay.store.shards import RUN_DIR
 
 if TYPE_CHECKING:
@@ -93,6 +94,9 @@ class Siblings:
         if self.count == 1:
             return
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        if os.stat(self.dir).st_uid != os.getuid():  # a directory someone else made (in the temp dir)
+            raise QueueError(f"{self.dir}, where the workers' sockets go, belongs to another user; "
+                             "remove it, or give queue.path a shorter path")
         os.chmod(self.dir, 0o700)  # even if it was made earlier with another mode
         app = web.Application()
 
