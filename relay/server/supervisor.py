@@ -34,7 +34,14 @@ log = logging.getLogger("relay")
 STABLE = 10.0  # seconds a worker must live for its next death to restart it at once
 MAX_BACKOFF = 30.0
 KILL_AFTER = 5.0  # seconds past shutdown_grace before a worker that will not stop is killed
+SUPERVISOR_ENV = "RELAY_SUPERVISOR_PID"  # a worker's parent: it checks it is still there
 _SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
+
+def restart_delay(failures: int) -> float:
+    """Seconds before a dead worker starts again: at once after a death in a stable run, then
+    0.5 s, 1 s, 2 s, ... up to MAX_BACKOFF while it keeps dying within STABLE of its start."""
+    return 0.0 if failures <= 1 else min(0.5 * 2 ** (failures - 2), MAX_BACKOFF)
 
 
 @dataclass
@@ -60,7 +67,8 @@ class Supervisor:
     def _start(self, worker: Worker) -> None:
         command = [sys.executable, "-m", "relay", "serve", *self.argv,
                    "--worker", str(worker.index), "--workers", str(self.count)]
-        worker.popen = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        env = {**os.environ, SUPERVISOR_ENV: str(os.getpid())}
+        worker.popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, env=env)
         worker.started = time.monotonic()
         worker.starts += 1
         worker.restart_at = None
@@ -87,7 +95,7 @@ class Supervisor:
                           worker.index)
                 return 2
             worker.failures = worker.failures + 1 if now - worker.started < STABLE else 1
-            delay = 0.0 if worker.failures == 1 else min(0.5 * 2 ** (worker.failures - 2), MAX_BACKOFF)
+            delay = restart_delay(worker.failures)
             how = f"signal {-status}" if status < 0 else f"status {status}"
             log.error("worker %d (shard %d) exited with %s; restarting it %s", worker.index, worker.index,
                       how, "now" if not delay else f"in {delay:.1f}s (it keeps dying)")
@@ -162,5 +170,8 @@ def die_with_parent() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
     except (OSError, AttributeError):  # not Linux: a worker outlives a killed supervisor
         return
-    if os.getppid() == 1:  # the supervisor died before prctl took effect
+    # The supervisor died before prctl took effect. (Not `getppid() == 1`: in a container the
+    # supervisor itself may be pid 1.)
+    expected = os.environ.get(SUPERVISOR_ENV)
+    if expected and os.getppid() != int(expected):
         os.kill(os.getpid(), signal.SIGTERM)

@@ -1,0 +1,8 @@
+from relay.server.supervisor import MAX_BACKOFF, restart_delay
+
+
+def test_a_worker_that_keeps_dying_waits_longer_each_time_up_to_a_bound() -> None:
+    assert restart_delay(1) == 0.0  # one death after a stable run: back at once
+    delays = [restart_delay(n) for n in range(2, 12)]
+    assert delays[:4] == [0.5, 1.0, 2.0, 4.0]
+    assert delays == sorted(delays) and delays[-1] == MAX_BACKOFF
