@@ -274,3 +274,19 @@ def test_a_worker_that_cannot_start_stops_the_relay_with_status_2(tmp_path: Path
     assert relay.wait(60) == 2
     assert "could not start (status 2" in relay.log_text()
     assert "no-such-mapping" in relay.log_text()
+
+
+def test_a_supervisor_killed_alone_takes_its_workers_down_gracefully(tmp_path: Path, upstream: MockUpstream) -> None:
+    upstream.set_faults(down=True)
+    with start_relay(tmp_path, upstream) as relay:
+        load = run_load_until(relay, 20)
+        load.stop()
+        pids = list(worker_pids(relay).values())
+        relay.kill9()  # the supervisor only
+        # each worker got SIGTERM (PR_SET_PDEATHSIG) and drained: none keeps serving unsupervised
+        wait_until(lambda: not any(_alive(pid) for pid in pids), timeout=30,
+                   message=lambda: f"workers outlived their supervisor\n{relay.log_tail()}")
+        assert relay.log_text().count("stopped; ") == 2, relay.log_tail()
+        upstream.clear_faults()
+        launch(relay)
+        wait_all_delivered(load.acked, upstream, relay)
