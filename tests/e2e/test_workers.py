@@ -167,6 +167,12 @@ def test_two_workers_share_the_port_and_answer_for_the_whole_relay(tmp_path: Pat
             sorted(f"/poison/{tag}" for tag in range(40))
         assert {letter["worker"] for letter in letters} == {0, 1}
         assert http_request(relay.base_url + "/readyz").json() == {"status": "ready"}
+        status = Process(["status", "--once", "--url", relay.base_url], tmp_path, name="status")
+        with status:
+            assert status.wait(30) == 0
+        shown = status.log_text()
+        assert "ready" in shown and "not ready" not in shown
+        assert re.search(r"custom\s.*\b800\b", shown), shown  # the source's accepted entries, both workers'
 
         # /-/reload reaches both workers, and says what each applied
         text = relay.config_path.read_text()
