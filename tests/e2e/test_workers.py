@@ -76,7 +76,11 @@ def wait_ready(relay: Relay, timeout: float = 90) -> None:
 def launch(relay: Relay) -> Relay:
     """Start it and wait until every worker is ready (N interpreters start slower than one)."""
     Process.start(relay)
-    wait_ready(relay)
+    try:
+        wait_ready(relay)
+    except BaseException:
+        relay.stop()  # not yet inside a `with`: nothing else would stop it
+        raise
     return relay
 
 
