@@ -48,6 +48,11 @@ def plan(config_path: str) -> tuple[list[str], list[str]]:
         lines.append(f"sink {name}: POST {sink.url}, batches of <= {sink.batch_max_entries} entries or "
                      f"{sink.batch_timeout:g}s, {sink.compression}, {sink.concurrency} in flight")
     lines.append(f"queue: {config.queue.path}, at most {config.queue.max_size} bytes, sync = {config.queue.sync}")
+    count = config.server.worker_count
+    if count > 1:
+        lines.append(f"workers: {count} processes on {config.server.address} (SO_REUSEPORT), each with its own queue "
+                     f"shard of at most {config.queue.max_size // count} bytes (shard 0: queue.path, shard i: "
+                     "queue.path/shard-<i>)")
     q = config.queue
     warnings += disk_usage.capacity_problems(q.path, q.max_size, q.min_free_space, 4 * config.server.max_body_size)
     return lines, warnings

@@ -191,11 +191,15 @@ def start_relay(run: Run) -> None:
     config = workdir / "relay.toml"
     sink = sink_toml("upstream", run.upstream_base + "/v1/logs/custom", API_KEY)
     sink += "".join(f"{line}\n" for line in args.sink_option)  # `--sink-option`s, already TOML lines
+    workers = getattr(args, "workers", 1)
     config.write_text(relay_toml(port=port, queue_dir=workdir / "queue", sinks=sink, now=PINNED_NOW, sync=args.sync,
-                                 queue_max_size="16GiB", max_body_size="64MiB", shutdown_grace="20s"))
+                                 queue_max_size="16GiB", max_body_size="64MiB", shutdown_grace="20s",
+                                 workers=None if workers == 1 else workers))
     relay = run.children["relay"] = Child("relay", ["-m", "relay", "serve", "-c", str(config)], workdir)
     run.relay_base = f"http://127.0.0.1:{port}"
-    _wait("relay /healthz", relay, lambda: get_json(run.relay_base + "/healthz"), timeout=60)
+    # /readyz answers 200 once every worker does: keep-alive clients connecting before a worker
+    # listens would all stay on the others (SO_REUSEPORT spreads only over bound sockets).
+    _wait("relay /readyz", relay, lambda: get_json(run.relay_base + "/readyz"), timeout=90)
 
 
 def start_loadgen(run: Run, port: int) -> tuple[Child, dict[str, Any]]:

@@ -44,3 +44,15 @@ def test_a_mapping_that_never_finds_a_host_says_every_record_is_rejected(tmp_pat
     assert warnings == ["sources.raw: mapping 'nginx-combined' finds no virtual host in the logs, so every "
                         "record will be rejected: set host = \"www.example.com\" on it (the default config "
                         "reads RELAY_DEFAULT_HOST)"]
+
+
+def test_check_config_says_how_many_workers_and_their_shards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROFOUND_API_KEY", "k")
+    text = DEFAULT.read_text().replace("[server]\n", "[server]\nworkers = 2\n", 1)
+    assert text != DEFAULT.read_text()
+    path = tmp_path / "relay.toml"
+    path.write_text(text)
+    lines, _ = plan(str(path))
+    assert [line for line in lines if line.startswith("workers: 2 processes on ")]
+    one, _ = plan(str(DEFAULT))
+    assert not [line for line in one if line.startswith("workers:")]

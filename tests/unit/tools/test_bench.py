@@ -29,7 +29,7 @@ from relay.tools.bench.workloads import WORKLOADS, build_bodies, workload
 from tests.support import FIXTURES, REPO_ROOT
 
 KEYS = {
-    "workload", "sync", "records_per_request", "duration_s", "concurrency", "rate_cap", "upstream",
+    "workload", "sync", "workers", "records_per_request", "duration_s", "concurrency", "rate_cap", "upstream",
     "requests_acked", "entries_acked", "entries_delivered", "requests_per_s", "acked_per_s",
     "delivered_per_s", "end_to_end_per_s", "backlog_at_stop", "keeps_up", "drain_s", "latency_ms",
     "relay_cpu_s_per_million", "relay_cpu_cores", "relay_peak_rss_mb", "bytes_in", "bytes_upstream",
@@ -69,6 +69,17 @@ def test_short_run_delivers_every_entry_once(load: str, extra: list[str], tmp_pa
     assert "bench     1s: acked" in progress
     assert (tmp_path / "relay.toml").is_file() and (tmp_path / "relay.log").is_file()
     assert "duplicates / losses     0 / 0" in table(result)
+
+
+def test_two_workers_deliver_every_entry_once(tmp_path: Path) -> None:
+    status, result, _ = bench("--workload", "passthrough", "--duration", "2s", "--rate", "40000",
+                              "--workers", "2", keep=tmp_path)
+    assert status == 0, result
+    assert result["workers"] == 2 and result["relay_exit_status"] == 0
+    assert result["entries_delivered"] == result["entries_acked"] > 0
+    assert result["duplicates"] == 0 and result["losses"] == 0
+    assert "workers=2" in table(result)
+    assert "worker 1 started" in (tmp_path / "relay.log").read_text()
 
 
 def test_lean_sink_upstream_and_count_only_check(tmp_path: Path) -> None:
