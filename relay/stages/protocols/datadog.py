@@ -9,7 +9,9 @@ Fluent Bit's `datadog` output send them:
 Each object is the record as it is: Datadog's reserved keys (`message`, `ddsource`, `ddtags`,
 `hostname`, `service`, `status`, `timestamp`) are already top-level keys, the attributes beside
 them. `ddsource`, `ddtags`, `hostname` and `service` from the query string fill records that lack
-them (`/api/v2/logs?ddsource=nginx`). A `text/plain` body to `/v1/input` is one record per line,
+them (`/api/v2/logs?ddsource=nginx`). A `message` that is a JSON object (an agent tailing a JSON
+log sends the line as it is) is read into attributes, as Datadog's intake does: its keys join the
+record where the record has none of that name. A `text/plain` body to `/v1/input` is one record per line,
 `{"message": line}`. An element that is not an object is rejected on its own.
 """
 
@@ -17,11 +19,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from relay.errors import BadRequest, UnsupportedMedia
 from relay.models import Decoded, Rejection
 from relay.stages.decode import decode_data
 from relay.stages.protocols import media_type, split_query
 
+_JSON = msgspec.json.Decoder()
 _QUERY_KEYS = ("ddsource", "ddtags", "hostname", "service")
 _JSON_TYPES = frozenset(["", "application/json", "text/json", "application/octet-stream",
                          "application/x-www-form-urlencoded"])
@@ -51,6 +56,9 @@ def decode(body: bytes, *, content_type: str | None, path: str) -> Decoded:
             errors.append(Rejection(index, None, "not_an_object",
                                     f"a log must be a JSON object, got {type(value).__name__}"))
             continue
+        message = value.get("message")
+        if type(message) is str and message[:1] == "{":
+            _merge_json_message(value, message)
         if defaults:
             for key, default in defaults.items():
                 value.setdefault(key, default)
@@ -62,3 +70,13 @@ def decode(body: bytes, *, content_type: str | None, path: str) -> Decoded:
         raise BadRequest(f"no log could be read: {errors[0].render()}")
     errors.sort(key=lambda r: r.index)
     return Decoded(records=records, format="datadog", errors=errors, indexes=indexes)
+
+
+def _merge_json_message(record: dict[str, Any], message: str) -> None:
+    try:
+        parsed = _JSON.decode(message)
+    except (msgspec.DecodeError, RecursionError):
+        return  # a message that merely starts with "{" stays a message
+    if type(parsed) is dict:
+        for key, item in parsed.items():
+            record.setdefault(key, item)
