@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.errors import BadRequest, IngestError, UnsupportedMedia
-from relay.stages.protocols.elasticsearch import Item, decode
+from relay.stages.protocols.elasticsearch import Item, _decode_lines, _decode_values, decode
 
 
 def ndjson(*values: Any) -> bytes:
@@ -72,3 +73,26 @@ def test_hostile_bodies_decode_or_raise_an_ingest_error(body: bytes) -> None:
     except IngestError:
         return
     assert len(decoded.records) + len(decoded.errors) == len(decoded.meta)
+
+
+_LINE = st.sampled_from([{"index": {}}, {"create": {"_index": "x", "_id": 3}}, {"delete": {"_id": "1"}},
+                         {"update": {}}, {"a": 1}, [1], "s", {"index": {}, "x": 1}, {"upsert": {}}, {"index": 1}])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_LINE, max_size=14))
+def test_the_fast_path_and_the_line_by_line_path_agree(values: list[Any]) -> None:
+    """A body whose lines are all JSON is decoded in one call; one with a bad line, line by line:
+    on the same lines both give the same records, rejections, items and whole-request errors."""
+    body = ndjson(*values)
+    outcomes = []
+    for run in (lambda: _decode_values(msgspec.json.Decoder().decode_lines(body), "i"),
+                lambda: _decode_lines([line for line in body.split(b"\n") if line.strip()], "i")):
+        try:
+            decoded = run()
+        except BadRequest as exc:
+            outcomes.append(str(exc))
+        else:
+            outcomes.append((decoded.records, decoded.meta, decoded.indexes,
+                             [(r.index, r.reason) for r in decoded.errors]))
+    assert outcomes[0] == outcomes[1]
