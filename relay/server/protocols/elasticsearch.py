@@ -44,6 +44,7 @@ _INFO = {"/": "info", "/_license": "license", "/_xpack": "xpack", "/_cluster/hea
          "/_nodes": "nodes", "/_nodes/http": "nodes", "/_nodes/_local": "nodes"}
 _json = msgspec.json.Encoder()
 _UUID = "cmVsYXktcmVsYXktcmVs"
+_CREATED = b',"status":201,"result":"created","_version":1}}'
 
 
 def _answer(status: int, payload: Any, headers: dict[str, str] | None = None) -> web.Response:
@@ -114,20 +115,28 @@ class Elasticsearch(Protocol):
         items = prepared.meta or []
         rejected = {r.index: r for r in prepared.rejections}
         batch = os.urandom(6).hex()
-        out = []
+        heads: dict[Any, bytes] = {}  # per distinct action: its item's bytes up to the _id
+        parts = []
+        # Written as bytes from per-action templates: a 1,000-item answer costs about what the
+        # request's decoding does, not three dicts and an encode per item.
         for number, item in enumerate(items):
-            result: dict[str, Any] = {"_index": item.index or "relay", "_id": item.id or f"{batch}-{number}"}
-            problem = rejected.get(number)
+            problem = rejected.get(number) if rejected else None
             if problem is None:
-                result.update(status=201, result="created", _version=1)
+                head = heads.get(item)
+                if head is None:
+                    head = heads[item] = b'{"%s":{"_index":%s,"_id":' % (item.op.encode(),
+                                                                        _json.encode(item.index or "relay"))
+                ident = _json.encode(item.id) if item.id is not None else b'"%s-%d"' % (batch.encode(), number)
+                parts.append(head + ident + _CREATED)
             else:
-                result.update(status=400, error={"type": "document_parsing_exception" if problem.field is None
-                                                 and problem.reason != "unsupported_action"
-                                                 else "illegal_argument_exception",
-                                                 "reason": problem.render()})
-            out.append({item.op: result})
+                kind = "illegal_argument_exception" if problem.reason == "unsupported_action" \
+                    else "document_parsing_exception"
+                parts.append(_json.encode({item.op: {
+                    "_index": item.index or "relay", "_id": item.id or f"{batch}-{number}", "status": 400,
+                    "error": {"type": kind, "reason": problem.render()}}}))
         took = int((time.monotonic() - started) * 1000)
-        return _answer(200, {"took": took, "errors": bool(rejected), "items": out})
+        body = b'{"took":%d,"errors":%s,"items":[%s]}' % (took, b"true" if rejected else b"false", b",".join(parts))
+        return web.Response(status=200, body=body, content_type="application/json", headers=HEADERS)
 
     def failed(self, exc: IngestError, request: web.Request) -> web.Response:
         headers = dict(exc.headers)
