@@ -26,7 +26,11 @@ def plan(config_path: str) -> tuple[list[str], list[str]]:
         seen.add(route.name)
         paths = [p for p, r in routes.items() if r is route]
         sinks = [outbox.name for outbox in route.outboxes]
-        lines.append(f"source {route.name}: POST {' and '.join(sorted(paths))}")
+        if route.protocol == "http":
+            lines.append(f"source {route.name}: POST {' and '.join(sorted(paths))}")
+        else:  # README "Native protocols": its paths at the root (the token picks among sources) and under these
+            lines.append(f"source {route.name}: protocol {route.protocol}, at its root paths and under "
+                         f"{' and '.join(sorted(paths))}")
         if route.tokens:
             lines.append(f"  auth:    {len(route.tokens)} token(s)")
         elif route.config.allow_anonymous:

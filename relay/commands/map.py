@@ -3,6 +3,7 @@
     relay map fluentbit-nginx body.json --host www.example.com
     relay map myapp samples.ndjson -c configs/relay.toml --format json
     zcat body.gz | relay map nginx-json --bench
+    relay map hec-nginx --protocol splunk_hec body.bin        # a protocol's body as it came off the wire
 
 Reads what the ingest reads (a JSON array, NDJSON, one object, concatenated
 objects, MessagePack; gzip, zstd, ... detected from the bytes), maps and
@@ -27,6 +28,7 @@ from typing import Any
 
 import msgspec
 
+from relay.config import PROTOCOLS
 from relay.errors import ConfigError, IngestError
 from relay.mapping import Mapper, MappingLibrary
 from relay.mapping.report import dry_run, read_records
@@ -52,6 +54,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=100, help="records listed in the table (default 100)")
     parser.add_argument("--show-code", action="store_true", help="print the Python the mapping compiles to")
     parser.add_argument("--bench", action="store_true", help="measure mapping + validation speed on the input")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="http",
+                        help="read the input as this protocol's request body, as it comes off the wire "
+                             "(e.g. a captured _bulk body), and map the records a source of it would")
+    parser.add_argument("--path", help="the request path (and query) the body was sent to "
+                                       "(default: the protocol's usual one, e.g. /_bulk)")
+    parser.add_argument("--content-type", help="the request's Content-Type, for protocols that read it")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         if args.show_code:
             print(mapper.source)
             return 0
-        records, errors = _read(args.file)
+        records, errors = _read(args.file, args.protocol, args.path, args.content_type)
     except (ConfigError, IngestError, OSError, ValueError) as exc:
         print(f"relay map: {exc}", file=sys.stderr)
         return 2
@@ -126,10 +134,23 @@ def _header(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def _read(path: str | None) -> tuple[list[Any], list[Rejection]]:
+# where each protocol's clients usually send, for --protocol without --path
+DEFAULT_PATHS = {"elasticsearch": "/_bulk", "splunk_hec": "/services/collector/event", "datadog": "/api/v2/logs",
+                 "otlp": "/v1/logs", "loki": "/loki/api/v1/push"}
+
+
+def _read(path: str | None, protocol: str = "http", request_path: str | None = None,
+          content_type: str | None = None) -> tuple[list[Any], list[Rejection]]:
     """The file's records (and the ones that could not be decoded), read the way the ingest reads them."""
     data = sys.stdin.buffer.read() if path in (None, "-") else open(path, "rb").read()  # noqa: SIM115
-    return read_records(data, MAX_INPUT)
+    if protocol != "http":
+        from relay.stages.protocols import decoder
+        try:
+            decoder(protocol)
+        except ModuleNotFoundError:
+            raise ValueError(f"protocol {protocol!r} is not available in this build") from None
+    return read_records(data, MAX_INPUT, protocol=protocol, content_type=content_type,
+                        path=request_path or DEFAULT_PATHS.get(protocol, "/"))
 
 
 def _bench(mapper: Mapper, records: list[Any], ctx: RecordContext, validator: Validator) -> str:

@@ -15,18 +15,26 @@ import msgspec
 
 from relay.mapping.mapper import Mapper
 from relay.models import RecordContext, Rejection
+from relay.stages.compression import decompress
 from relay.stages.decode import decode_body
+from relay.stages.protocols import decoder
 from relay.stages.schema import FIELDS, OPTIONAL, Entry, Validator
 
 _MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"\xff\x06\x00\x00sNaPpY": "snappy"}
 _json = msgspec.json.Encoder()
 
 
-def read_records(data: bytes, max_size: int) -> tuple[list[Any], list[Rejection]]:
+def read_records(data: bytes, max_size: int, *, protocol: str = "http", content_type: str | None = None,
+                 path: str = "/") -> tuple[list[Any], list[Rejection]]:
     """The records in `data` (and the ones that could not be decoded), read the way the ingest reads
-    them: a JSON array, NDJSON, one object, MessagePack; gzip, zstd, snappy detected from the bytes."""
+    them: a JSON array, NDJSON, one object, MessagePack; gzip, zstd, snappy detected from the bytes;
+    or, for a native protocol, its body as it comes off the wire (`path`: where it was sent)."""
     encoding = next((name for magic, name in _MAGIC.items() if data.startswith(magic)), None)
-    decoded = decode_body(data, content_type=None, content_encoding=encoding, max_size=max_size)
+    if protocol == "http":
+        decoded = decode_body(data, content_type=content_type, content_encoding=encoding, max_size=max_size)
+    else:
+        decoded = decoder(protocol)(decompress(data, encoding, max_size), content_type=content_type,
+                                    path=path)
     records = decoded.records
     errors = list(decoded.errors)
     if decoded.indexes is not None:  # renumber the good records by their place in the input

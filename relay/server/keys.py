@@ -31,3 +31,4 @@ class ShutdownClock:
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")
 SHUTDOWN: web.AppKey[ShutdownClock] = web.AppKey("shutdown", ShutdownClock)
 HISTORY: web.AppKey[History] = web.AppKey("console_history", History)
+STARTED: web.RequestKey[float] = web.RequestKey("started", float)  # time.monotonic() when an ingest began

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from isal import igzip
 
+from relay.stages.protocols import decoder
 from relay.tools.bench.records import (
     base_records,
     check_unique_slots,
@@ -25,7 +26,7 @@ from relay.tools.bench.records import (
     token_index,
 )
 from relay.tools.bench.report import check_ids, table
-from relay.tools.bench.workloads import WORKLOADS, build_bodies, workload
+from relay.tools.bench.workloads import PROTOCOL_WORKLOADS, WORKLOADS, build_bodies, workload
 from tests.support import FIXTURES, REPO_ROOT
 
 KEYS = {
@@ -108,7 +109,10 @@ def test_bodies_carry_unique_ids_in_their_paths(name: str) -> None:
     bodies = list(build_bodies(load, count))
     assert len(set(bodies)) == count
     raw = [igzip.decompress(body) if load.gzip else body for body in bodies]
-    if load.content_type == "application/x-ndjson":
+    if name in PROTOCOL_WORKLOADS:  # as the protocol's source decodes it
+        decode = decoder(PROTOCOL_WORKLOADS[name][2])
+        records = [r for body in raw for r in decode(body, content_type=load.content_type, path=load.path).records]
+    elif load.content_type == "application/x-ndjson":
         records = [json.loads(line) for body in raw for line in body.splitlines()]
     else:
         records = [record for body in raw for record in json.loads(body)]
