@@ -53,6 +53,10 @@ async def _read_body(request: web.Request, limit: int, timeout: float) -> bytes:
 async def handle_ingest(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     found = protocols.table(runtime.routes).resolve(request.method, request.path)
+    if request.path == "/" and request.method in ("GET", "HEAD") and (
+            found is None or "text/html" in request.headers.get("Accept", "")):
+        # the root is the console's for a browser; an Elasticsearch client's GET / is its handshake
+        raise web.HTTPFound("/-/console")
     if found is None:
         if request.method != "POST":  # as the router answered before protocols took other methods
             raise web.HTTPMethodNotAllowed(request.method, ["POST"])

@@ -139,10 +139,6 @@ async def handle_map(request: web.Request) -> web.Response:
     return reply(200, answer)
 
 
-async def handle_root(request: web.Request) -> web.Response:
-    return web.Response(status=302, headers={"Location": "/-/console"})
-
-
 async def sampling(app: web.Application) -> AsyncIterator[None]:
     """Start-up step: a sample into the console's history now and every INTERVAL seconds."""
     runtime, history = app[RUNTIME], app[HISTORY]
@@ -163,7 +159,6 @@ async def sampling(app: web.Application) -> AsyncIterator[None]:
 
 def add_routes(app: web.Application) -> None:
     app[HISTORY] = History()
-    app.router.add_get("/", handle_root)
     app.router.add_get("/-/console", handle_page)
     app.router.add_post("/-/console/login", handle_login)
     app.router.add_get("/-/console/state", handle_state)

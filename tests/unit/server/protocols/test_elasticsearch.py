@@ -150,3 +150,17 @@ def test_the_official_clients_bulk_helper(tmp_path: Path) -> None:
             assert runtime.outboxes["up"].queued_entries == 250
 
     run(test)
+
+
+def test_the_root_is_the_consoles_for_a_browser_and_the_handshake_for_a_client(tmp_path: Path) -> None:
+    """GET / is both Elasticsearch's version handshake and where an operator's browser lands."""
+    async def test() -> None:
+        async with serving(tmp_path, sources=SOURCES) as (client, _):
+            page = await client.get("/", headers={"Accept": "text/html,application/xhtml+xml"},
+                                    allow_redirects=False)
+            assert page.status == 302 and page.headers["Location"] == "/-/console"
+            status, headers, answer = await call(client, "GET", "/")
+            assert status == 200 and headers["X-Elastic-Product"] == "Elasticsearch"
+            assert answer["version"]["number"].startswith("9.")
+
+    run(test)
