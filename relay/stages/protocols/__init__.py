@@ -1,0 +1,1 @@
+"""Protocol decoders: one pure module per wire protocol, each `decode(body, ...) -> Decoded`."""
