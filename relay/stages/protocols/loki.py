@@ -162,7 +162,7 @@ def _decode_json(body: bytes) -> Decoded:
         raise BadRequest(f"body is not Loki push JSON: {exc}") from None
     if not isinstance(request, dict):
         raise BadRequest(f'body must be an object {{"streams": [...]}}, got {type(request).__name__}')
-    streams = request.get("streams") or []
+    streams = request.get("streams", [])
     if not isinstance(streams, list):
         raise BadRequest(f"streams must be an array, got {type(streams).__name__}")
     out = _Out()
@@ -170,7 +170,7 @@ def _decode_json(body: bytes) -> Decoded:
         if not isinstance(stream, dict):
             raise BadRequest(f"streams[{s}] must be an object, got {type(stream).__name__}")
         labels, problem = _json_labels(stream, s)
-        values = stream.get("values") or []
+        values = stream.get("values", [])
         if not isinstance(values, list):
             raise BadRequest(f"streams[{s}].values must be an array, got {type(values).__name__}")
         for v, value in enumerate(values):
