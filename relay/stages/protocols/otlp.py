@@ -169,7 +169,19 @@ def _scope_pb(scope: Any) -> dict[str, Any] | None:
 
 
 def _kvs(pairs: Iterable[KeyValue], depth: int) -> dict[str, Any]:
-    return {pair.key: _any(pair.value, depth) for pair in pairs}
+    # the scalar cases inline: each protobuf field access from Python costs ~0.3 µs, and
+    # attributes are most of a log record's fields
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        value = pair.value
+        kind = value.WhichOneof("value")
+        if kind == "string_value":
+            out[pair.key] = value.string_value
+        elif kind == "int_value":
+            out[pair.key] = value.int_value
+        else:
+            out[pair.key] = _any(value, depth)
+    return out
 
 
 def _any(value: AnyValue, depth: int) -> Any:
