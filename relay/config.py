@@ -120,8 +120,13 @@ class LogConfig(_Section):
     format: Literal["text", "json"] = "text"
 
 
+PROTOCOLS = ("http", "elasticsearch", "splunk_hec", "otlp", "loki", "datadog")
+Protocol = Literal["http", "elasticsearch", "splunk_hec", "otlp", "loki", "datadog"]
+
+
 class SourceConfig(_Section):
-    path: str | None = None  # served in addition to /ingest/<name>
+    path: str | None = None  # served in addition to /ingest/<name>; a protocol's paths go under it
+    protocol: Protocol = "http"  # the wire protocol its clients speak (README "Native protocols")
     mapping: str = "profound"
     tokens: list[str] = []
     allow_anonymous: bool = False  # without tokens: True answers any client, False only loopback ones

@@ -76,9 +76,13 @@ def compile_routes(config: Config, outboxes: dict[str, Outbox] | None = None, *,
             if exc.key and exc.key.startswith("mappings."):
                 raise
             raise ConfigError(exc.message, key=f"sources.{name}.mapping", file=config.file) from None
-        route = Route(name, source, mapper, validator,
-                      [outboxes[sink] for sink in config.source_sinks(name) if sink in outboxes],
-                      [token.encode() for token in source.tokens])
+        try:
+            route = Route(name, source, mapper, validator,
+                          [outboxes[sink] for sink in config.source_sinks(name) if sink in outboxes],
+                          [token.encode() for token in source.tokens])
+        except ModuleNotFoundError:
+            raise ConfigError(f"protocol {source.protocol!r} is not available in this build",
+                              key=f"sources.{name}.protocol", file=config.file) from None
         for path in filter(None, [f"/ingest/{name}", source.path]):
             routes[path] = route
     return routes

@@ -28,3 +28,4 @@ class ShutdownClock:
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")
 SHUTDOWN: web.AppKey[ShutdownClock] = web.AppKey("shutdown", ShutdownClock)
+STARTED: web.RequestKey[float] = web.RequestKey("started", float)  # time.monotonic() when an ingest began

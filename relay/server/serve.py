@@ -40,7 +40,9 @@ def _describe_start(runtime: Runtime) -> None:
         sinks = ", ".join(outbox.name for outbox in route.outboxes)
         open_to = "" if route.tokens else " (no token: any client)" if route.config.allow_anonymous else \
             " (no token: loopback clients only)"
-        log.info("  POST %s  source %s: mapping %s -> %s%s", path, route.name, route.config.mapping, sinks, open_to)
+        served = f"{path} ({route.protocol} paths under it" + (", and at the root" if route.protocol != "http" else "") \
+            + ")" if route.protocol != "http" else path
+        log.info("  POST %s  source %s: mapping %s -> %s%s", served, route.name, route.config.mapping, sinks, open_to)
     for name, outbox in runtime.outboxes.items():
         log.info("  sink %s -> %s (%d entries queued on disk)", name, config.sinks[name].url, outbox.queued_entries)
     for name, route in sorted({route.name: route for route in runtime.routes.values()}.items()):

@@ -60,7 +60,7 @@ def media(content_type: str | None, body: bytes) -> str:
     raise UnsupportedMedia(f"Content-Type {name!r} is not OTLP; send application/x-protobuf or application/json")
 
 
-def decode(body: bytes, *, content_type: str | None, path: str = "/v1/logs") -> Decoded:
+def decode(body: bytes, *, content_type: str | None, path: str = "/v1/logs", max_size: int = 0) -> Decoded:
     """An ExportLogsServiceRequest body -> one record per LogRecord; 400 when it does not parse."""
     if media(content_type, body) == "json":
         return _decode_json(body)
