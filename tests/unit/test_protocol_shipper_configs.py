@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from relay.config import load
+from relay.errors import ConfigError
+from relay.mapping import MappingLibrary
 from relay.stages.protocols import loki, otlp
 from tests.support import PEER_MISSING, REPO_ROOT, fluent_bit_binary
 from tests.unit.test_shipper_configs import parse_fluent_bit_classic
@@ -109,5 +112,25 @@ def _seconds(text: str) -> float:
 
 
 def test_every_protocol_config_here_is_tested() -> None:
-    tested = {"fluent-bit-otlp.conf", "fluent-bit-loki.conf", "otel-collector.yaml", "promtail.yaml", "alloy.alloy"}
+    tested = {"fluent-bit-otlp.conf", "fluent-bit-loki.conf", "otel-collector.yaml", "promtail.yaml", "alloy.alloy",
+              "relay-sources-otlp-loki.toml"}
     assert tested <= {p.name for p in Path(SHIPPERS).iterdir()}
+
+
+def test_the_relay_sources_for_these_configs_load(tmp_path: Path) -> None:
+    config_path = tmp_path / "relay.toml"
+    config_path.write_text((SHIPPERS / "relay-sources-otlp-loki.toml").read_text()
+                           + '\n[sinks.profound]\nurl = "http://127.0.0.1:9/v1/logs/custom"\napi_key = "k"\n')
+    env = {"OTLP_TOKEN": "a", "OTEL_TOKEN": "b", "LOKI_TOKEN": "c", "RELAY_DEFAULT_HOST": "shop.example.com"}
+    config = load(config_path, env=env)
+    assert {name: s.protocol for name, s in config.sources.items()} == {"otlp": "otlp", "otel": "otlp",
+                                                                         "loki": "loki"}
+    library = MappingLibrary(config.mappings)
+    for name, source in config.sources.items():
+        library.get(source.mapping, source=name)  # compiles, or raises naming the problem
+        assert source.tokens == [env[f"{name.upper()}_TOKEN"]]
+    # the mapping each shipper config's comment names is its source's
+    assert "otlp-nginx-json" in (SHIPPERS / "fluent-bit-otlp.conf").read_text()
+    assert "loki-nginx" in (SHIPPERS / "fluent-bit-loki.conf").read_text()
+    with pytest.raises(ConfigError, match="LOKI_TOKEN"):
+        load(config_path, env={"OTLP_TOKEN": "a", "OTEL_TOKEN": "b"})
