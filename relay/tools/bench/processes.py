@@ -25,14 +25,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from relay.tools.bench.procfs import cpu_seconds, machine_busy_seconds, read_bytes
-from relay.tools.bench.workloads import workload
-from relay.tools.local_config import relay_toml, sink_toml
+from relay.tools.bench.workloads import PROTOCOL_SOURCES, workload
+from relay.tools.local_config import DEFAULT_SOURCES, relay_toml, sink_toml
 
 PINNED_NOW = "2026-11-25T09:30:00Z"  # the generated traffic (bench/records.py) is dated 2026-11-25
 API_KEY = "bench-key"
 RATE_CEILING = {"bulk": 400_000, "single": 20_000}  # entries/s a pool of bodies is sized for
 POOL_CAP = {"bulk": 4_000, "single": 400_000}  # bodies; beyond it they are sent again (counted)
-CONCURRENCY = {"fluentbit": 8, "passthrough": 8, "ndjson": 8, "single": 64}
+CONCURRENCY = {"fluentbit": 8, "passthrough": 8, "ndjson": 8, "single": 64, "otlp": 8, "loki": 8}
 PACKAGE_ROOT = Path(__file__).resolve().parents[3]
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -192,7 +192,8 @@ def start_relay(run: Run) -> None:
     sink = sink_toml("upstream", run.upstream_base + "/v1/logs/custom", API_KEY)
     sink += "".join(f"{line}\n" for line in args.sink_option)  # `--sink-option`s, already TOML lines
     config.write_text(relay_toml(port=port, queue_dir=workdir / "queue", sinks=sink, now=PINNED_NOW, sync=args.sync,
-                                 queue_max_size="16GiB", max_body_size="64MiB", shutdown_grace="20s"))
+                                 queue_max_size="16GiB", max_body_size="64MiB", shutdown_grace="20s",
+                                 sources=DEFAULT_SOURCES + "\n" + PROTOCOL_SOURCES))
     relay = run.children["relay"] = Child("relay", ["-m", "relay", "serve", "-c", str(config)], workdir)
     run.relay_base = f"http://127.0.0.1:{port}"
     _wait("relay /healthz", relay, lambda: get_json(run.relay_base + "/healthz"), timeout=60)

@@ -9,6 +9,10 @@
     ndjson       the same entries as NDJSON (application/x-ndjson, gzip), as Vector and most
                  HTTP log clients send, to /v1/logs/custom
     single       one upstream-form entry a request, no compression, to /v1/logs/custom
+    otlp         1,000 log records a body, OTLP/HTTP protobuf, gzip, as the OTel SDK sends them, to
+                 /v1/logs (a `protocol = "otlp"` source, preset `otel`; bench/protocol_bodies.py)
+    loki         1,000 entries a body, Loki push snappy protobuf as Promtail sends it, nginx JSON
+                 lines, to /loki/api/v1/push (a `protocol = "loki"` source, preset `loki-nginx`)
 
 Every entry comes from the generated traffic of bench/records.py: entry n of a run is
 base record n % BASE_RECORDS with the unique id `entry_token(n)` in its path, so body b
@@ -31,9 +35,20 @@ from typing import Any
 import msgspec
 from isal import igzip
 
+from relay.tools.bench.protocol_bodies import loki_bodies, otlp_bodies
 from relay.tools.bench.records import ID_SLOT, base_records, entry_token, query_string
 
-WORKLOADS = ("fluentbit", "passthrough", "ndjson", "single")
+WORKLOADS = ("fluentbit", "passthrough", "ndjson", "single", "otlp", "loki")
+# the relay sources the native-protocol workloads need, besides local_config's defaults
+PROTOCOL_SOURCES = """\
+[sources.otlp]
+protocol = "otlp"
+mapping = "otel"
+
+[sources.loki]
+protocol = "loki"
+mapping = "loki-nginx"
+"""
 GZIP_LEVEL = 1  # bodies are built before the run; the level only changes bytes in, not decode cost
 _SLOT = msgspec.json.encode(ID_SLOT)[1:-1]  # how the id's place looks once JSON-encoded
 
@@ -55,6 +70,10 @@ def workload(name: str, records: int = 1000) -> Workload:
         return Workload(name, "/v1/logs/custom", records, True, "application/x-ndjson")
     if name == "single":
         return Workload(name, "/v1/logs/custom", 1, False)
+    if name == "otlp":
+        return Workload(name, "/v1/logs", records, True, "application/x-protobuf")
+    if name == "loki":  # snappy is part of the format: no Content-Encoding
+        return Workload(name, "/loki/api/v1/push", records, False, "application/x-protobuf")
     raise ValueError(f"unknown workload {name!r}; one of {', '.join(WORKLOADS)}")
 
 
@@ -99,6 +118,9 @@ def _templates(shape: str) -> tuple[tuple[bytes, bytes], ...]:
 
 def build_bodies(load: Workload, count: int) -> Iterator[bytes]:
     """The first `count` bodies of `load`; body b holds entries b*per_body .. (b+1)*per_body-1."""
+    if load.name in ("otlp", "loki"):
+        yield from (otlp_bodies if load.name == "otlp" else loki_bodies)(load.per_body, count)
+        return
     templates = _templates("fluentbit" if load.name == "fluentbit" else "upstream")
     n = len(templates)
     per = load.per_body
