@@ -3,6 +3,7 @@
     relay map fluentbit-nginx body.json --host www.example.com
     relay map myapp samples.ndjson -c configs/relay.toml --format json
     zcat body.gz | relay map nginx-json --bench
+    relay map hec-nginx --protocol splunk_hec body.bin        # a protocol's body as it came off the wire
 
 Reads what the ingest reads (a JSON array, NDJSON, one object, concatenated
 objects, MessagePack; gzip, zstd, ... detected from the bytes), maps and
@@ -28,6 +29,7 @@ from typing import Any
 
 import msgspec
 
+from relay.config import PROTOCOLS
 from relay.errors import ConfigError, IngestError
 from relay.mapping import Mapper, MappingLibrary
 from relay.models import RecordContext, Rejection
@@ -53,6 +55,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=100, help="records listed in the table (default 100)")
     parser.add_argument("--show-code", action="store_true", help="print the Python the mapping compiles to")
     parser.add_argument("--bench", action="store_true", help="measure mapping + validation speed on the input")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="http",
+                        help="read the input as this protocol's request body, as it comes off the wire "
+                             "(e.g. a captured _bulk body), and map the records a source of it would")
+    parser.add_argument("--path", help="the request path (and query) the body was sent to "
+                                       "(default: the protocol's usual one, e.g. /_bulk)")
+    parser.add_argument("--content-type", help="the request's Content-Type, for protocols that read it")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         if args.show_code:
             print(mapper.source)
             return 0
-        records, errors = _read(args.file)
+        records, errors = _read(args.file, args.protocol, args.path, args.content_type)
     except (ConfigError, IngestError, OSError, ValueError) as exc:
         print(f"relay map: {exc}", file=sys.stderr)
         return 2
@@ -135,13 +143,29 @@ def _header(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def _read(path: str | None) -> tuple[list[Any], list[Rejection]]:
+# where each protocol's clients usually send, for --protocol without --path
+DEFAULT_PATHS = {"elasticsearch": "/_bulk", "splunk_hec": "/services/collector/event", "datadog": "/api/v2/logs",
+                 "otlp": "/v1/logs", "loki": "/loki/api/v1/push"}
+
+
+def _read(path: str | None, protocol: str = "http", request_path: str | None = None,
+          content_type: str | None = None) -> tuple[list[Any], list[Rejection]]:
     """The file's records (and the ones that could not be decoded), read the way the ingest reads them."""
+    from relay.stages.compression import decompress
     from relay.stages.decode import decode_body
+    from relay.stages.protocols import decoder
 
     data = sys.stdin.buffer.read() if path in (None, "-") else open(path, "rb").read()  # noqa: SIM115
     encoding = next((name for magic, name in _MAGIC.items() if data.startswith(magic)), None)
-    decoded = decode_body(data, content_type=None, content_encoding=encoding, max_size=MAX_INPUT)
+    if protocol == "http":
+        decoded = decode_body(data, content_type=content_type, content_encoding=encoding, max_size=MAX_INPUT)
+    else:
+        try:
+            decode = decoder(protocol)
+        except ModuleNotFoundError:
+            raise ValueError(f"protocol {protocol!r} is not available in this build") from None
+        decoded = decode(decompress(data, encoding, MAX_INPUT), content_type=content_type,
+                         path=request_path or DEFAULT_PATHS.get(protocol, "/"), max_size=MAX_INPUT)
     records = decoded.records
     errors = list(decoded.errors)
     if decoded.indexes is not None:  # renumber the good records by their place in the input

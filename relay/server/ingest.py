@@ -60,7 +60,7 @@ async def handle_ingest(request: web.Request) -> web.StreamResponse:
         return _failed(runtime, request, HTTP, "_unknown",
                        UnknownSource(f"no source at {request.path}; configured: {known}"))
     if found.kind != "ingest":  # a handshake: what clients ask before they send; no token needed
-        return found.protocol.handshake(found.kind, request)
+        return await found.protocol.handshake(found.kind, request)
     request[STARTED] = time.monotonic()
     runtime.request_started()
     try:
@@ -96,7 +96,7 @@ async def _ingest(runtime: Runtime, request: web.Request, found: protocols.Match
             prepared = pipeline.prepare(route, body, content_type=request.headers.get("Content-Type"),
                                         content_encoding=request.headers.get("Content-Encoding"),
                                         headers=request.headers, max_size=server.max_body_size,
-                                        path=found.subpath)
+                                        path=found.subpath + (f"?{request.query_string}" if request.query_string else ""))
             del body
             await pipeline.commit(route, prepared, runtime.queue)
     except IngestError as exc:

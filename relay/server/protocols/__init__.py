@@ -35,7 +35,7 @@ class Protocol:
     def match(self, method: str, subpath: str) -> str | None:
         raise NotImplementedError
 
-    def handshake(self, kind: str, request: web.Request) -> web.Response:
+    async def handshake(self, kind: str, request: web.Request) -> web.Response:
         raise NotImplementedError
 
     def accepted(self, prepared: Prepared, request: web.Request) -> web.Response:

@@ -102,7 +102,7 @@ class Elasticsearch(Protocol):
             return "setup"
         return None
 
-    def handshake(self, kind: str, request: web.Request) -> web.Response:
+    async def handshake(self, kind: str, request: web.Request) -> web.Response:
         if kind == "setup":
             if request.method in ("GET", "HEAD"):
                 return _answer(200, {})  # "it exists": clients then skip creating it

@@ -22,7 +22,7 @@ import msgspec
 
 from relay.errors import BadRequest, UnsupportedMedia
 from relay.models import Decoded, Rejection
-from relay.stages.protocols import media_type
+from relay.stages.protocols import media_type, split_query
 
 # Elasticsearch's own, plus what clients send when nobody set a type (curl, bare HTTP libraries)
 MEDIA_TYPES = frozenset(["", "application/x-ndjson", "application/json", "application/vnd.elasticsearch+x-ndjson",
@@ -42,7 +42,7 @@ class Item(msgspec.Struct, frozen=True, gc=False):
 
 def _index_in(path: str) -> str | None:
     """`/nginx/_bulk` (after any source prefix) -> "nginx"; `/_bulk` -> None."""
-    head = path.rstrip("/").removesuffix("/_bulk")
+    head = split_query(path)[0].rstrip("/").removesuffix("/_bulk")
     name = head.rsplit("/", 1)[-1] if head else ""
     return name or None
 
