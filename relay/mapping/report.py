@@ -34,7 +34,7 @@ def read_records(data: bytes, max_size: int, *, protocol: str = "http", content_
         decoded = decode_body(data, content_type=content_type, content_encoding=encoding, max_size=max_size)
     else:
         decoded = decoder(protocol)(decompress(data, encoding, max_size), content_type=content_type,
-                                    path=path)
+                                    path=path, max_size=max_size)
     records = decoded.records
     errors = list(decoded.errors)
     if decoded.indexes is not None:  # renumber the good records by their place in the input

@@ -80,7 +80,7 @@ def prepare(route: Route, body: bytes, *, content_type: str | None, content_enco
             headers: Mapping[str, str], max_size: int, path: str = "") -> Prepared:
     if route.decode is not None:
         data = decompress(body, content_encoding, max_size)
-        decoded = route.decode(data, content_type=content_type, path=path)
+        decoded = route.decode(data, content_type=content_type, path=path, max_size=max_size)
     else:
         kind, data = inflate(body, content_type=content_type, content_encoding=content_encoding, max_size=max_size)
         if route.typed is not None and kind in _TYPED_KINDS:

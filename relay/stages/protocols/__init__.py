@@ -2,11 +2,13 @@
 
 Each module exposes
 
-    decode(body: bytes, *, content_type: str | None, path: str) -> relay.models.Decoded
+    decode(body: bytes, *, content_type: str | None, path: str, max_size: int) -> relay.models.Decoded
 
 where `path` is the request path below the source's prefix (the whole path at a protocol's root)
 with its query string, over a body whose Content-Encoding is already undone (stages.compression, bounded by
-server.max_body_size). Records are plain JSON values the mapping language reads, with the
+server.max_body_size). `max_size` (server.max_body_size) bounds what a protocol inflates
+itself: Loki's protobuf body is always snappy, with no Content-Encoding to say so. Records are plain JSON
+values the mapping language reads, with the
 protocol's per-record metadata merged in under the keys the module's docstring lists;
 `Decoded.meta` carries what the protocol's answer needs (e.g. `_bulk` item actions).
 Decoders are pure: errors are relay.errors IngestErrors, per-record problems Rejections.
@@ -25,7 +27,7 @@ from relay.models import Decoded
 
 
 class DecodeFn(Protocol):
-    def __call__(self, body: bytes, *, content_type: str | None, path: str) -> Decoded: ...
+    def __call__(self, body: bytes, *, content_type: str | None, path: str, max_size: int) -> Decoded: ...
 
 
 def decoder(protocol: str) -> DecodeFn:

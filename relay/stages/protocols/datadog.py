@@ -32,7 +32,7 @@ _JSON_TYPES = frozenset(["", "application/json", "text/json", "application/octet
                          "application/x-www-form-urlencoded"])
 
 
-def decode(body: bytes, *, content_type: str | None, path: str) -> Decoded:
+def decode(body: bytes, *, content_type: str | None, path: str, max_size: int = 0) -> Decoded:
     path, query = split_query(path)
     defaults = {key: query[key] for key in _QUERY_KEYS if query.get(key)}
     media = media_type(content_type)

@@ -60,7 +60,7 @@ def _action(line: bytes, number: int) -> tuple[str, dict[str, Any]]:
     return op, params
 
 
-def decode(body: bytes, *, content_type: str | None, path: str) -> Decoded:
+def decode(body: bytes, *, content_type: str | None, path: str, max_size: int = 0) -> Decoded:
     media = media_type(content_type)
     if media not in MEDIA_TYPES:
         raise UnsupportedMedia(f"Content-Type {media!r} is not supported by _bulk; send application/x-ndjson")

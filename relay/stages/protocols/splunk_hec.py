@@ -36,7 +36,7 @@ _ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 _RAW_PATHS = ("/services/collector/raw", "/services/collector/raw/1.0")
 
 
-def decode(body: bytes, *, content_type: str | None, path: str) -> Decoded:
+def decode(body: bytes, *, content_type: str | None, path: str, max_size: int = 0) -> Decoded:
     # HEC takes any Content-Type (Fluent Bit sends none, curl form-urlencoded): the path says the format
     path, query = split_query(path)
     if not body.strip():

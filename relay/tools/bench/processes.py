@@ -33,7 +33,7 @@ API_KEY = "bench-key"
 RATE_CEILING = {"bulk": 400_000, "single": 20_000}  # entries/s a pool of bodies is sized for
 POOL_CAP = {"bulk": 4_000, "single": 400_000}  # bodies; beyond it they are sent again (counted)
 CONCURRENCY = {"fluentbit": 8, "passthrough": 8, "ndjson": 8, "single": 64, "es_bulk": 8, "splunk_hec": 8,
-               "datadog": 8}
+               "datadog": 8, "otlp": 8, "loki": 8}
 PACKAGE_ROOT = Path(__file__).resolve().parents[3]
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 

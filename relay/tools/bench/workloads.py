@@ -16,6 +16,10 @@
                  gzip, to /services/collector/event (a splunk_hec source, fluentbit-nginx)
     datadog      the fluentbit records as a Datadog intake array with `ddsource`, gzip, to
                  /api/v2/logs (a datadog source, fluentbit-nginx)
+    otlp         1,000 log records a body, OTLP/HTTP protobuf, gzip, as the OTel SDK sends them, to
+                 /v1/logs (a `protocol = "otlp"` source, preset `otel`; bench/protocol_bodies.py)
+    loki         1,000 entries a body, Loki push snappy protobuf as Promtail sends it, nginx JSON
+                 lines, to /loki/api/v1/push (a `protocol = "loki"` source, preset `loki-nginx`)
 
 Every entry comes from the generated traffic of bench/records.py: entry n of a run is
 base record n % BASE_RECORDS with the unique id `entry_token(n)` in its path, so body b
@@ -38,9 +42,10 @@ from typing import Any
 import msgspec
 from isal import igzip
 
+from relay.tools.bench.protocol_bodies import loki_bodies, otlp_bodies
 from relay.tools.bench.records import ID_SLOT, base_records, entry_token, query_string
 
-WORKLOADS = ("fluentbit", "passthrough", "ndjson", "single", "es_bulk", "splunk_hec", "datadog")
+WORKLOADS = ("fluentbit", "passthrough", "ndjson", "single", "es_bulk", "splunk_hec", "datadog", "otlp", "loki")
 # The native protocols' workloads: (path, content type, the protocol of the source serving them)
 PROTOCOL_WORKLOADS = {
     "es_bulk": ("/_bulk", "application/x-ndjson", "elasticsearch"),
@@ -50,6 +55,16 @@ PROTOCOL_WORKLOADS = {
 # What `relay bench` adds to the relay's sources for them (loopback clients need no token)
 PROTOCOL_SOURCES = "".join(f'\n[sources.bench-{protocol}]\nprotocol = "{protocol}"\nmapping = "fluentbit-nginx"\n'
                            'host = "www.example.com"\n' for _, _, protocol in PROTOCOL_WORKLOADS.values())
+# otlp and loki: sources with their own presets
+PROTOCOL_SOURCES += """
+[sources.otlp]
+protocol = "otlp"
+mapping = "otel"
+
+[sources.loki]
+protocol = "loki"
+mapping = "loki-nginx"
+"""
 _BULK_ACTION = b'{"create":{"_index":"nginx"}}\n'
 GZIP_LEVEL = 1  # bodies are built before the run; the level only changes bytes in, not decode cost
 _SLOT = msgspec.json.encode(ID_SLOT)[1:-1]  # how the id's place looks once JSON-encoded
@@ -75,6 +90,10 @@ def workload(name: str, records: int = 1000) -> Workload:
     if name in PROTOCOL_WORKLOADS:
         path, content_type, _ = PROTOCOL_WORKLOADS[name]
         return Workload(name, path, records, True, content_type)
+    if name == "otlp":
+        return Workload(name, "/v1/logs", records, True, "application/x-protobuf")
+    if name == "loki":  # snappy is part of the format: no Content-Encoding
+        return Workload(name, "/loki/api/v1/push", records, False, "application/x-protobuf")
     raise ValueError(f"unknown workload {name!r}; one of {', '.join(WORKLOADS)}")
 
 
@@ -119,6 +138,9 @@ def _templates(shape: str) -> tuple[tuple[bytes, bytes], ...]:
 
 def build_bodies(load: Workload, count: int) -> Iterator[bytes]:
     """The first `count` bodies of `load`; body b holds entries b*per_body .. (b+1)*per_body-1."""
+    if load.name in ("otlp", "loki"):
+        yield from (otlp_bodies if load.name == "otlp" else loki_bodies)(load.per_body, count)
+        return
     templates = _templates("fluentbit" if load.name == "fluentbit" or load.name in PROTOCOL_WORKLOADS else "upstream")
     n = len(templates)
     per = load.per_body

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from isal import igzip
 
-from relay.stages.protocols import decoder
+from relay.stages.protocols import decoder, loki, otlp
 from relay.tools.bench.records import (
     base_records,
     check_unique_slots,
@@ -53,6 +53,8 @@ def bench(*args: str, keep: Path | None = None) -> tuple[int, dict[str, Any], st
     ("passthrough", ["--rate", "60000", "--sync", "full"]),
     ("ndjson", ["--rate", "60000", "--upstream", "sink"]),  # the lean sink reads the ids too
     ("single", ["--sync", "full"]),
+    ("otlp", ["--rate", "20000"]),
+    ("loki", ["--rate", "20000", "--upstream", "sink"]),
 ])
 def test_short_run_delivers_every_entry_once(load: str, extra: list[str], tmp_path: Path) -> None:
     status, result, progress = bench("--workload", load, "--duration", "2s", *extra, keep=tmp_path)
@@ -109,6 +111,13 @@ def test_bodies_carry_unique_ids_in_their_paths(name: str) -> None:
     bodies = list(build_bodies(load, count))
     assert len(set(bodies)) == count
     raw = [igzip.decompress(body) if load.gzip else body for body in bodies]
+    if name in ("otlp", "loki"):  # the paths the protocol's preset maps; ids_in reads them upstream
+        decode = otlp.decode if name == "otlp" else loki.decode
+        decoded = [r for body in raw for r in decode(body, content_type=load.content_type, path=load.path,
+                                                       max_size=1 << 26).records]
+        paths = [r["attributes"]["url.path"] if name == "otlp" else r["json"]["request_uri"] for r in decoded]
+        assert [id_in_path(path) for path in paths] == list(range(count * load.per_body))
+        return
     if name in PROTOCOL_WORKLOADS:  # as the protocol's source decodes it
         decode = decoder(PROTOCOL_WORKLOADS[name][2])
         records = [r for body in raw for r in decode(body, content_type=load.content_type, path=load.path).records]
