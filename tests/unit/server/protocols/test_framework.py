@@ -20,7 +20,9 @@ def _modules(package: object) -> set[str]:
 
 
 def test_every_protocol_has_a_decoder_and_a_server_half_named_as_the_config_names_it() -> None:
-    decoders, servers = _modules(stage_protocols), _modules(server_protocols)
+    # a module of message definitions (loki_proto: Loki's protobuf, built at import) is no protocol
+    decoders = {name for name in _modules(stage_protocols) if not name.endswith("_proto")}
+    servers = _modules(server_protocols)
     assert servers - {"http"} == decoders  # http decodes through stages.decode
     assert decoders <= set(PROTOCOLS)
     for name in servers:
