@@ -106,6 +106,9 @@ class ReloadRecord(msgspec.Struct, frozen=True):
     detail: str  # what changed, or why it was refused
 
 
+MAX_STORED_PER_REQUEST = 1000  # rejected records of one request kept for replay; the rest counted as dropped
+
+
 class Runtime:
     """The queue, the outboxes, the dispatchers and the route table of one running relay."""
 
@@ -172,9 +175,15 @@ class Runtime:
 
     def keep_rejected(self, route: Route, prepared: Prepared) -> None:
         """An answered request's rejected records: into the recent ring and the store (not waited for)."""
-        if prepared.rejected:
-            self.recent_rejections.capture(route.name, prepared.rejected)
-            self.rejected.add(stored_items(route.name, prepared.tag, prepared.rejected))
+        rejected = prepared.rejected
+        if rejected:
+            self.recent_rejections.capture(route.name, rejected)
+            if len(rejected) > MAX_STORED_PER_REQUEST:
+                # a body of a million bad records must not hold the event loop and the DB thread
+                # for seconds: the first ones show what went wrong, the rest are only counted
+                self.rejected.count_dropped(route.name, len(rejected) - MAX_STORED_PER_REQUEST)
+                rejected = rejected[:MAX_STORED_PER_REQUEST]
+            self.rejected.add(stored_items(route.name, prepared.tag, rejected))
 
     def route_named(self, source: str) -> Route:
         """KeyError naming the configured sources."""

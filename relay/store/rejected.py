@@ -144,6 +144,11 @@ class RejectedStore:
             self._seq += 1
         self._hand_over(writes, [])
 
+    def count_dropped(self, source: str, n: int) -> None:
+        """Records not stored at all (over the per-request cap): counted like those dropped past the bound."""
+        with self._lock:
+            self.dropped[source] = self.dropped.get(source, 0) + n
+
     def discard(self, keys: list[str]) -> None:
         self._hand_over([], keys)
 

@@ -52,3 +52,17 @@ def test_other_machines_are_refused_without_the_admin_token(tmp_path: Path) -> N
                     assert response.status == 403, path
 
     run(test)
+
+
+def test_one_request_stores_at_most_its_first_thousand_rejected_records_and_counts_the_rest(tmp_path: Path) -> None:
+    async def test() -> None:
+        async with serving(tmp_path, sources=SOURCES) as (client, runtime):
+            records = [{k: v for k, v in entry(i).items() if k != "host"} for i in range(1_500)]
+            status, _, answer = await post(client, "/ingest/web", json.dumps(records).encode())
+            assert status == 200 and answer["rejected"] == 1_500
+            await runtime.rejected.settled()
+            async with client.get("/-/rejections?source=web") as response:
+                stored = (await response.json())["stored"]["web"]
+            assert stored["records"] == 1_000 and stored["dropped"] == 500
+
+    run(test)
