@@ -5,7 +5,8 @@
                                 to strip the token from the address bar; without access, a login form
     POST /-/console/login       the login form (token=T), same cookie
     GET  /-/console/console.js, console.css   (public: static code, no data)
-    GET  /-/console/state       JSON, polled every 2 s (relay.server.console.state)
+    GET  /-/console/state       JSON, polled every 2 s (relay.server.console.state; with several
+                                workers, each one's merged by relay.server.console.merge)
     POST /-/console/map         the mapping playground (relay.server.console.playground)
 
 Access is the admin endpoints' (server.auth.admin_allowed): the admin token, or a loopback
