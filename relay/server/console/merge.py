@@ -17,8 +17,9 @@ Pure functions over JSON values: the parts travel between workers as JSON.
 
 from __future__ import annotations
 
-import bisect
+import operator
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 
 from relay.server.console.history import INTERVAL
@@ -39,6 +40,8 @@ def merge_states(parts: list[Mapping[str, Any]], missing: Iterable[tuple[int, st
                 for w, why in missing]
     workers.sort(key=lambda w: w["worker"])
     several = len(workers) > 1
+    if not several:  # one worker: its state as it is (no merge cost on every poll)
+        return {**{k: v for k, v in first.items() if k != "worker"}, "workers": workers}
     problems = [f"worker {w['worker']}: {p}" if several else p for w in workers for p in w["problems"]]
     started = min(p["started"] for p in parts)
     reload = max((p["reload"] for p in parts), key=lambda r: r["at"])
@@ -115,28 +118,28 @@ def _rates(rates: Iterable[Mapping[str, float | None]]) -> dict[str, float | Non
 def merge_series(series: list[Mapping[str, list[float]]]) -> dict[str, list[float]]:
     """Point-by-point sums of chart series ({"t": times, figure: values}) aligned by time."""
     reference = max(series, key=lambda s: len(s["t"]))  # the first of the longest
+    axis = tuple(reference["t"])
     figures = [k for k in reference if k != "t"]
-    out: dict[str, list[float]] = {"t": list(reference["t"]), **{f: [0.0] * len(reference["t"]) for f in figures}}
+    sums: dict[str, list[float]] = {f: [0.0] * len(axis) for f in figures}
     for one in series:
-        times = one["t"]
-        for i, at in enumerate(reference["t"]):
-            j = _nearest(times, at)
-            if j is None:
-                continue
-            for f in figures:
-                values = one.get(f)
-                if values is not None:
-                    out[f][i] += values[j]
-    for f in figures:
-        out[f] = [round(v, 3) for v in out[f]]
-    return out
+        index = _alignment(axis, tuple(one["t"]))
+        for f in figures:
+            values = one.get(f)
+            if values is not None:  # index len(values) is the 0.0 appended: no point of this worker there
+                aligned = map([*values, 0.0].__getitem__, index)
+                sums[f] = list(map(operator.add, sums[f], aligned))  # C loops: this runs on every poll
+    # not rounded again: each worker's rates are (to 3 places), and round() would cost most of the merge
+    return {"t": list(axis), **sums}
 
 
-def _nearest(times: list[float], at: float) -> int | None:
-    """The index of the time in (sorted) `times` nearest to `at`, if within ALIGN."""
-    k = bisect.bisect_left(times, at)
-    near = [j for j in (k - 1, k) if 0 <= j < len(times)]
-    if not near:
-        return None
-    j = min(near, key=lambda j: abs(times[j] - at))
-    return j if abs(times[j] - at) <= ALIGN else None
+@lru_cache(maxsize=64)  # every source and sink of a worker shares its sample times: aligned once per poll
+def _alignment(axis: tuple[float, ...], times: tuple[float, ...]) -> tuple[int, ...]:
+    """Per point of `axis`, the index of the point of `times` nearest to it if within ALIGN, else
+    len(times) (both sorted)."""
+    index = []
+    j = 0
+    for at in axis:
+        while j + 1 < len(times) and abs(times[j + 1] - at) <= abs(times[j] - at):
+            j += 1
+        index.append(j if times and abs(times[j] - at) <= ALIGN else len(times))
+    return tuple(index)

@@ -97,3 +97,12 @@ def test_a_gap_in_one_workers_samples_is_not_filled_from_a_far_point() -> None:
     b = {"t": [100.5, 115.2], "accepted": [2.0, 2.0]}
     assert merge_series([a, b])["accepted"] == [3.0, 1.0, 1.0, 3.0]
     assert merge_series([{"t": [], "accepted": []}, {"t": [], "accepted": []}]) == {"t": [], "accepted": []}
+
+
+def test_one_worker_state_is_passed_through_with_its_workers_entry() -> None:
+    series = {"t": [100.0, 105.0], "requests": [0.1, 0.2], "accepted": [0.1, 0.2], "repairs": [0.0, 0.0],
+              "rejected": [0.0, 0.0], "filtered": [0.0, 0.0]}
+    a = state(0, started=10.0, src=source(3.0, 1.0, [("range", 2)], series), snk=sink("paused", 5.0, None, None))
+    merged = merge_states([a])
+    assert merged == {**{k: v for k, v in a.items() if k != "worker"},
+                      "workers": [{"worker": 0, "ready": True, "problems": [], "uptime": 990.0}]}
