@@ -2,7 +2,9 @@
 
 As `relay dead-letter`: with the relay running, this asks it over its admin endpoints (it holds
 the store's index and the route table); with it stopped, it opens the queue directory itself and
-uses the config file as it is now. The queue directory's lock tells which.
+uses the config file as it is now. The queue directory's lock tells which. A queue written by
+several workers (`server.workers`) has a store per shard: offline, every shard on disk is read
+(and replayed into its own shard); online, the relay answers for all of them.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ import msgspec
 from relay.config import DEFAULT_CONFIG_PATH, Config, load
 from relay.errors import ConfigError, IngestError
 from relay.models import Rejection
+from relay.rejections.merge import merge_listings, merge_replays
 from relay.rejections.recent import RecentRejections
 from relay.rejections.redact import config_secrets, scrub
-from relay.rejections.replay import ReplayResult, replay
+from relay.rejections.replay import replay
 from relay.runtime import compile_routes
+from relay.store import shards
 from relay.store.outbox import Outbox
 from relay.store.queue import DiskQueue
 from relay.store.rejected import RejectedStore, unpack_record
@@ -41,36 +45,36 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="list as JSON")
 
 
-async def _offline(config: Config, action: str, source: str | None, limit: int) -> Any:
-    if source is not None and source not in config.sources:
-        raise KeyError(f"no source named {source!r} (sources: {', '.join(config.sources) or 'none'})")
-    queue = DiskQueue(config.queue.path, max_size=config.queue.max_size, sync=config.queue.sync)
-    snapshot = queue.open(lock=False)  # the caller holds the lock
+async def _offline_shard(config: Config, shard: int, action: str, names: list[str], limit: int) -> Any:
+    queue = DiskQueue(shards.shard_path(config.queue.path, shard), max_size=config.queue.max_size,
+                      sync=config.queue.sync)
+    snapshot = queue.open(lock=shard != 0)  # the caller holds shard 0's lock
     try:
         store = RejectedStore(queue, config.queue.rejected_max_size)
         await store.load()
-        names = [source] if source else list(config.sources)
         if action == "list":
             return await _listing(store, names, limit)
+        # what maps now is queued in this shard: its worker (or the one adopting it) delivers it
         outboxes = {name: Outbox(name, snapshot.get(name)) for name in config.sinks}
         routes = {route.name: route for route in compile_routes(config, outboxes).values()}
-        total = ReplayResult()
-        for name in names:
-            if store.records.get(name):
-                one = await replay(routes[name], store, queue)
-                total.replayed += one.replayed
-                total.accepted += one.accepted
-                total.filtered += one.filtered
-                total.still_rejected += one.still_rejected
-                for reason, n in one.reasons.items():
-                    total.reasons[reason] = total.reasons.get(reason, 0) + n
-        return msgspec.to_builtins(total)
+        results = [await replay(routes[name], store, queue) for name in names if store.records.get(name)]
+        return merge_replays([msgspec.to_builtins(one) for one in results])
     finally:
         queue.close()  # writes what is pending first
 
 
+async def _offline(config: Config, action: str, source: str | None, limit: int) -> Any:
+    """Every shard on disk, however many workers wrote the queue, merged into one answer."""
+    if source is not None and source not in config.sources:
+        raise KeyError(f"no source named {source!r} (sources: {', '.join(config.sources) or 'none'})")
+    names = [source] if source else list(config.sources)
+    parts = [await _offline_shard(config, shard, action, names, limit)
+             for shard in [0, *shards.existing(config.queue.path)]]
+    return merge_listings(parts, limit) if action == "list" else merge_replays(parts)
+
+
 async def _listing(store: RejectedStore, names: list[str], limit: int) -> Any:
-    """The stored records in the answer's shape (what the relay's memory held is gone with it)."""
+    """One shard's stored records in the answer's shape (what the relay's memory held is gone with it)."""
     ring = RecentRejections(max_records=max(limit, 1), max_bytes=2**62)
     for name in names:
         for _, item in await store.read((await store.keys(name))[-limit:] if limit > 0 else []):

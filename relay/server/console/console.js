@@ -185,12 +185,26 @@ function rejectionTop(source) {
 }
 let rejectionsTop = null;
 
+// With server.workers > 1: how many, and a dot per worker (green: ready), its problems as the tooltip
+function drawWorkers(workers) {
+  $("workers-fact").hidden = workers.length < 2;
+  if (workers.length < 2) return;
+  const notReady = workers.filter((w) => !w.ready).length;
+  $("workers").replaceChildren(
+    el("span", {}, workers.length + (notReady ? " (" + notReady + " not ready) " : " ")),
+    ...workers.map((w) => el("span", {
+      class: "worker-dot " + (w.ready ? "ok" : "bad-text"), "data-worker": w.worker, "data-ready": w.ready,
+      title: "worker " + w.worker + (w.ready ? ": ready" : ": " + w.problems.join("; ")),
+    }, "●")));
+}
+
 function drawHeader() {
   $("version").textContent = "v" + state.version;
   const ready = $("ready");
   ready.dataset.state = state.ready ? "ready" : "not ready";
   ready.textContent = state.ready ? "ready" : "not ready";
   $("uptime").textContent = duration(state.uptime);
+  drawWorkers(state.workers || []);
   const rl = state.reload;
   $("reload").textContent = (rl.result === "started" ? "started " : rl.result + " ") + ago(rl.at);
   $("reload").title = clock(rl.at) + ": " + rl.detail;

@@ -5,7 +5,8 @@
                                 to strip the token from the address bar; without access, a login form
     POST /-/console/login       the login form (token=T), same cookie
     GET  /-/console/console.js, console.css   (public: static code, no data)
-    GET  /-/console/state       JSON, polled every 2 s (relay.server.console.state)
+    GET  /-/console/state       JSON, polled every 2 s (relay.server.console.state; with several
+                                workers, each one's merged by relay.server.console.merge)
     POST /-/console/map         the mapping playground (relay.server.console.playground)
 
 Access is the admin endpoints' (server.auth.admin_allowed): the admin token, or a loopback
@@ -19,19 +20,26 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Mapping
 from functools import cache
 from html import escape
 from importlib import resources
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from relay.server import siblings
 from relay.server.auth import CONSOLE_COOKIE, admin_allowed, console_session
 from relay.server.console.history import INTERVAL, History
+from relay.server.console.merge import merge_states
 from relay.server.console.playground import PlaygroundError, parse_request, run_playground
 from relay.server.console.state import build_state, current_sample
 from relay.server.keys import HISTORY, RUNTIME
 from relay.server.replies import reply
+
+if TYPE_CHECKING:
+    from relay.runtime import Runtime
 
 ASSETS = {"console.js": "text/javascript", "console.css": "text/css"}
 # Everything comes from the relay itself: no CDN, no inline script, no framing.
@@ -46,6 +54,8 @@ _LOGIN = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>re
 <label><span>Admin token (<code>server.admin_token</code>)</span>
 <input type="password" name="token" autocomplete="current-password" autofocus></label>
 <button type="submit">Open the console</button></form></body></html>"""
+# This process's History, for the sibling view (a view gets the runtime, not the app)
+_HISTORIES: weakref.WeakKeyDictionary[Runtime, History] = weakref.WeakKeyDictionary()
 _NO_TOKEN = ("This relay has no server.admin_token, so its console answers only on this machine "
              "(a loopback client). Set server.admin_token to open it from elsewhere.")
 
@@ -119,9 +129,17 @@ async def handle_asset(request: web.Request) -> web.Response:
     return web.Response(body=_asset(name), content_type=ASSETS[name], charset="utf-8", headers=HEADERS)
 
 
+@siblings.view("console/state")
+async def local_state(runtime: Runtime, query: Mapping[str, str]) -> dict[str, Any]:
+    """This worker's own state (merged by whichever worker the page asked: console/merge.py)."""
+    return {**build_state(runtime, _HISTORIES.get(runtime) or History()), "worker": runtime.worker}
+
+
 async def handle_state(request: web.Request) -> web.Response:
     _guard(request)
-    state = build_state(request.app[RUNTIME], request.app[HISTORY])
+    runtime = request.app[RUNTIME]
+    answers = await request.app[siblings.SIBLINGS].everyone("console/state", request.query, runtime)
+    state = merge_states([a.value for a in answers if a.ok], [(a.worker, a.error or "") for a in answers if not a.ok])
     # the recent-rejections panel polls /-/rejections only where this relay serves it
     state["rejections"] = any(r.canonical == "/-/rejections" for r in request.app.router.resources())
     return reply(200, state, headers={"Cache-Control": "no-store"})
@@ -142,6 +160,7 @@ async def handle_map(request: web.Request) -> web.Response:
 async def sampling(app: web.Application) -> AsyncIterator[None]:
     """Start-up step: a sample into the console's history now and every INTERVAL seconds."""
     runtime, history = app[RUNTIME], app[HISTORY]
+    _HISTORIES[runtime] = history
 
     async def loop() -> None:
         while True:
