@@ -79,9 +79,10 @@ class _Writer:
 
 
 class _Compiler:
-    def __init__(self, spec: MappingSpec, *, track: bool) -> None:
+    def __init__(self, spec: MappingSpec, *, track: bool, attrs: dict[str, str] | None = None) -> None:
         self.spec = spec
         self.track = track  # keep `f` = the field being mapped, for the rejection when a rule raises
+        self.attrs = attrs  # records are a RecordShape Struct: key -> attribute (None: records are dicts)
         self.w = _Writer()
         self.headers: dict[str, str] = {}  # header name -> local
         self.derived: dict[str, list[str]] = {}  # target -> locals holding parser outputs, in order
@@ -107,6 +108,8 @@ class _Compiler:
                 self.headers[name] = f"hdr{len(self.headers)}"
             return self.headers[name]
         if path.simple:
+            if self.attrs is not None:
+                return f"r.{self.attrs[str(path.steps[0])]}"
             return f"r.get({path.steps[0]!r})"
         return f"_get(r, {self.w.const(path.steps, '_steps')}, {path.joinable})"
 
@@ -301,12 +304,15 @@ class _Compiler:
         head += [
             "    for i, r in enumerate(records):",
             "        et = None",
-            "        if r.__class__ is not dict:",
-            "            r, et = _unwrap(r)",
-            "            if r is None:",
-            "                rejected.append(_not_object(i, records[i]))",
-            "                continue",
         ]
+        if self.attrs is None:  # a Struct record is an object by construction, and has no event time
+            head += [
+                "        if r.__class__ is not dict:",
+                "            r, et = _unwrap(r)",
+                "            if r is None:",
+                "                rejected.append(_not_object(i, records[i]))",
+                "                continue",
+            ]
         head += [f"        {local} = None" for local in derived_locals]
         head += ["        try:"]
         tail = [
@@ -342,16 +348,18 @@ def _diagnoser(tracked: Batch) -> Callable[..., Rejection]:
     return diagnose
 
 
-def _build(spec: MappingSpec, *, track: bool, extra: dict[str, Any]) -> tuple[Batch, str]:
-    source, names = _Compiler(spec, track=track).build()
+def _build(spec: MappingSpec, *, track: bool, extra: dict[str, Any],
+           attrs: dict[str, str] | None = None) -> tuple[Batch, str]:
+    source, names = _Compiler(spec, track=track, attrs=attrs).build()
     code = compile(source, f"<mapping {spec.name}>", "exec")
     namespace = {**names, **extra}
     exec(code, namespace)
     return namespace["map_batch"], source
 
 
-def compile_spec(spec: MappingSpec) -> tuple[Batch, str]:
+def compile_spec(spec: MappingSpec, attrs: dict[str, str] | None = None) -> tuple[Batch, str]:
     """The batch function for `spec`, and its source text. The fast version does not track which
-    field it is on; when a rule raises, its twin (same code, tracking) names the field."""
-    tracked, _ = _build(spec, track=True, extra={})
-    return _build(spec, track=False, extra={"_diagnose": _diagnoser(tracked)})
+    field it is on; when a rule raises, its twin (same code, tracking) names the field.
+    `attrs`: the function takes RecordShape Structs (key -> attribute), not dicts."""
+    tracked, _ = _build(spec, track=True, extra={}, attrs=attrs)
+    return _build(spec, track=False, extra={"_diagnose": _diagnoser(tracked)}, attrs=attrs)

@@ -69,9 +69,18 @@ def prepare(route: Route, body: bytes, *, content_type: str | None, content_enco
             if start == b"[" or (start == b"{" and kind == "lines") else None
         if entries is not None:  # every entry valid as it came: nothing to map, reject or repair
             return Prepared(MapResult(entries, []), _encode_lines(entries), len(entries), [])
-    decoded = decode_data(kind, data)
     tag = headers.get(route.config.tag_header) if route.config.tag_header else None
     ctx = RecordContext(source=route.name, tag=tag, headers=headers, host=route.config.host)
+    shape = route.mapper.shape
+    if shape is not None and kind in _TYPED_KINDS:  # only the keys the mapping reads (mapping/shape.py)
+        start = data[:1]
+        records = shape.decode(data, lines=start != b"[") if start == b"[" or (start == b"{" and kind == "lines") \
+            else None
+        if records is not None:
+            shaped = route.mapper.map_records(records, ctx, route.validator, shaped=True)
+            lines = _encode_lines(shaped.entries) if shaped.entries else b""
+            return Prepared(shaped, lines, len(records), shaped.rejections)
+    decoded = decode_data(kind, data)
     # decoding may have dropped records: indexes name the rest by their place in the body
     result = route.mapper.map_records(decoded.records, ctx, route.validator, decoded.indexes)
     rejections = result.rejections
