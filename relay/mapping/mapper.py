@@ -42,7 +42,7 @@ class Mapper:
         repairs: dict[str, int] = {}
         batch = self._typed_batch if shaped else self._batch
         assert batch is not None, "shaped records for a mapping without a shape"
-        entries, rejections, filtered = batch(records, ctx, validator.check, repairs)
+        entries, rejections, filtered = batch(records, ctx, validator.check, repairs, validator.fast_parts())
         if indexes is not None and rejections:
             rejections = [Rejection(indexes[r.index], r.field, r.reason, r.message)
                           if r.index < len(indexes) else r for r in rejections]
