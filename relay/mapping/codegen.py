@@ -2,14 +2,15 @@
 
 The function is generated as source and `compile()`d once per mapping: every
 rule becomes straight-line code on local variables (plain `record.get(key)`
-for plain keys, no per-record dicts), then one call to `Validator.check`,
-which builds the `Entry`. Its shape:
+for plain keys, no per-record dicts; `r.k3` when the records are the mapping's
+record Struct, see shape.py), then `Validator.check`'s fast path inline
+(fused.py), which builds the `Entry`, or a call to `check` for the rest. Its shape:
 
-    def map_batch(records, ctx, check, repairs):
-        ...per-batch values: ctx.host, $tag, $header.X...
+    def map_batch(records, ctx, check, repairs, fast=None):
+        ...per-batch values: ctx.host, $tag, $header.X, the validator's fast parts...
         for i, r in enumerate(records):
             ...one block per target field (rule, then parser fallbacks, the
-               source's host, the default), drop_if, then check(...)
+               source's host, the default), drop_if, then the fused check
         return entries, rejected, filtered
 
 `Mapper.source` keeps the generated text for debugging (`relay map --show-code`).
