@@ -78,8 +78,12 @@ def prepare(route: Route, body: bytes, *, content_type: str | None, content_enco
             else None
         if records is not None:
             shaped = route.mapper.map_records(records, ctx, route.validator, shaped=True)
-            lines = _encode_lines(shaped.entries) if shaped.entries else b""
-            return Prepared(shaped, lines, len(records), shaped.rejections)
+            # A rejection names its record, and a Struct holds only the keys the mapping reads:
+            # a body with one is mapped again from dicts (rare, and then everything about it is
+            # as before). Repairs and drop_if counts are the same both ways.
+            if not shaped.rejections:
+                lines = _encode_lines(shaped.entries) if shaped.entries else b""
+                return Prepared(shaped, lines, len(records), [])
     decoded = decode_data(kind, data)
     # decoding may have dropped records: indexes name the rest by their place in the body
     result = route.mapper.map_records(decoded.records, ctx, route.validator, decoded.indexes)

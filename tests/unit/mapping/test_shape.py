@@ -108,6 +108,20 @@ def test_fluent_bit_fixtures_map_the_same(folder: Any) -> None:
     assert got[1] == request["record_count"] and got[0], got[2]
 
 
+def test_a_body_with_a_rejection_is_mapped_again_from_dicts(monkeypatch: pytest.MonkeyPatch) -> None:
+    shaped, _ = routes("fluentbit-nginx")
+    ok = {"date": NOW - 60, "remote": "192.0.2.1", "method": "GET", "path": "/", "code": "200", "agent": "ua",
+          "user": "kept"}
+    calls: list[Any] = []
+    real = pipeline.decode_data
+    monkeypatch.setattr(pipeline, "decode_data", lambda *args: calls.append(args) or real(*args))
+    assert not pipeline.prepare(shaped, json.dumps([ok, ok]).encode(), content_type="application/json",
+                                content_encoding=None, headers={}, max_size=LIMIT).rejections and not calls
+    prepared = pipeline.prepare(shaped, json.dumps([ok, {**ok, "code": "999"}]).encode(),
+                                content_type="application/json", content_encoding=None, headers={}, max_size=LIMIT)
+    assert [r.index for r in prepared.rejections] == [1] and len(calls) == 1  # the record, whole, from dicts
+
+
 def test_a_body_with_a_non_object_takes_the_dict_path_and_its_rejection() -> None:
     ok = {"date": NOW - 60, "remote": "192.0.2.1", "method": "GET", "path": "/", "code": "200", "agent": "ua"}
     got = same("fluentbit-nginx", json.dumps([ok, "oops", [1, 2], ok]).encode())
