@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "mock-upstream": ("relay.tools.mock_upstream", "run a local stand-in of the upstream API"),
     "bench": ("relay.tools.bench.command", "measure end-to-end throughput"),
     "dead-letter": ("relay.commands.dead_letter", "inspect and re-send what upstream refused"),
+    "rejected": ("relay.commands.rejected", "list the records the mapping rejected, and map them again after a fix"),
     "status": ("relay.commands.status", "live view of a running relay"),
     "queue": ("relay.commands.queue", "check a stopped relay's queue, or salvage what is readable"),
 }

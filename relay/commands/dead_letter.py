@@ -2,7 +2,9 @@
 
 With the relay running, this asks it over its admin endpoints (so its
 in-memory queue state stays right); with it stopped, it works on the queue
-directory directly. The queue directory's lock tells which.
+directory directly. The queue directory's lock tells which. A queue written by
+several workers (`server.workers`) has one store per shard: offline, every
+shard is read; online, the relay answers for all of them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import msgspec
 
 from relay.config import DEFAULT_CONFIG_PATH, Config, load
 from relay.errors import ConfigError
+from relay.store import shards
 from relay.store.deadletters import DeadLetters
 from relay.store.outbox import Outbox
 from relay.store.queue import DiskQueue
@@ -32,17 +35,31 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="list as JSON")
 
 
-async def _offline(config: Config, action: str, sink: str | None) -> Any:
-    queue = DiskQueue(config.queue.path, max_size=config.queue.max_size, sync=config.queue.sync)
-    snapshot = queue.open(lock=False)  # the caller holds the lock
+async def _offline_shard(config: Config, shard: int, action: str, sink: str | None) -> Any:
+    queue = DiskQueue(shards.shard_path(config.queue.path, shard), max_size=config.queue.max_size,
+                      sync=config.queue.sync)
+    snapshot = queue.open(lock=shard != 0)  # the caller holds shard 0's lock
     try:
         outboxes = {name: Outbox(name, found) for name, found in snapshot.items()}
+        if sink is not None and sink not in outboxes and sink in config.sinks:
+            outboxes[sink] = Outbox(sink)  # a configured sink with nothing in this shard
         store = DeadLetters(queue, outboxes, config.queue.dead_letter_max_size)
         if action == "list":
-            return {"dead_letters": msgspec.to_builtins(await store.list(sink))}
-        return {"status": "replayed", "entries": await store.replay(sink)}
+            # plain JSON values (msgspec.to_builtins cannot take the raw JSON entries)
+            return msgspec.json.decode(msgspec.json.encode(await store.list(sink)))
+        return await store.replay(sink)
     finally:
         queue.close()
+
+
+async def _offline(config: Config, action: str, sink: str | None) -> Any:
+    several = [0, *shards.existing(config.queue.path)]  # every shard on disk, however many workers wrote it
+    parts = {shard: await _offline_shard(config, shard, action, sink) for shard in several}
+    if action == "replay":
+        return {"status": "replayed", "entries": sum(parts.values())}
+    if len(several) == 1:
+        return {"dead_letters": parts[0]}
+    return {"dead_letters": [{**letter, "worker": shard} for shard, letters in parts.items() for letter in letters]}
 
 
 def _online(config: Config, action: str, sink: str | None) -> Any:

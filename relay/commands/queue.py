@@ -14,7 +14,8 @@ import sys
 
 from relay.config import DEFAULT_CONFIG_PATH, load
 from relay.errors import ConfigError
-from relay.store import salvage
+from relay.store import counts, salvage
+from relay.store.damage import lost_figure
 from relay.store.queue import DiskQueue
 
 
@@ -46,11 +47,14 @@ def _in_use(path: str) -> bool:
     return False
 
 
-def print_report(report: salvage.Report) -> None:
+def print_report(report: salvage.Report, queue_dir: str) -> None:
     print(f"database {report.path}: read in {report.seconds:.2f}s")
     if not report.readable:
         print(f"  unreadable: {report.how}")
+        print(f"  lost: {lost_figure(counts.read(queue_dir))}")
         return
+    if report.rebuilt_first_page:
+        print("  first page (file header and schema) unreadable: read through a copy with it rebuilt")
     print("  integrity: " + ("ok" if not report.problems else f"DAMAGED ({len(report.problems)} problems, e.g. "
                               f"{report.problems[0]})"))
     for sink, kinds in sorted(report.sinks.items()):
@@ -73,17 +77,19 @@ def run(args: argparse.Namespace) -> int:
     if _in_use(path):
         print(f"relay queue: {path} is in use by a running relay; stop it first", file=sys.stderr)
         return 2
+    make_cache = DiskQueue(path, max_size=2**62).make_cache  # how the queue makes its database
     if args.action == "check":
-        report = salvage.read(os.path.join(path, salvage.DBNAME), full_check=args.full)
-        print_report(report)
+        report = salvage.read(os.path.join(path, salvage.DBNAME), full_check=args.full, make_cache=make_cache)
+        print_report(report, path)
         return 1 if report.damaged else 0
     destination = str(args.destination)
     if os.path.exists(destination) and os.listdir(destination):
         print(f"relay queue: {destination} is not empty", file=sys.stderr)
         return 2
     fresh = DiskQueue(destination, max_size=2**62).make_cache(destination)
-    copied = salvage.copy_into(os.path.join(path, salvage.DBNAME), fresh)
-    print_report(copied)
+    # A first page to rebuild is rebuilt in a copy on the destination's volume, not the damaged one.
+    copied = salvage.copy_into(os.path.join(path, salvage.DBNAME), fresh, make_cache, work_dir=destination)
+    print_report(copied, path)
     kept = sum(f.entries for kinds in copied.sinks.values() for f in kinds.values())
     print(f"salvage: {kept:,} entries copied into {destination} in {copied.seconds:.2f}s; "
           f"{copied.lost_entries:,} entries could not be read")

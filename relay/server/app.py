@@ -3,12 +3,15 @@
 `cleanup_ctx` runs the steps in order when the runner is set up (before the
 socket listens) and undoes them in reverse when it is cleaned up (after the
 socket is closed and requests in flight are done): the queue opens first and
-closes last; the senders start after it and stop, within what is left of
-`server.shutdown_grace`, before it closes.
+closes last; its counts.json is kept from then on, and written a last time
+after the senders stopped; the senders start last and stop, within what is
+left of `server.shutdown_grace`, first.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,16 +19,35 @@ from aiohttp import web
 
 from relay.config import ServerConfig
 from relay.runtime import Runtime
-from relay.server import admin, ingest, probes
+from relay.server import admin, ingest, probes, rejections
+from relay.server.console import routes as console
 from relay.server.keys import RUNTIME, SHUTDOWN, ShutdownClock
 from relay.server.replies import json_errors
+from relay.server.siblings import SIBLINGS, Siblings
 
 
 async def _queue(app: web.Application) -> AsyncIterator[None]:
     runtime = app[RUNTIME]
     runtime.open_queue()  # rebuilds each sink's state from disk
+    await runtime.open_rejected()
     yield
     runtime.queue.close()
+
+
+async def _counts(app: web.Application) -> AsyncIterator[None]:
+    runtime = app[RUNTIME]
+    task = asyncio.create_task(runtime.keep_counts())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    runtime.queue.write_counts(runtime.counts())  # the senders have stopped: the final figures
+
+
+async def _siblings(app: web.Application) -> AsyncIterator[None]:
+    await app[SIBLINGS].start(app[RUNTIME])  # this worker's views, for its siblings (siblings.py)
+    yield
+    await app[SIBLINGS].stop()
 
 
 async def _senders(app: web.Application) -> AsyncIterator[None]:
@@ -40,9 +62,12 @@ def build_app(runtime: Runtime) -> web.Application:
     app = web.Application(client_max_size=runtime.config.server.max_body_size, middlewares=[json_errors])
     app[RUNTIME] = runtime
     app[SHUTDOWN] = ShutdownClock(float(runtime.config.server.shutdown_grace))
-    app.cleanup_ctx.extend([_queue, _senders])
+    app[SIBLINGS] = Siblings(runtime.config.queue.path, runtime.worker, runtime.workers)
+    app.cleanup_ctx.extend([_queue, _counts, _siblings, _senders])
     probes.add_routes(app)
     admin.add_routes(app)
+    console.add_routes(app)  # its history sampler starts after the queue opened
+    rejections.add_routes(app)
     ingest.add_routes(app)  # last: it takes POST on every other path
     return app
 

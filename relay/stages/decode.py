@@ -117,14 +117,16 @@ class _Kept:
         self.records: list[Any] = []
         self.errors: list[Rejection] = []
         self.indexes: list[int] = []
+        self.bad: list[Any] = []
 
     def keep(self, value: Any) -> None:
         self.indexes.append(len(self.records) + len(self.errors))
         self.records.append(value)
 
-    def reject(self, reason: str, message: str) -> None:
+    def reject(self, reason: str, message: str, bad: Any = None) -> None:
         index = len(self.records) + len(self.errors)
         self.errors.append(Rejection(index=index, field=None, reason=reason, message=message))
+        self.bad.append(bad)
 
     def result(self, fmt: str, what: str) -> Decoded:
         if not self.errors:
@@ -133,7 +135,7 @@ class _Kept:
             more = f" (and {len(self.errors) - 1} more)" if len(self.errors) > 1 else ""
             raise BadRequest(f"no record could be decoded from the {what} body: "
                              f"{self.errors[0].message}{more}")
-        return Decoded(records=self.records, format=fmt, errors=self.errors, indexes=self.indexes)
+        return Decoded(records=self.records, format=fmt, errors=self.errors, indexes=self.indexes, bad=self.bad)
 
 
 def _decode_json(data: bytes, *, first: int, lines: bool) -> Decoded:
@@ -179,7 +181,7 @@ def _per_line(data: bytes) -> _Kept:
                     kept.keep(value)
             except _JSON_ERRORS as exc:
                 problem = _json_problem(exc, line, start)
-                kept.reject("invalid_json", f"line {line_no} is not valid JSON: {problem}")
+                kept.reject("invalid_json", f"line {line_no} is not valid JSON: {problem}", line)
         start += len(line) + 1
     return kept
 
@@ -207,7 +209,8 @@ def _per_object(data: bytes) -> _Kept:
                     j += 1
                     continue
                 problem = _json_problem(exc, data[start : ends[k]], start)
-                kept.reject("invalid_json", f"object at byte {start} is not valid JSON: {problem}")
+                kept.reject("invalid_json", f"object at byte {start} is not valid JSON: {problem}",
+                            data[start : ends[k]])
                 j = k
             break
         start, k = ends[j], j + 1
@@ -287,7 +290,7 @@ def _decode_msgpack(data: bytes) -> Decoded:
             if record is None:
                 shape = f"an array of {len(event)}" if type(event) is list else f"a {type(event).__name__}"
                 kept.reject("invalid_event", f"event at byte {pos} is {shape}; expected "
-                            "[[time, metadata], record], [time, record] or a map")
+                            "[[time, metadata], record], [time, record] or a map", event)
             else:
                 kept.keep(record)
             pos = unpacker.tell()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
@@ -18,13 +19,15 @@ from relay.config import SourceConfig
 from relay.errors import Unavailable
 from relay.mapping import Mapper
 from relay.mapping.spec import is_passthrough
-from relay.models import IngestResult, MapResult, RecordContext, Rejection
+from relay.models import Decoded, IngestResult, MapResult, RecordContext, Rejection
+from relay.stages.compression import decompress
 from relay.stages.decode import decode_data, inflate
+from relay.stages.protocols import DecodeFn, decoder
 from relay.stages.schema import Validator
 from relay.stages.typed import TypedRoute
 from relay.store.outbox import Outbox
 from relay.store.outbox import commit as outbox_commit
-from relay.store.queue import DiskQueue
+from relay.store.queue import Also, DiskQueue
 from relay.telemetry import Metrics
 
 ROOM_WAIT = 10.0  # seconds a request may wait for a CPU-starved batcher before a 503
@@ -46,10 +49,18 @@ class Route:
     tokens: list[bytes] = field(default_factory=list)
     # the typed fast route, for a mapping that takes upstream form as it is (None: every body per record)
     typed: TypedRoute | None = None
+    # a native protocol's decoder (sources.X.protocol); None: plain HTTP, decoded by stages.decode
+    decode: DecodeFn | None = None
 
     def __post_init__(self) -> None:
-        if self.typed is None and is_passthrough(self.mapper.spec):
+        if self.config.protocol != "http":
+            self.decode = decoder(self.config.protocol)
+        elif self.typed is None and is_passthrough(self.mapper.spec):
             self.typed = TypedRoute()
+
+    @property
+    def protocol(self) -> str:
+        return self.config.protocol
 
 
 @dataclass
@@ -58,44 +69,70 @@ class Prepared:
     lines: bytes
     received: int
     rejections: list[Rejection]
+    # each rejection with what it points at (the decoded record, or the bytes of an undecodable
+    # line): built only when there are rejections, for the rejected-records ring and store
+    rejected: list[tuple[Rejection, Any]] = field(default_factory=list)
+    tag: str | None = None
+    meta: Any = None  # Decoded.meta: what a native protocol's answer needs
 
 
 def prepare(route: Route, body: bytes, *, content_type: str | None, content_encoding: str | None,
-            headers: Mapping[str, str], max_size: int) -> Prepared:
-    kind, data = inflate(body, content_type=content_type, content_encoding=content_encoding, max_size=max_size)
-    if route.typed is not None and kind in _TYPED_KINDS:
-        start = data[:1]
-        entries = route.typed.entries(data, lines=start != b"[", validator=route.validator) \
-            if start == b"[" or (start == b"{" and kind == "lines") else None
-        if entries is not None:  # every entry valid as it came: nothing to map, reject or repair
-            return Prepared(MapResult(entries, []), _encode_lines(entries), len(entries), [])
+            headers: Mapping[str, str], max_size: int, path: str = "") -> Prepared:
     tag = headers.get(route.config.tag_header) if route.config.tag_header else None
     ctx = RecordContext(source=route.name, tag=tag, headers=headers, host=route.config.host)
-    shape = route.mapper.shape
-    if shape is not None and kind in _TYPED_KINDS:  # only the keys the mapping reads (mapping/shape.py)
+    if route.decode is not None:
+        data = decompress(body, content_encoding, max_size)
+        decoded = route.decode(data, content_type=content_type, path=path, max_size=max_size)
+    else:
+        kind, data = inflate(body, content_type=content_type, content_encoding=content_encoding, max_size=max_size)
         start = data[:1]
-        records = shape.decode(data, lines=start != b"[") if start == b"[" or (start == b"{" and kind == "lines") \
-            else None
-        if records is not None:
-            shaped = route.mapper.map_records(records, ctx, route.validator, shaped=True)
-            # A rejection names its record, and a Struct holds only the keys the mapping reads:
-            # a body with one is mapped again from dicts (rare, and then everything about it is
-            # as before). Repairs and drop_if counts are the same both ways.
-            if not shaped.rejections:
-                lines = _encode_lines(shaped.entries) if shaped.entries else b""
-                return Prepared(shaped, lines, len(records), [])
-    decoded = decode_data(kind, data)
+        as_typed = kind in _TYPED_KINDS and (start == b"[" or (start == b"{" and kind == "lines"))
+        if route.typed is not None and as_typed:
+            entries = route.typed.entries(data, lines=start != b"[", validator=route.validator)
+            if entries is not None:  # every entry valid as it came: nothing to map, reject or repair
+                return Prepared(MapResult(entries, []), _encode_lines(entries), len(entries), [])
+        shape = route.mapper.shape
+        if shape is not None and as_typed:  # only the keys the mapping reads (mapping/shape.py)
+            records = shape.decode(data, lines=start != b"[")
+            if records is not None:
+                shaped = route.mapper.map_records(records, ctx, route.validator, shaped=True)
+                # A rejection names its record, and a Struct holds only the keys the mapping reads:
+                # a body with one is mapped again from dicts (rare, and then everything about it is
+                # as before). Repairs and drop_if counts are the same both ways.
+                if not shaped.rejections:
+                    lines = _encode_lines(shaped.entries) if shaped.entries else b""
+                    return Prepared(shaped, lines, len(records), [], [], tag)
+        decoded = decode_data(kind, data)
     # decoding may have dropped records: indexes name the rest by their place in the body
     result = route.mapper.map_records(decoded.records, ctx, route.validator, decoded.indexes)
     rejections = result.rejections
     if decoded.errors:
         rejections = sorted([*decoded.errors, *rejections], key=lambda r: r.index)
     lines = _encode_lines(result.entries) if result.entries else b""
-    return Prepared(result, lines, len(decoded.records) + len(decoded.errors), rejections)
+    return Prepared(result, lines, len(decoded.records) + len(decoded.errors), rejections,
+                    _pointed_at(decoded, rejections) if rejections else [], tag, decoded.meta)
 
 
-async def commit(route: Route, prepared: Prepared, queue: DiskQueue) -> None:
-    """Append the entries to every routed sink's inbox in one transaction."""
+def _pointed_at(decoded: Decoded, rejections: list[Rejection]) -> list[tuple[Rejection, Any]]:
+    """Each rejection with its record: O(rejections), plus one pass over `indexes` when decoding
+    dropped some records (then rejection indexes count in the body, not in `records`)."""
+    records = decoded.records
+    bad = {r.index: what for r, what in zip(decoded.errors, decoded.bad, strict=False)}
+    place = {index: at for at, index in enumerate(decoded.indexes)} if decoded.indexes is not None else None
+    out: list[tuple[Rejection, Any]] = []
+    for rejection in rejections:
+        index = rejection.index
+        if index in bad:
+            out.append((rejection, bad[index]))
+            continue
+        at = place.get(index) if place is not None else index
+        out.append((rejection, records[at] if at is not None and 0 <= at < len(records) else None))
+    return out
+
+
+async def commit(route: Route, prepared: Prepared, queue: DiskQueue, also: Also | None = None) -> None:
+    """Append the entries to every routed sink's inbox in one transaction (`also`: further
+    writes that must be in the same transaction, e.g. a replay removing what it re-queued)."""
     count = len(prepared.result.entries)
     if not count:
         return
@@ -106,7 +143,7 @@ async def commit(route: Route, prepared: Prepared, queue: DiskQueue) -> None:
         except TimeoutError:
             raise Unavailable(f"sink {outbox.name} is {outbox.unsealed} entries behind; retry later",
                               retry_after=5.0) from None
-    await outbox_commit(queue, outboxes, count, prepared.lines)
+    await outbox_commit(queue, outboxes, count, prepared.lines, also)
 
 
 def answer(prepared: Prepared) -> IngestResult:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from relay.errors import QueueError
-from relay.store import salvage
+from relay.store import counts, salvage
 
 log = logging.getLogger("relay.queue")
 Cache = Any  # a diskcache.Cache; only queue.py (and layout.py) import diskcache
@@ -58,19 +58,33 @@ class Damage:
         log.error("queue: %s is damaged (%s); salvaging every readable item into a fresh database", db, why)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         keep_if_unreadable = at_start and self.on_unreadable == "exit"
+        held = counts.read(self.path)  # before anything moves: what the queue last said it held
         report, aside = salvage.rebuild(self.path, self._make_cache, stamp, require_readable=keep_if_unreadable)
         if not report.readable and keep_if_unreadable:
-            raise QueueError(f"nothing of the queue database {db} can be read ({report.how}); it is left as "
-                             "it is. Move it aside to start with an empty queue (or set queue.on_unreadable "
-                             "= \"start_empty\")")
+            raise QueueError(f"nothing of the queue database {db} can be read ({report.how}); {lost_figure(held)}; "
+                             "it is left as it is. Move it aside to start with an empty queue (or set "
+                             "queue.on_unreadable = \"start_empty\")")
         cache = self._make_cache(self.path)
         self.quarantined += report.lost_items + report.unknown_items
         self.entries_lost += report.lost_entries
         self._lost.update(report.lost_keys)
         line = (f"queue salvaged {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC in "
                 f"{report.seconds:.1f}s: {report.summary()}; damaged copy kept in {aside}")
+        if report.rebuilt_first_page:
+            line += " (its first page was rebuilt to read it)"
+        queued = sum(f.entries for kinds in report.sinks.values() for kind, f in kinds.items()
+                     if kind in ("inbox", "batches"))
+        if report.readable and held is not None and held.entries > queued + report.lost_entries:
+            # More went missing than the pages that could be read account for: say so, uncounted
+            # (the figures may be seconds old, and deliveries since then are not in them).
+            line += f"; {counts.FILE} had said the queue held {held.describe()}"
         if not report.readable:
-            line += " (nothing of it could be read: started empty)"
+            # Nothing to count from: the figures the queue last wrote beside the database are the
+            # best there is, and far better than reporting 0 lost.
+            if held is not None:
+                self.quarantined += held.items
+                self.entries_lost += held.entries
+            line += f" (nothing of it could be read: started empty; lost {lost_figure(held)})"
         self.salvages.append(line)
         log.error("%s (%s)", line, report.how)
         return cache
@@ -88,3 +102,10 @@ class Damage:
         parsed = salvage.parse_key(key)
         self.quarantined += 1
         self.entries_lost += parsed[2] if parsed else 0
+
+
+def lost_figure(held: counts.Counts | None) -> str:
+    """What a wholly unreadable database held, as far as counts.json tells."""
+    if held is None:
+        return f"an unknown number of entries (no {counts.FILE} to tell)"
+    return held.describe()

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 
+from relay.store.shards import is_shard_dir
+
 # An item costs more than its value: a row header, its key, B-tree pages not full.
 PAGE_OVERHEAD = 1.25
 MIN_WAL_LIMIT = 32 * 2**10
@@ -20,8 +22,10 @@ DAMAGED_DIR = "damaged"  # queue.path/damaged/<time>/: databases a salvage moved
 MAX_WAL_LIMIT = 4 * 2**20  # about SQLite's default checkpoint (1,000 pages): min_free_space covers it
 
 
-def allocated_bytes(path: str) -> int:
-    """Allocated bytes of the directory and everything under it (`du -s --block-size=1`)."""
+def allocated_bytes(path: str, top: str | None = None) -> int:
+    """Allocated bytes of the directory and everything under it (`du -s --block-size=1`), but for
+    the other shards' directories of a sharded queue (relay.store.shards)."""
+    top = path if top is None else top
     total = 0
     try:
         total += os.stat(path).st_blocks * 512
@@ -31,9 +35,11 @@ def allocated_bytes(path: str) -> int:
     for entry in entries:
         if entry.name == DAMAGED_DIR:
             continue  # damaged databases kept for the operator: on the disk, not in the queue's budget
+        if path == top and is_shard_dir(entry.name):
+            continue  # the other workers' shards (queue.path/shard-N/) have budgets of their own
         try:
             if entry.is_dir(follow_symlinks=False):
-                total += allocated_bytes(entry.path)
+                total += allocated_bytes(entry.path, top)
             else:
                 total += entry.stat(follow_symlinks=False).st_blocks * 512
         except OSError:  # removed meanwhile (SQLite drops its -wal and -shm on close)
@@ -56,6 +62,19 @@ def wal_limit(max_size: int) -> int:
     A thirty-second of the budget: small enough that it never eats the budget, large
     enough that a small queue does not checkpoint on every commit."""
     return max(MIN_WAL_LIMIT, min(MAX_WAL_LIMIT, max_size // 32))
+
+
+def wal_room(path: str, max_size: int) -> int:
+    """Bytes the queue's WAL may still grow by before a checkpoint folds it (up to wal_limit).
+
+    The relay truncates its WAL to zero at quiet moments (queue.py), handing that space back to
+    the filesystem; without this, new data would take it, and sealing and deleting (which write
+    to the WAL, and then grow the database at the checkpoint) would find the disk full."""
+    try:
+        held = os.stat(os.path.join(path, "cache.db-wal")).st_blocks * 512
+    except OSError:
+        held = 0
+    return max(0, wal_limit(max_size) - held)
 
 
 def reserve(max_size: int) -> int:

@@ -2,18 +2,30 @@
 
 Appends that arrive together are handed to one `commit_appends` call (group
 commit: one transaction, one fsync); every other job runs alone, after them.
+When nothing has been written for `quiet` seconds after some write, `idle` runs
+once (the queue checkpoints its WAL then); under continuous writes it runs
+between groups at the latest `longest` seconds after the first write it has
+not yet followed, so what `idle` leaves undone is never older than that. Writes are told by `changes()` (the
+connection's count of changed rows, read once per group of jobs), so reads --
+senders retrying a batch against a down upstream -- do not put it off; it is
+timed by the thread's own wait for work, so nothing is added to a commit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue as thread_queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger("relay.queue")
 _GROUP_MAX = 512  # appends per transaction; bounds one commit's latency
+QUIET = 0.25  # seconds without a write after which `idle` runs
+LONGEST = 1.0  # seconds after the first write not yet folded by `idle`, at the latest, under continuous writes
 
 
 class Job:
@@ -52,9 +64,14 @@ class DbThread:
     """One thread owning every call on the Cache: SQLite serialises writers anyway."""
 
     def __init__(self, commit_appends: Callable[[list[Job]], None],
-                 recover: Callable[[BaseException], bool] = lambda exc: False) -> None:
+                 recover: Callable[[BaseException], bool] = lambda exc: False,
+                 idle: Callable[[], None] = lambda: None, quiet: float = QUIET,
+                 changes: Callable[[], int] = lambda: 0, longest: float = LONGEST) -> None:
         self._commit_appends = commit_appends
         self._recover = recover  # True: the database was repaired, run the job once more
+        self._idle = idle  # runs once `quiet` seconds after the last write (and before the thread ends)
+        self._quiet, self._longest = quiet, longest
+        self._changes = changes  # rows changed so far: a new figure means a job wrote
         self._jobs: thread_queue.SimpleQueue[Job | None] = thread_queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
@@ -81,9 +98,25 @@ class DbThread:
 
     def _run(self) -> None:
         jobs = self._jobs
+        changes = self._changes()
+        due: float | None = None  # when `idle` runs: `quiet` seconds after the last write
+        latest = 0.0  # ... or `longest` seconds after the first write since it last ran
         while True:
-            job = jobs.get()
+            try:
+                if due is None:
+                    job = jobs.get()
+                else:
+                    wait = due - time.monotonic()
+                    if wait <= 0:
+                        raise thread_queue.Empty  # jobs kept coming: they do not put it off
+                    job = jobs.get(timeout=wait)
+            except thread_queue.Empty:
+                due = None
+                self._run_idle()
+                changes = self._changes()
+                continue
             if job is None:
+                self._run_idle()
                 return
             group = [job]
             while len(group) < _GROUP_MAX:
@@ -101,6 +134,20 @@ class DbThread:
             for other in group:
                 if not other.is_append:
                     self._run_one(other)
+            now = self._changes()
+            if now != changes:
+                changes = now
+                clock = time.monotonic()
+                if due is None:
+                    latest = clock + self._longest
+                due = min(clock + self._quiet, latest)
+
+    def _run_idle(self) -> None:
+        try:
+            self._idle()
+        except Exception as exc:  # never end the thread: the next quiet moment tries again
+            if not self._recover(exc):
+                log.warning("queue: idle task failed: %s", exc)
 
     def _run_one(self, job: Job) -> None:
         try:

@@ -13,7 +13,7 @@ import time
 from collections import deque
 
 from relay.store.layout import BatchRef, Cursor, InboxRef, SinkSnapshot
-from relay.store.queue import DiskQueue
+from relay.store.queue import Also, DiskQueue
 
 # Entries accepted but not yet cut into batches, per sink, past which new requests wait.
 UNSEALED_HIGH_WATER = 50_000
@@ -166,7 +166,7 @@ class Outbox:
         return self.inbox_bytes + self.batch_bytes
 
 
-async def commit(queue: DiskQueue, outboxes: list[Outbox], count: int, lines: bytes) -> None:
+async def commit(queue: DiskQueue, outboxes: list[Outbox], count: int, lines: bytes, also: Also | None = None) -> None:
     """Append one request's `count` entries (`lines`) to each outbox's inbox, in one transaction.
 
     Raises QueueFull when the disk budget cannot hold them; then none is kept."""
@@ -176,4 +176,4 @@ async def commit(queue: DiskQueue, outboxes: list[Outbox], count: int, lines: by
         for outbox, ref in zip(outboxes, refs, strict=True):
             outbox.committed(ref)
 
-    await queue.append(writes, on_commit)
+    await queue.append(writes, on_commit, also)

@@ -21,14 +21,15 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
-from typing import IO, Any, TypeVar
+from typing import IO, Any, TypeAlias, TypeVar
 
 import diskcache
 import msgspec
 from isal import igzip
 
 from relay.errors import CorruptItem, QueueError, QueueFull
-from relay.store import disk_usage, salvage
+from relay.store import counts, disk_usage, salvage
+from relay.store.counts import Counts
 from relay.store.damage import Damage
 from relay.store.jobs import DbThread, Job, resolve
 from relay.store.layout import (
@@ -52,6 +53,9 @@ from relay.store.layout import (
 
 log = logging.getLogger("relay.queue")
 T = TypeVar("T")
+# further writes an append makes in its own transaction (on the DB thread, given the Cache)
+Cache: TypeAlias = diskcache.Cache  # for stores of their own keys (store/rejected.py), which import no diskcache
+Also = Callable[[Cache], None]
 
 _VALUES_IN_SQLITE = 2**40  # never spill values to unsynced side files
 _COMPRESS_FROM = 4096  # bytes of entries from which inbox items are stored compressed
@@ -70,11 +74,12 @@ class DiskQueue:
         self.used_bytes = 0  # queued data (inbox + batches + dead letters), owned by the DB thread
         self.disk_bytes = 0  # the directory's allocated bytes at the last group commit (what max_size bounds)
         self._page_size = 4096
-        self._worker = DbThread(self._commit_appends, self._recover)
+        self._worker = DbThread(self._commit_appends, self._recover, self._checkpoint, changes=self._changes)
         self._cache: diskcache.Cache | None = None
         self.damage = Damage(path, self.make_cache, on_unreadable)  # salvages, and what damage cost
         self._lock_file: IO[str] | None = None
         self.commits = 0  # group-commit transactions so far (one per group, not per request)
+        self.checkpoints = 0  # WAL checkpoints run in a quiet moment (or at the end)
         self._last_full_warning = -1e9
 
     # ---- life cycle -------------------------------------------------------------------
@@ -137,6 +142,25 @@ class DiskQueue:
             raise sqlite3.DatabaseError(f"database disk image is malformed: {problems[0]}")
         return self.scan()
 
+    def _checkpoint(self) -> None:
+        """DB thread, when the writer has been quiet for a moment (and at close): fold the WAL into the
+        database file and truncate it to 0 bytes.
+
+        Why TRUNCATE, not the PASSIVE checkpoints SQLite runs by itself: after a passive one the WAL
+        still holds every frame it copied, and after a crash recovery replays whatever valid prefix of
+        the WAL is left; if the WAL was cut (a torn write, a dying volume), that prefix holds old page
+        images that override newer pages in the database file, and commits vanish uncounted. With the
+        WAL empty at every quiet moment, a cut WAL can only take commits of the last moments."""
+        if self._cache is None:
+            return
+        busy, _, _ = self._cache._sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if not busy:
+            self.checkpoints += 1
+
+    def _changes(self) -> int:
+        """DB thread: rows its connection has changed so far (a new figure: something was written)."""
+        return int(self._cache._con.total_changes) if self._cache is not None else 0
+
     def _recover(self, exc: BaseException) -> bool:
         """DB thread: True when the database was damaged and is now salvaged (run the job again)."""
         recovered, self._cache = self.damage.recover(exc, self._cache)
@@ -178,14 +202,17 @@ class DiskQueue:
         pending = 0
         # Keep min_free_space on the filesystem for what frees space later: sealing and
         # deleting delivered batches also write (to SQLite's WAL) before space comes back.
-        disk = disk_usage.free_space(self.path) - self.min_free_space
+        # The WAL's room to grow back is kept too: its space is handed back at each quiet moment.
+        wal_room = disk_usage.wal_room(self.path, self.max_size)
+        disk = disk_usage.free_space(self.path) - self.min_free_space - wal_room
         for job in appends:
             if not disk_usage.fits(on_disk, free_pages, pending + job.nbytes, self.max_size):
                 why = (f"the queue is full ({on_disk} of {self.max_size} bytes on disk, "
                        f"{disk_usage.reserve(self.max_size)} of them kept for delivery)")
             elif job.nbytes * 2 > disk:
-                why = (f"the disk reserve: the filesystem holding {self.path} has {disk + self.min_free_space} "
-                       f"bytes free and queue.min_free_space keeps {self.min_free_space} of them for delivery")
+                why = (f"the disk reserve: the filesystem holding {self.path} has "
+                       f"{disk + self.min_free_space + wal_room} bytes free and queue.min_free_space keeps "
+                       f"{self.min_free_space} of them for delivery (and {wal_room} for the queue's WAL)")
             else:
                 pending += job.nbytes
                 disk -= job.nbytes * 2
@@ -226,7 +253,7 @@ class DiskQueue:
     # ---- operations (each runs on the DB thread) ----------------------------------------
 
     async def append(self, writes: list[tuple[str, int, int, bytes]],
-                     on_commit: Callable[[list[InboxRef]], None]) -> None:
+                     on_commit: Callable[[list[InboxRef]], None], also: Also | None = None) -> None:
         """Commit one request's entries: writes are (sink, seq, count, encoded lines).
 
         Returns once the group holding them is committed; raises QueueFull when the
@@ -257,6 +284,8 @@ class DiskQueue:
             for sink, seq, count, value in packed:
                 cache.set(inbox_key(sink, seq, count, len(value)), value)
                 refs.append(InboxRef(seq, count, len(value), now))
+            if also is not None:
+                also(cache)
             return refs
 
         loop = asyncio.get_running_loop()
@@ -437,6 +466,41 @@ class DiskQueue:
                 if cache.delete(ref.key):
                     self.used_bytes -= ref.nbytes
         return made
+
+    # ---- counts.json ------------------------------------------------------------------------
+
+    async def save_counts(self, figures: Counts) -> None:
+        """Write counts.json on the DB thread (file I/O kept off the event loop)."""
+        await self._worker.call(lambda: counts.write(self.path, figures))
+
+    def write_counts(self, figures: Counts) -> None:
+        """Write counts.json now (at a clean stop); a failure is logged, never raised."""
+        try:
+            counts.write(self.path, figures)
+        except OSError as exc:
+            log.warning("queue: could not write %s: %s", counts.FILE, exc)
+
+    # ---- for other stores keeping their own keys in this database (store/rejected.py) -------
+
+    async def call(self, fn: Callable[[diskcache.Cache], T]) -> T:
+        """Run fn(cache) on the DB thread, after every job submitted before it."""
+        def run() -> T:
+            assert self._cache is not None  # read at each attempt: a salvage replaces it
+            return fn(self._cache)
+        return await self._worker.call(run)
+
+    def submit(self, fn: Callable[[diskcache.Cache], None]) -> None:
+        """Run fn(cache) on the DB thread without waiting; a clean close() still runs it."""
+        def run() -> None:
+            assert self._cache is not None
+            try:
+                fn(self._cache)
+            except Exception as exc:
+                if not self._recover(exc):
+                    log.error("queue: a background write failed: %s", exc)
+                    return
+                fn(self._cache)
+        self._worker.put(Job(run, None, None))
 
     def get_raw(self, key: str) -> Any:
         assert self._cache is not None

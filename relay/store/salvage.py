@@ -19,15 +19,19 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgspec
 
+from relay.store import first_page
 from relay.store.layout import checksum, decode_batch, decode_cursor, decode_dead, decode_item
 
 DBNAME = "cache.db"
+COUNTS = "counts.json"  # counts.py's file: kept with a damaged database moved aside
+REBUILD_PREFIX = "first-page.tmp-"  # work directories of a first-page rebuild (removed after, or at start)
 _CHUNK = 512  # rowids per read: large enough to be fast, small enough to halve quickly
 _MODE_RAW = 1  # diskcache: a bytes value stored as is in the `value` column
 _DAMAGE = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
@@ -70,6 +74,7 @@ class Report(msgspec.Struct):
     unknown_items: int = 0  # lost items whose entry count is unknown (found from sequence gaps)
     lost_keys: list[str] = msgspec.field(default_factory=list)
     bad_rowids: int = 0  # rowids that could not be read (rows, or gaps between rows)
+    rebuilt_first_page: bool = False  # read through a copy whose first page was rebuilt
     how: str = ""
     seconds: float = 0.0
 
@@ -192,9 +197,46 @@ def _index_keys(con: sqlite3.Connection) -> tuple[dict[int, str], bool]:
             return found, True
 
 
-def read(db_path: str, copy: Callable[[str, bytes], None] | None = None, *, full_check: bool = False) -> Report:
-    """Read every row of a queue database, handing each valid (key, value) to `copy`."""
+def read(db_path: str, copy: Callable[[str, bytes], None] | None = None, *, full_check: bool = False,
+         make_cache: Callable[[str], Any] | None = None, work_dir: str | None = None) -> Report:
+    """Read every row of a queue database, handing each valid (key, value) to `copy`.
+
+    With `make_cache` (how the queue makes its database), a file whose first page (header and
+    schema) cannot be read is read through a copy with that page rebuilt (first_page.py); the
+    damaged file is never written. Without it, or when the rebuild is refused, nothing is readable.
+    The copy is made in `work_dir` (default: the database's directory), which needs room for it."""
     started = time.monotonic()
+    report = _read(db_path, copy, full_check)
+    if not report.readable and make_cache is not None and os.path.exists(db_path) and os.path.getsize(db_path):
+        report = _read_rebuilt(db_path, copy, make_cache, report, work_dir or os.path.dirname(db_path) or ".")
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _read_rebuilt(db_path: str, copy: Callable[[str, bytes], None] | None, make_cache: Callable[[str], Any],
+                  unreadable: Report, work_dir: str) -> Report:
+    """Read db_path through a copy whose first page is rebuilt; `unreadable` (saying why) when refused."""
+    work = ""
+    try:
+        try:
+            work = tempfile.mkdtemp(prefix=REBUILD_PREFIX, dir=work_dir)
+            spliced = first_page.splice(db_path, first_page.template(make_cache), work)
+        except (first_page.SpliceRefused, OSError, sqlite3.DatabaseError) as exc:
+            unreadable.how += f"; its first page could not be rebuilt: {exc}"
+            return unreadable
+        report = _read(spliced, copy, False)
+    finally:
+        if work:
+            shutil.rmtree(work, ignore_errors=True)
+    report.path = db_path
+    report.problems = unreadable.problems + report.problems
+    report.rebuilt_first_page = True
+    report.how = ("its first page (file header and schema) was unreadable and was rebuilt from a fresh queue "
+                  f"database's, in a copy; {report.how}")
+    return report
+
+
+def _read(db_path: str, copy: Callable[[str, bytes], None] | None, full_check: bool) -> Report:
     report = Report(db_path)
     if not os.path.exists(db_path) or os.path.getsize(db_path) == 0:
         # SQLite takes a zero-length file for a new, empty database; the relay never leaves one
@@ -223,7 +265,6 @@ def read(db_path: str, copy: Callable[[str, bytes], None] | None = None, *, full
         _read_rows(con, report, copy)
     finally:
         con.close()
-        report.seconds = time.monotonic() - started
     return report
 
 
@@ -277,7 +318,9 @@ def _read_rows(con: sqlite3.Connection, report: Report, copy: Callable[[str, byt
 
 
 def _lost(report: Report, key: str, count: int) -> None:
-    if key.startswith(("c/", "q/")):  # a cursor is rebuilt; a quarantined copy was counted before
+    # a cursor is rebuilt; a quarantined copy was counted before; a rejected record (r/, store/rejected.py)
+    # is no acknowledged data
+    if key.startswith(("c/", "q/", "r/")):
         return
     report.lost_items += 1
     report.lost_entries += count
@@ -285,8 +328,10 @@ def _lost(report: Report, key: str, count: int) -> None:
         report.lost_keys.append(key)
 
 
-def copy_into(db: str, cache: Any) -> Report:
-    """Read `db`, writing every valid item into the diskcache `cache` (256 per transaction), then close it."""
+def copy_into(db: str, cache: Any, make_cache: Callable[[str], Any] | None = None,
+              work_dir: str | None = None) -> Report:
+    """Read `db`, writing every valid item into the diskcache `cache` (256 per transaction), then close it.
+    `make_cache`, `work_dir`: as for `read`."""
     pending: list[tuple[str, bytes]] = []
 
     def flush() -> None:
@@ -300,7 +345,7 @@ def copy_into(db: str, cache: Any) -> Report:
         if len(pending) >= 256:
             flush()
 
-    report = read(db, copy)
+    report = read(db, copy, make_cache=make_cache, work_dir=work_dir)
     flush()
     cache.close()  # the last connection: SQLite checkpoints and drops the WAL
     return report
@@ -317,7 +362,7 @@ def rebuild(queue_dir: str, make_cache: Callable[[str], object], stamp: str, *,
     db = os.path.join(queue_dir, DBNAME)
     tmp = os.path.join(queue_dir, "salvage.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    report = copy_into(db, make_cache(tmp))
+    report = copy_into(db, make_cache(tmp), make_cache)
     if require_readable and not report.readable:
         shutil.rmtree(tmp, ignore_errors=True)
         return report, ""
@@ -326,6 +371,8 @@ def rebuild(queue_dir: str, make_cache: Callable[[str], object], stamp: str, *,
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(db + suffix):
             os.rename(db + suffix, os.path.join(aside, DBNAME + suffix))
+    if os.path.exists(os.path.join(queue_dir, COUNTS)):  # what it held, by the queue's last figures
+        shutil.copyfile(os.path.join(queue_dir, COUNTS), os.path.join(aside, COUNTS))
     _swap_in(queue_dir)
     return report, aside
 
@@ -347,6 +394,9 @@ def _swap_in(queue_dir: str) -> None:
 def finish_interrupted(queue_dir: str) -> bool:
     """A salvage cut short by a crash: put a finished copy in place, or drop a partial one.
     True when a finished copy was put in place."""
+    for entry in os.scandir(queue_dir) if os.path.isdir(queue_dir) else ():
+        if entry.name.startswith(REBUILD_PREFIX):  # a first-page rebuild's copy, left by a crash
+            shutil.rmtree(entry.path, ignore_errors=True)
     tmp = os.path.join(queue_dir, "salvage.tmp")
     if not os.path.isdir(tmp):
         return False

@@ -63,8 +63,12 @@ RULES: list[tuple[str, tuple[str, ...]]] = [
                      "relay.tools", "relay.runtime")),
     ("relay.delivery", ("aiohttp.web", "diskcache", "relay.server", "relay.stages", "relay.mapping",
                         "relay.commands", "relay.tools", "relay.runtime")),
+    ("relay.rejections", ("aiohttp", "diskcache", "relay.server", "relay.delivery", "relay.commands", "relay.tools",
+                          "relay.runtime")),
     ("relay.server", ("diskcache", "relay.commands", "relay.tools")),
     ("relay.commands", ("diskcache", "relay.tools")),
+    # the native protocols' decoders are pure: bytes in, records out; mapping and queue come after
+    ("relay.stages.protocols", ("relay.stages.pipeline", "relay.store", "relay.mapping")),
 ]
 CORE_MODULES = ("relay.errors", "relay.models", "relay.config", "relay.telemetry")
 

@@ -99,3 +99,17 @@ def test_count_adds_received_accepted_and_rejections_by_reason(route: Route) -> 
     assert sum(prepared.result.repairs.values()) == 1
     field, _, rule = next(iter(prepared.result.repairs)).partition(":")
     assert value("relay_entries_repaired_total", {"source": "custom", "field": field, "rule": rule}) == 1
+
+
+def test_rejected_records_are_the_ones_the_rejections_point_at(route: Route) -> None:
+    # a dropped undecodable line shifts the mapper's positions: each rejection must still get its own record
+    lines = [json.dumps(entry(0)).encode(), b"{not json", json.dumps(entry(2, status_code=999)).encode(),
+             json.dumps(entry(3)).encode()]
+    prepared = prepare(route, b"\n".join(lines), content_type="application/x-ndjson")
+    assert [(r.index, record) for r, record in prepared.rejected] == [(1, b"{not json"),
+                                                                      (2, entry(2, status_code=999))]
+
+
+def test_nothing_is_kept_for_a_request_without_rejections(route: Route) -> None:
+    prepared = prepare(route, json.dumps([entry(0), entry(1)]).encode())
+    assert prepared.rejected == []

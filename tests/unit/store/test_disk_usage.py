@@ -55,3 +55,13 @@ def test_a_volume_that_cannot_hold_the_reserve_or_max_size_is_named_with_figures
     assert len(problems) == 2 and problems[0].startswith("queue.min_free_space:") and "503" in problems[0]
     problems = disk_usage.capacity_problems(str(tmp_path / "queue"), free * 4, 2**20, 2**20)
     assert problems == [problems[0]] and problems[0].startswith("queue.max_size:") and f"{free * 4:,}" in problems[0]
+
+
+def test_wal_room_is_what_the_wal_may_still_grow_by(tmp_path: Path) -> None:
+    limit = disk_usage.wal_limit(2**30)
+    assert disk_usage.wal_room(str(tmp_path), 2**30) == limit  # truncated (or absent): all of it
+    with open(tmp_path / "cache.db-wal", "wb") as f:
+        f.write(os.urandom(limit // 2))
+        os.fsync(f.fileno())
+    held = (tmp_path / "cache.db-wal").stat().st_blocks * 512
+    assert disk_usage.wal_room(str(tmp_path), 2**30) == limit - held

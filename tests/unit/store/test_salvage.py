@@ -2,13 +2,15 @@
 
 import asyncio
 import json
+import os
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from relay.errors import QueueError
-from relay.store import salvage
+from relay.store import counts, salvage
+from relay.store.counts import Counts, SinkCount
 from relay.store.queue import DiskQueue
 from tests.damage import checkpoint, overwrite, pages
 from tests.unit.store.test_queue import append, batcher, drain_batches, open_queue
@@ -66,17 +68,29 @@ def test_a_damaged_index_page_loses_nothing(tmp_path: Path) -> None:
     assert len(queue.damage.salvages) == 1
 
 
-def test_a_destroyed_header_starts_empty_or_exits_naming_the_file(tmp_path: Path) -> None:
+def test_nothing_readable_starts_empty_or_exits_naming_the_file_and_what_it_held(tmp_path: Path) -> None:
     build(tmp_path, 50)
-    overwrite(tmp_path / "cache.db", 1)
+    counts.write(str(tmp_path), Counts(1_700_000_000.0, {"up": SinkCount(50, 150)}))
+    db = tmp_path / "cache.db"
+    db.write_bytes(b"\xa5" * db.stat().st_size)  # garbage throughout: not even the first page can be rebuilt
     queue = DiskQueue(str(tmp_path), max_size=2**30, on_unreadable="exit")
-    with pytest.raises(QueueError, match=r"cache\.db"):
+    with pytest.raises(QueueError, match=r"cache\.db.*about 150 entries in 50 items, as of 2023-11-14 22:13:20 UTC"):
         queue.open()
     queue.close()
     assert (tmp_path / "cache.db").exists() and not (tmp_path / "damaged").exists()  # left as it was
     queue, got = reopen_and_drain(tmp_path)  # the default: start empty, keep the damaged file
     assert got == [] and "nothing of it could be read" in queue.damage.salvages[0]
-    assert list((tmp_path / "damaged").glob("*/cache.db"))
+    assert "lost about 150 entries" in queue.damage.salvages[0]
+    assert queue.damage.entries_lost == 150 and queue.damage.quarantined == 50
+    aside = list((tmp_path / "damaged").glob("*/cache.db"))
+    assert aside and (aside[0].parent / counts.FILE).exists()
+
+
+def test_nothing_readable_and_no_counts_says_the_loss_is_unknown_not_zero(tmp_path: Path) -> None:
+    build(tmp_path, 5)
+    os.truncate(tmp_path / "cache.db", 0)
+    queue, got = reopen_and_drain(tmp_path)
+    assert got == [] and "an unknown number of entries" in queue.damage.salvages[0]
 
 
 def test_a_damaged_page_found_at_run_time_is_salvaged_once_and_delivery_goes_on(tmp_path: Path) -> None:
@@ -117,3 +131,22 @@ def test_is_damage_tells_a_damaged_file_from_a_full_disk() -> None:
     full = sqlite3.OperationalError("database or disk is full")
     full.sqlite_errorcode = 13  # type: ignore[attr-defined]
     assert salvage.is_damage(malformed) and not salvage.is_damage(full)
+
+
+def test_a_salvage_that_finds_less_than_counts_json_said_says_so(tmp_path: Path) -> None:
+    build(tmp_path, 600)
+    counts.write(str(tmp_path), Counts(1_700_000_000.0, {"up": SinkCount(700, 2100)}))
+    leaves = pages(tmp_path / "cache.db", "Cache", "leaf")
+    overwrite(tmp_path / "cache.db", leaves[len(leaves) // 2].number)
+    queue, _ = reopen_and_drain(tmp_path)
+    assert "counts.json had said the queue held about 2,100 entries in 700 items" in queue.damage.salvages[0]
+    assert 0 < queue.damage.entries_lost < 300  # the page's rows only: counts.json adds nothing counted
+
+
+def test_a_salvage_that_finds_what_counts_json_said_adds_nothing(tmp_path: Path) -> None:
+    build(tmp_path, 600)
+    counts.write(str(tmp_path), Counts(1_700_000_000.0, {"up": SinkCount(600, 1800)}))
+    leaves = pages(tmp_path / "cache.db", "Cache", "leaf")
+    overwrite(tmp_path / "cache.db", leaves[len(leaves) // 2].number)
+    queue, _ = reopen_and_drain(tmp_path)
+    assert "had said" not in queue.damage.salvages[0]
