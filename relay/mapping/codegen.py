@@ -2,14 +2,15 @@
 
 The function is generated as source and `compile()`d once per mapping: every
 rule becomes straight-line code on local variables (plain `record.get(key)`
-for plain keys, no per-record dicts), then one call to `Validator.check`,
-which builds the `Entry`. Its shape:
+for plain keys, no per-record dicts; `r.k3` when the records are the mapping's
+record Struct, see shape.py), then `Validator.check`'s fast path inline
+(fused.py), which builds the `Entry`, or a call to `check` for the rest. Its shape:
 
-    def map_batch(records, ctx, check, repairs):
-        ...per-batch values: ctx.host, $tag, $header.X...
+    def map_batch(records, ctx, check, repairs, fast=None):
+        ...per-batch values: ctx.host, $tag, $header.X, the validator's fast parts...
         for i, r in enumerate(records):
             ...one block per target field (rule, then parser fallbacks, the
-               source's host, the default), drop_if, then check(...)
+               source's host, the default), drop_if, then the fused check
         return entries, rejected, filtered
 
 `Mapper.source` keeps the generated text for debugging (`relay map --show-code`).
@@ -20,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from relay.mapping import fused
 from relay.mapping.lines import unescape
 from relay.mapping.parsers import PARSERS, parse_query
 from relay.mapping.paths import Path, header, resolve
@@ -79,14 +81,18 @@ class _Writer:
 
 
 class _Compiler:
-    def __init__(self, spec: MappingSpec, *, track: bool) -> None:
+    def __init__(self, spec: MappingSpec, *, track: bool, attrs: dict[str, str] | None = None,
+                 fuse: bool = True) -> None:
         self.spec = spec
         self.track = track  # keep `f` = the field being mapped, for the rejection when a rule raises
+        self.fuse = fuse and not track  # check's fast path inline (fused.py); the tracking twin calls check
+        self.attrs = attrs  # records are a RecordShape Struct: key -> attribute (None: records are dicts)
         self.w = _Writer()
         self.headers: dict[str, str] = {}  # header name -> local
         self.derived: dict[str, list[str]] = {}  # target -> locals holding parser outputs, in order
         self.line_locals: dict[str, str] = {}  # target -> local holding the line parser's output
         self.parse_count = 0
+        self.none: set[str] = set()  # targets nothing fills: None in every record
 
     def mark(self, depth: int, field: str | None) -> None:
         if self.track:
@@ -107,6 +113,8 @@ class _Compiler:
                 self.headers[name] = f"hdr{len(self.headers)}"
             return self.headers[name]
         if path.simple:
+            if self.attrs is not None:
+                return f"r.{self.attrs[str(path.steps[0])]}"
             return f"r.get({path.steps[0]!r})"
         return f"_get(r, {self.w.const(path.steps, '_steps')}, {path.joinable})"
 
@@ -249,6 +257,8 @@ class _Compiler:
                 emit(depth + 1, f"{var} = {local}")
         if not chain and not fallbacks:
             emit(depth, f"{var} = None")
+            if default is None:
+                self.none.add(target)
         if default is not None:
             emit(depth, f"if {var} is None:")
             emit(depth + 1, f"{var} = {self.w.const(default.const)}")
@@ -283,13 +293,18 @@ class _Compiler:
             emit(4, "filtered += 1")
             emit(4, "continue")
         self.mark(3, None)
-        args = ", ".join(f"v_{t}" for t in FIELDS)
-        emit(3, f"e = check(i, {args}, repairs)")
+        if not self.fuse:  # the twin that names a field only runs for a record that raised: no need to be quick
+            args = ", ".join(f"v_{t}" for t in FIELDS)
+            emit(3, f"e = check(i, {args}, repairs)")
+        else:  # check's fast path inline, check itself for the rest (fused.py)
+            self.w.lines += fused.fused_check(3, self.none)
+            self.w.names.update(fused.NAMES)
         loop = self.w.lines
         derived_locals = sorted({local for locals_ in self.derived.values() for local in locals_}
                                 | set(self.line_locals.values()))
         head = [
-            "def map_batch(records, ctx, check, repairs):",
+            "def map_batch(records, ctx, check, repairs, fast=None):",
+            *([fused.PROLOGUE] if self.fuse else []),
             "    entries = []",
             "    rejected = []",
             "    filtered = 0",
@@ -301,12 +316,15 @@ class _Compiler:
         head += [
             "    for i, r in enumerate(records):",
             "        et = None",
-            "        if r.__class__ is not dict:",
-            "            r, et = _unwrap(r)",
-            "            if r is None:",
-            "                rejected.append(_not_object(i, records[i]))",
-            "                continue",
         ]
+        if self.attrs is None:  # a Struct record is an object by construction, and has no event time
+            head += [
+                "        if r.__class__ is not dict:",
+                "            r, et = _unwrap(r)",
+                "            if r is None:",
+                "                rejected.append(_not_object(i, records[i]))",
+                "                continue",
+            ]
         head += [f"        {local} = None" for local in derived_locals]
         head += ["        try:"]
         tail = [
@@ -323,7 +341,7 @@ class _Compiler:
         return "\n".join(head + loop + tail) + "\n", self.w.names
 
 
-Batch = Callable[[list[Any], Any, Callable[..., Any], dict[str, int]], tuple[list[Any], list[Rejection], int]]
+Batch = Callable[..., tuple[list[Any], list[Rejection], int]]
 
 
 def _diagnoser(tracked: Batch) -> Callable[..., Rejection]:
@@ -342,16 +360,20 @@ def _diagnoser(tracked: Batch) -> Callable[..., Rejection]:
     return diagnose
 
 
-def _build(spec: MappingSpec, *, track: bool, extra: dict[str, Any]) -> tuple[Batch, str]:
-    source, names = _Compiler(spec, track=track).build()
+def _build(spec: MappingSpec, *, track: bool, extra: dict[str, Any],
+           attrs: dict[str, str] | None = None, fuse: bool = True) -> tuple[Batch, str]:
+    source, names = _Compiler(spec, track=track, attrs=attrs, fuse=fuse).build()
     code = compile(source, f"<mapping {spec.name}>", "exec")
     namespace = {**names, **extra}
     exec(code, namespace)
     return namespace["map_batch"], source
 
 
-def compile_spec(spec: MappingSpec) -> tuple[Batch, str]:
+def compile_spec(spec: MappingSpec, attrs: dict[str, str] | None = None, *, fuse: bool = True) -> tuple[Batch, str]:
     """The batch function for `spec`, and its source text. The fast version does not track which
-    field it is on; when a rule raises, its twin (same code, tracking) names the field."""
-    tracked, _ = _build(spec, track=True, extra={})
-    return _build(spec, track=False, extra={"_diagnose": _diagnoser(tracked)})
+    field it is on; when a rule raises, its twin (same code, tracking) names the field.
+    `attrs`: the function takes RecordShape Structs (key -> attribute), not dicts.
+    `fuse=False`: call `check` for every record instead of running its fast path inline (for
+    tests and measurements: the outcome is the same)."""
+    tracked, _ = _build(spec, track=True, extra={}, attrs=attrs)
+    return _build(spec, track=False, extra={"_diagnose": _diagnoser(tracked)}, attrs=attrs, fuse=fuse)

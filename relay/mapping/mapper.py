@@ -6,6 +6,7 @@ from typing import Any
 
 from relay.mapping.codegen import compile_spec
 from relay.mapping.parsers import PARSERS
+from relay.mapping.shape import RecordShape, record_shape
 from relay.mapping.spec import MISSING, MappingSpec
 from relay.models import MapResult, RecordContext, Rejection
 from relay.stages.schema import FIELDS, Validator
@@ -19,6 +20,9 @@ class Mapper:
         self.spec = spec
         self.origin = origin  # "preset" or "config"
         self._batch, self.source = compile_spec(spec)
+        # JSON records decoded with just the keys the mapping reads, and its twin reading them (shape.py)
+        self.shape: RecordShape | None = record_shape(spec)
+        self._typed_batch = compile_spec(spec, self.shape.attrs)[0] if self.shape is not None else None
         rule = spec.fields.get("host")
         # some record may carry no host (`-` in a host column): the source's `host = "..."` fills it
         # then, and without one check-config and start-up warn; reads_host: a record can bring its own
@@ -28,13 +32,17 @@ class Mapper:
         self.reads_host = rule is not None
 
     def map_records(
-        self, records: list[Any], ctx: RecordContext, validator: Validator, indexes: list[int] | None = None
+        self, records: list[Any], ctx: RecordContext, validator: Validator, indexes: list[int] | None = None,
+        *, shaped: bool = False,
     ) -> MapResult:
         """Map and validate one batch. `indexes`: the records' positions in the request, when
-        some were dropped before mapping (`Decoded.indexes`), so rejections still name the right one."""
+        some were dropped before mapping (`Decoded.indexes`), so rejections still name the right one.
+        `shaped`: the records came from `self.shape.decode`, not dicts."""
         validator.begin()
         repairs: dict[str, int] = {}
-        entries, rejections, filtered = self._batch(records, ctx, validator.check, repairs)
+        batch = self._typed_batch if shaped else self._batch
+        assert batch is not None, "shaped records for a mapping without a shape"
+        entries, rejections, filtered = batch(records, ctx, validator.check, repairs, validator.fast_parts())
         if indexes is not None and rejections:
             rejections = [Rejection(indexes[r.index], r.field, r.reason, r.message)
                           if r.index < len(indexes) else r for r in rejections]

@@ -78,20 +78,31 @@ class Prepared:
 
 def prepare(route: Route, body: bytes, *, content_type: str | None, content_encoding: str | None,
             headers: Mapping[str, str], max_size: int, path: str = "") -> Prepared:
+    tag = headers.get(route.config.tag_header) if route.config.tag_header else None
+    ctx = RecordContext(source=route.name, tag=tag, headers=headers, host=route.config.host)
     if route.decode is not None:
         data = decompress(body, content_encoding, max_size)
         decoded = route.decode(data, content_type=content_type, path=path, max_size=max_size)
     else:
         kind, data = inflate(body, content_type=content_type, content_encoding=content_encoding, max_size=max_size)
-        if route.typed is not None and kind in _TYPED_KINDS:
-            start = data[:1]
-            entries = route.typed.entries(data, lines=start != b"[", validator=route.validator) \
-                if start == b"[" or (start == b"{" and kind == "lines") else None
+        start = data[:1]
+        as_typed = kind in _TYPED_KINDS and (start == b"[" or (start == b"{" and kind == "lines"))
+        if route.typed is not None and as_typed:
+            entries = route.typed.entries(data, lines=start != b"[", validator=route.validator)
             if entries is not None:  # every entry valid as it came: nothing to map, reject or repair
                 return Prepared(MapResult(entries, []), _encode_lines(entries), len(entries), [])
+        shape = route.mapper.shape
+        if shape is not None and as_typed:  # only the keys the mapping reads (mapping/shape.py)
+            records = shape.decode(data, lines=start != b"[")
+            if records is not None:
+                shaped = route.mapper.map_records(records, ctx, route.validator, shaped=True)
+                # A rejection names its record, and a Struct holds only the keys the mapping reads:
+                # a body with one is mapped again from dicts (rare, and then everything about it is
+                # as before). Repairs and drop_if counts are the same both ways.
+                if not shaped.rejections:
+                    lines = _encode_lines(shaped.entries) if shaped.entries else b""
+                    return Prepared(shaped, lines, len(records), [], [], tag)
         decoded = decode_data(kind, data)
-    tag = headers.get(route.config.tag_header) if route.config.tag_header else None
-    ctx = RecordContext(source=route.name, tag=tag, headers=headers, host=route.config.host)
     # decoding may have dropped records: indexes name the rest by their place in the body
     result = route.mapper.map_records(decoded.records, ctx, route.validator, decoded.indexes)
     rejections = result.rejections

@@ -9,6 +9,9 @@ generated traffic (bench/workloads.py) and prints µs per entry for
     map          records -> validated entries (the route's compiled mapping + Validator)
     typed        body bytes -> validated entries by the typed route (relay.stages.typed), for
                  a passthrough mapping: decode, map and validate in one (- for other mappings)
+    shaped       body bytes -> validated entries by the mapping's record Struct (relay.mapping.shape:
+                 only the keys it reads decoded) and its attribute-reading compiled twin
+                 (- for a mapping with nested paths); `decode` + `map` is the dict path it replaces
     encode       entries -> the NDJSON lines the queue stores
     prepare      the whole of relay.stages.pipeline.prepare, as a request runs it
 
@@ -51,7 +54,7 @@ PROTOCOLS: dict[str, tuple[Callable[[int, int], Any], Callable[..., Any], str | 
     "otlp": (otlp_bodies, otlp.decode, "gzip", "application/x-protobuf"),
     "loki": (loki_bodies, loki.decode, None, "application/x-protobuf"),
 }
-STAGES = ("decompress", "decode", "map", "typed", "encode", "prepare")
+STAGES = ("decompress", "decode", "map", "typed", "shaped", "encode", "prepare")
 MAX_SIZE = 64 * 1024 * 1024
 
 
@@ -95,12 +98,20 @@ def measure(name: str, *, bodies: int = 20, repeat: int = 5) -> dict[str, float]
     entries = [prepare(route, body, **ctx_args).result.entries for body in raw]
     ctx = RecordContext(source=name, host=route.config.host)
     typed, lines = route.typed, load.content_type != "application/json"
+    shape, mapper = route.mapper.shape, route.mapper
+
+    def shaped() -> Any:
+        if shape is None:
+            return None
+        return [mapper.map_records(shape.decode(body, lines=lines) or [], ctx, route.validator, shaped=True)
+                for body in plain]
     stages: dict[str, Callable[[], Any]] = {
         "decompress": lambda: [decompress(body, encoding, MAX_SIZE) for body in raw],
         "decode": lambda: [decode(body) for body in plain],
         "map": lambda: [route.mapper.map_records(batch, ctx, route.validator) for batch in records],
         "typed": lambda: [typed.entries(body, lines=lines, validator=route.validator) for body in plain]
         if typed is not None else None,
+        "shaped": shaped,
         "encode": lambda: [_encode_lines(batch) for batch in entries],
         "prepare": lambda: [prepare(route, body, **ctx_args) for body in raw],
     }
@@ -108,6 +119,8 @@ def measure(name: str, *, bodies: int = 20, repeat: int = 5) -> dict[str, float]
     out = {stage: _best(func, repeat) * 1e6 / count for stage, func in stages.items()}
     if typed is None:
         out["typed"] = float("nan")
+    if shape is None:
+        out["shaped"] = float("nan")
     out["entries"] = float(sum(len(batch) for batch in entries) / bodies)
     return out
 

@@ -95,7 +95,7 @@ def test_unusable_mapping_or_input_exits_2(tmp_path: Path, capsys: pytest.Captur
 
 def test_show_code_and_bench(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out = relay_map(capsys, "fluentbit-nginx", "--show-code")
-    assert code == 0 and out.startswith("def map_batch(records, ctx, check, repairs):")
+    assert code == 0 and out.startswith("def map_batch(records, ctx, check, repairs, fast=None):")
     code, out = relay_map(capsys, "profound", write(tmp_path, [GOOD] * 20), *PIN, "--bench")
     assert code == 0 and "records/s (mapping + validation)" in out and "20 entries" in out
 
