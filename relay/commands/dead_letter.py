@@ -20,9 +20,12 @@ import msgspec
 
 from relay.config import DEFAULT_CONFIG_PATH, Config, load
 from relay.errors import ConfigError
+from relay.rejections.remap import remap
+from relay.runtime import compile_routes
 from relay.store.deadletters import DeadLetters
 from relay.store.outbox import Outbox
 from relay.store.queue import DiskQueue
+from relay.store.rejected import RejectedStore
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -30,9 +33,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", default=DEFAULT_CONFIG_PATH, help="config file (TOML or YAML)")
     parser.add_argument("--sink", help="only this sink")
     parser.add_argument("--json", action="store_true", help="list as JSON")
+    parser.add_argument("--remap", action="store_true",
+                        help="replay: re-map letters that kept their records with the current mapping")
 
 
-async def _offline(config: Config, action: str, sink: str | None) -> Any:
+async def _offline(config: Config, action: str, sink: str | None, remap_letters: bool = False) -> Any:
     queue = DiskQueue(config.queue.path, max_size=config.queue.max_size, sync=config.queue.sync)
     snapshot = queue.open(lock=False)  # the caller holds the lock
     try:
@@ -40,17 +45,25 @@ async def _offline(config: Config, action: str, sink: str | None) -> Any:
         store = DeadLetters(queue, outboxes, config.queue.dead_letter_max_size)
         if action == "list":
             return {"dead_letters": msgspec.to_builtins(await store.list(sink))}
+        if remap_letters:
+            rejected = RejectedStore(queue, config.queue.rejected_max_size)
+            await rejected.load()
+            for name in config.sinks:  # a configured sink with no letters yet
+                outboxes.setdefault(name, Outbox(name))
+            routes = {route.name: route for route in compile_routes(config, outboxes).values()}
+            return msgspec.to_builtins(await remap(store, routes, rejected, sink))
         return {"status": "replayed", "entries": await store.replay(sink)}
     finally:
         queue.close()
 
 
-def _online(config: Config, action: str, sink: str | None) -> Any:
+def _online(config: Config, action: str, sink: str | None, remap_letters: bool = False) -> Any:
     host, port = config.server.host_port
     host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     scheme = "https" if config.server.tls_cert else "http"
     path = "/-/dead-letters" + ("/replay" if action == "replay" else "")
-    query = f"?sink={sink}" if sink else ""
+    query = "&".join(part for part in (f"sink={sink}" if sink else "", "remap=1" if remap_letters else "") if part)
+    query = f"?{query}" if query else ""
     request = urllib.request.Request(f"{scheme}://{host}:{port}{path}{query}",
                                      method="POST" if action == "replay" else "GET")
     if config.server.admin_token:
@@ -89,14 +102,14 @@ def run(args: argparse.Namespace) -> int:
     probe = DiskQueue(config.queue.path, max_size=config.queue.max_size)
     if probe.lock():
         try:
-            answer = asyncio.run(_offline(config, args.action, args.sink))
+            answer = asyncio.run(_offline(config, args.action, args.sink, args.remap))
         except KeyError as exc:
             print(f"relay: {exc.args[0]}", file=sys.stderr)
             return 2
         finally:
             probe.close()
     else:
-        answer = _online(config, args.action, args.sink)
+        answer = _online(config, args.action, args.sink, args.remap)
     if args.action == "list" and not args.json:
         _print_list(answer)
     else:

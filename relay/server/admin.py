@@ -50,6 +50,8 @@ async def handle_dead_letters(request: web.Request) -> web.Response:
 async def handle_replay(request: web.Request) -> web.Response:
     runtime = guard(request)
     try:
+        if request.query.get("remap") in ("1", "true", "yes"):
+            return reply(200, await runtime.remap_dead_letters(request.query.get("sink")))
         count = await runtime.dead_letters.replay(request.query.get("sink"))
     except KeyError as exc:
         return reply(404, {"status": "error", "error": exc.args[0]})
