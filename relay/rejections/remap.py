@@ -26,7 +26,8 @@ from relay.store.deadletters import DeadLetters
 from relay.store.layout import BatchRef, DeadLetter
 from relay.store.outbox import Outbox
 from relay.store.outbox import commit as outbox_commit
-from relay.store.rejected import RejectedStore, stored_items
+from relay.store.queue import Also, Cache
+from relay.store.rejected import RejectedStore, StoredRejection, stored_items
 
 log = logging.getLogger("relay.deadletter")
 _encode_lines = msgspec.json.Encoder().encode_lines
@@ -79,7 +80,7 @@ async def _remap_one(letters: DeadLetters, outbox: Outbox, ref: BatchRef, letter
             result.resent += 1
             continue
         groups.setdefault((original.source, original.tag), []).append(original.record)
-    refused: list[tuple[Rejection, Any]] = []
+    stored: list[StoredRejection] = []
     for (source, tag), records in groups.items():
         route = routes[source]
         ctx = RecordContext(source=source, tag=tag, host=route.config.host)
@@ -94,14 +95,27 @@ async def _remap_one(letters: DeadLetters, outbox: Outbox, ref: BatchRef, letter
                 else [None] * len(mapped.entries)
             out_kept.extend(packed)
             result.remapped += len(mapped.entries)
-        refused = [(r, records[r.index]) for r in mapped.rejections]
+        refused: list[tuple[Rejection, Any]] = [(r, records[r.index]) for r in mapped.rejections]
         if refused:
-            rejected.add(stored_items(source, tag, refused))
+            stored += stored_items(source, tag, refused)
             result.rejected += len({r.index for r, _ in refused})
+    # the letter leaves its store in the transaction that queues its entries and stores its rejections
+    also = _together(letters.queue.dead_deleter([ref]), rejected.writer(stored))
     count = len(out_kept)
-    if count:  # the letter leaves the store in the transaction that queues its entries
-        await outbox_commit(letters.queue, [outbox], count, b"".join(out_lines),
-                            letters.queue.dead_deleter([ref]), originals.join(out_kept))
+    if count:
+        await outbox_commit(letters.queue, [outbox], count, b"".join(out_lines), also, originals.join(out_kept))
     else:
-        await letters.queue.drop_dead([ref])
+        await letters.queue.call(lambda cache: _in_transaction(cache, also))
     outbox.dead = [other for other in outbox.dead if other != ref]
+
+
+def _together(*writes: Also) -> Also:
+    def run(cache: Cache) -> None:
+        for write in writes:
+            write(cache)
+    return run
+
+
+def _in_transaction(cache: Cache, also: Also) -> None:
+    with cache.transact(retry=True):
+        also(cache)
