@@ -118,8 +118,8 @@ class Batcher:
         batch: SealedBatch | None = None
         if lines:
             body, encoding = await asyncio.to_thread(build_body, lines, self.compression, self.level)
-            batch = SealedBatch(len(lines), body, encoding, checksum(body), oldest,
-                                originals.join(kept) if kept is not None else None)
+            kept_blob = await asyncio.to_thread(originals.sealed, kept) if kept is not None else None
+            batch = SealedBatch(len(lines), body, encoding, checksum(body), oldest, kept_blob)
         sealed = await queue.seal(sink, batch, cursor, batch_id, consumed)
         outbox.sealed(sealed, len(lines) + skipped, cursor, consumed)
         if self._partial and self._partial[0] != cursor.seq:

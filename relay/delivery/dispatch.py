@@ -254,7 +254,12 @@ class SinkDispatcher:
     async def _split(self, ref: BatchRef, batch: SealedBatch, delivery: Delivery) -> None:
         """Bisect a refused batch; single refused entries become dead letters."""
         entries = await asyncio.to_thread(batch_entries, batch)
-        kept = originals.split(batch.originals, len(entries))  # paired with entries through every split
+        try:  # paired with entries through every split
+            kept = originals.unsealed(batch.originals, len(entries))
+        except (OSError, ValueError, msgspec.DecodeError) as exc:  # outside the crc: the entries still go on
+            log.error("sink %s: the original records of %s are unreadable; its entries go on without them: %s",
+                      self.name, ref.key, exc)
+            kept = [None] * len(entries)
         stem = ref.key.rsplit(".", 2)[0]  # b/<sink>/<id>
         reason = f"upstream answered {delivery.status}: {delivery.error or 'no detail'}"
         dead: list[tuple[str, DeadLetter]] = []
@@ -270,7 +275,7 @@ class SinkDispatcher:
             for suffix, part, part_kept in (("L", entries[:half], kept[:half]), ("R", entries[half:], kept[half:])):
                 body, encoding = build_body(part, self.config.compression, self.config.compression_level)
                 retry.append((stem + suffix, SealedBatch(len(part), body, encoding, checksum(body), batch.oldest,
-                                                         originals.join(part_kept))))
+                                                         originals.sealed(part_kept))))
             self.metrics.retries.labels(self.name, "split").inc()
         queue = self.queue
         new_refs, dead_refs = await queue.replace_batch(ref, dead, retry)

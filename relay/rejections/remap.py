@@ -68,7 +68,11 @@ async def remap(letters: DeadLetters, routes: dict[str, Route], rejected: Reject
 async def _remap_one(letters: DeadLetters, outbox: Outbox, ref: BatchRef, letter: DeadLetter,
                      routes: dict[str, Route], rejected: RejectedStore, result: RemapResult) -> None:
     lines = [line + b"\n" for line in letter.entries.split(b"\n") if line]
-    parts = originals.split(letter.originals, len(lines))
+    try:
+        parts = originals.split(letter.originals, len(lines))
+    except (ValueError, msgspec.DecodeError) as exc:  # re-sent as it is, like a letter without records
+        log.error("dead letter %s: its original records are unreadable (%s); re-queued as it is", ref.key, exc)
+        parts = [None] * len(lines)
     out_lines: list[bytes] = []
     out_kept: list[msgspec.Raw | None] = []
     groups: dict[tuple[str, str | None], list[Any]] = {}

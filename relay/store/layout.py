@@ -44,7 +44,7 @@ class SealedBatch(msgspec.Struct, array_like=True, gc=False):
     encoding: str | None
     crc: int
     oldest: float  # arrival time of its oldest entry
-    originals: bytes | None = None  # store/originals.py, uncompressed; not covered by `crc` (not sent)
+    originals: bytes | None = None  # store/originals.py, gzip-compressed; not covered by `crc` (never sent)
 
 
 class DeadLetter(msgspec.Struct, array_like=True, gc=False):

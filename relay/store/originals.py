@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+from isal import igzip
 
 _encode = msgspec.msgpack.Encoder(enc_hook=repr).encode
 _split = msgspec.msgpack.Decoder(list[msgspec.Raw]).decode
@@ -51,3 +52,14 @@ def join(parts: list[msgspec.Raw | None]) -> bytes | None:
 
 def unpack(part: msgspec.Raw) -> Original:
     return _decode_one(part)
+
+
+def sealed(parts: list[msgspec.Raw | None]) -> bytes | None:
+    """`join`, compressed (isal level 1, about a fifth of the bytes): for sealed batches, which
+    hold their originals until delivered although only a refusal reads them."""
+    blob = join(parts)
+    return igzip.compress(blob, compresslevel=1) if blob is not None else None
+
+
+def unsealed(blob: bytes | None, count: int) -> list[msgspec.Raw | None]:
+    return split(igzip.decompress(blob) if blob is not None else None, count)
