@@ -46,6 +46,12 @@ class RemapResult(msgspec.Struct):
 async def remap(letters: DeadLetters, routes: dict[str, Route], rejected: RejectedStore,
                 sink: str | None = None) -> RemapResult:
     """Re-map the dead letters of `sink` (or every sink). `routes`: the current routes by source name."""
+    async with letters.replaying:
+        return await _remap(letters, routes, rejected, sink)
+
+
+async def _remap(letters: DeadLetters, routes: dict[str, Route], rejected: RejectedStore,
+                 sink: str | None) -> RemapResult:
     result = RemapResult()
     for outbox in letters.chosen(sink):
         plain: list[BatchRef] = []

@@ -9,6 +9,7 @@ letters back into their sink's inbox, so they are batched and sent again.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import logging
 
@@ -40,6 +41,8 @@ class DeadLetters:
         self.outboxes = outboxes
         self.max_bytes = max_bytes
         self.dropped_entries = 0
+        # one replay at a time (plain or --remap): two would read the same letters and queue them twice
+        self.replaying = asyncio.Lock()
 
     def entries(self, sink: str | None = None) -> int:
         return sum(ref.count for name, o in self.outboxes.items() if sink in (None, name) for ref in o.dead)
@@ -68,10 +71,11 @@ class DeadLetters:
     async def replay(self, sink: str | None = None) -> int:
         """Re-queue every dead letter of `sink` (or all sinks); returns the entries re-queued."""
         total = 0
-        for outbox in self.chosen(sink):
-            refs = list(outbox.dead)
-            if refs:
-                total += await self.requeue(outbox, refs)
+        async with self.replaying:
+            for outbox in self.chosen(sink):
+                refs = list(outbox.dead)
+                if refs:
+                    total += await self.requeue(outbox, refs)
         return total
 
     async def requeue(self, outbox: Outbox, refs: builtins.list[BatchRef]) -> int:

@@ -108,3 +108,21 @@ def test_a_drop_if_filtered_record_leaves_and_prepare_pairs_entries_with_records
         queue.close()
 
     asyncio.run(main())
+
+
+def test_two_remaps_at_once_queue_each_letter_once(tmp_path: Path) -> None:
+    async def main() -> None:
+        queue = DiskQueue(str(tmp_path / "queue"), max_size=2**30, sync="normal")
+        outbox = Outbox("up", queue.open().get("up"))
+        store = RejectedStore(queue, 2**20)
+        letters = DeadLetters(queue, {"up": outbox}, 2**20)
+        for n in range(5):
+            await letter(queue, outbox, n, [b'{"path":"wrong"}'], originals.pack("web", None, [record(n)]))
+        fixed = routes(tmp_path, {"up": outbox}, host="www.example.com")
+        first, second = await asyncio.gather(remap(letters, fixed, store), letters.replay())
+        assert (first.remapped, second) == (5, 0)
+        assert sorted(entry["path"] for entry, _ in await inbox_entries(queue, outbox)) == [
+            f"/p/{n}" for n in range(5)]
+        queue.close()
+
+    asyncio.run(main())
