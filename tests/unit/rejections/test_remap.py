@@ -126,3 +126,19 @@ def test_two_remaps_at_once_queue_each_letter_once(tmp_path: Path) -> None:
         queue.close()
 
     asyncio.run(main())
+
+
+def test_a_plain_replay_keeps_the_records_with_their_entries(tmp_path: Path) -> None:
+    async def main() -> None:
+        queue = DiskQueue(str(tmp_path / "queue"), max_size=2**30, sync="normal")
+        outbox = Outbox("up", queue.open().get("up"))
+        letters = DeadLetters(queue, {"up": outbox}, 2**20)
+        await letter(queue, outbox, 1, [b'{"path":"/a"}', b'{"path":"/b"}'],
+                     originals.pack("web", None, [record(0), record(1)]))
+        assert await letters.replay() == 2
+        # refused again later, they can still be re-mapped
+        assert [(entry["path"], kept["path"]) for entry, kept in await inbox_entries(queue, outbox)] == [
+            ("/a", "/p/0"), ("/b", "/p/1")]
+        queue.close()
+
+    asyncio.run(main())
