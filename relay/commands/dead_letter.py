@@ -87,6 +87,8 @@ def _print_list(answer: dict[str, Any]) -> None:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(letter["failed_at"]))
         print(f"{letter['key']}  sink={letter['sink']}  entries={letter['count']}  at {when}Z")
         print(f"  reason: {letter['reason']}")
+        if letter.get("records"):
+            print("  original records kept: `relay dead-letter replay --remap` maps them again")
         for entry in letter["entries"][:3]:
             print(f"  {json.dumps(entry)[:200]}")
     print(f"{sum(letter['count'] for letter in letters)} entries in {len(letters)} dead letters; "
