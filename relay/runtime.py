@@ -180,7 +180,7 @@ class Runtime:
     async def remap_dead_letters(self, sink: str | None = None) -> RemapResult:
         """`dead-letter replay --remap`: letters with their records re-mapped by the current mappings."""
         routes = {route.name: route for route in self.routes.values()}
-        return await remap(self.dead_letters, routes, self.rejected, sink)
+        return await remap(self.dead_letters, routes, self.rejected, sink, self.recent_rejections.capture)
 
     def secrets(self) -> list[bytes]:
         """Every configured credential: never to appear in an admin answer."""

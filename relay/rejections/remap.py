@@ -14,6 +14,7 @@ Memory: one letter at a time (a letter holds the entries of one refused batch at
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -30,6 +31,7 @@ from relay.store.queue import Also, Cache
 from relay.store.rejected import RejectedStore, StoredRejection, stored_items
 
 log = logging.getLogger("relay.deadletter")
+OnRejected = Callable[[str, list[tuple[Rejection, Any]]], None]
 _encode_lines = msgspec.json.Encoder().encode_lines
 
 
@@ -44,14 +46,15 @@ class RemapResult(msgspec.Struct):
 
 
 async def remap(letters: DeadLetters, routes: dict[str, Route], rejected: RejectedStore,
-                sink: str | None = None) -> RemapResult:
-    """Re-map the dead letters of `sink` (or every sink). `routes`: the current routes by source name."""
+                sink: str | None = None, on_rejected: OnRejected | None = None) -> RemapResult:
+    """Re-map the dead letters of `sink` (or every sink). `routes`: the current routes by source name;
+    `on_rejected(source, rejected)`: also told of what the mapping rejects (the recent-rejections ring)."""
     async with letters.replaying:
-        return await _remap(letters, routes, rejected, sink)
+        return await _remap(letters, routes, rejected, sink, on_rejected)
 
 
 async def _remap(letters: DeadLetters, routes: dict[str, Route], rejected: RejectedStore,
-                 sink: str | None) -> RemapResult:
+                 sink: str | None, on_rejected: OnRejected | None) -> RemapResult:
     result = RemapResult()
     for outbox in letters.chosen(sink):
         plain: list[BatchRef] = []
@@ -63,7 +66,7 @@ async def _remap(letters: DeadLetters, routes: dict[str, Route], rejected: Rejec
             if letter.originals is None:
                 plain.append(ref)
                 continue
-            await _remap_one(letters, outbox, ref, letter, routes, rejected, result)
+            await _remap_one(letters, outbox, ref, letter, routes, rejected, result, on_rejected)
         if plain:
             result.resent += await letters.requeue(outbox, plain)
     log.info("dead letters re-mapped: %d letters, %d entries queued, %d rejected, %d filtered, %d re-sent as "
@@ -72,7 +75,8 @@ async def _remap(letters: DeadLetters, routes: dict[str, Route], rejected: Rejec
 
 
 async def _remap_one(letters: DeadLetters, outbox: Outbox, ref: BatchRef, letter: DeadLetter,
-                     routes: dict[str, Route], rejected: RejectedStore, result: RemapResult) -> None:
+                     routes: dict[str, Route], rejected: RejectedStore, result: RemapResult,
+                     on_rejected: OnRejected | None) -> None:
     lines = [line + b"\n" for line in letter.entries.split(b"\n") if line]
     try:
         parts = originals.split(letter.originals, len(lines))
@@ -108,6 +112,8 @@ async def _remap_one(letters: DeadLetters, outbox: Outbox, ref: BatchRef, letter
         refused: list[tuple[Rejection, Any]] = [(r, records[r.index]) for r in mapped.rejections]
         if refused:
             stored += stored_items(source, tag, refused)
+            if on_rejected is not None:
+                on_rejected(source, refused)
             result.rejected += len({r.index for r, _ in refused})
     # the letter leaves its store in the transaction that queues its entries and stores its rejections
     also = _together(letters.queue.dead_deleter([ref]), rejected.writer(stored))

@@ -70,8 +70,11 @@ def test_remap_queues_what_maps_now_moves_what_fails_to_the_rejected_store_and_r
         await letter(queue, outbox, 4, [b'{"path":"gone"}'], originals.pack("old", None, [record(4)]))
 
         fixed = routes(tmp_path, {"up": outbox}, host="www.example.com")
-        result = await remap(letters, fixed, store, "up")
+        told: list[tuple[str, str, str]] = []
+        result = await remap(letters, fixed, store, "up",
+                             lambda source, refused: told.extend((source, r.reason, rec["path"]) for r, rec in refused))
         assert (result.letters, result.remapped, result.rejected, result.filtered, result.resent) == (4, 1, 1, 0, 2)
+        assert told == [("web", "range", "/p/1")]  # for the recent-rejections ring
         assert result.reasons == {"range": 1}
         assert outbox.dead == [] and letters.entries() == 0
         queued = await inbox_entries(queue, outbox)
