@@ -30,6 +30,7 @@ DEFAULT_QUEUE_PATH = "data/queue"
 DEFAULT_QUEUE_MAX_SIZE = 4 * 2**30
 DEFAULT_UPSTREAM_URL = "https://artemis.api.tryprofound.com/v1/logs/custom"
 MAX_BATCH_ENTRIES = 1000  # the upstream's hard limit per request
+MAX_WORKERS = 64
 
 
 class Size(int):
@@ -90,6 +91,13 @@ class ServerConfig(_Section):
     tls_cert: str | None = None
     tls_key: str | None = None
     admin_token: str | None = None
+    # Worker processes sharing the port (SO_REUSEPORT), each with its own queue shard; "auto" is
+    # one per core. 1: one process, no supervisor (the default: see README "Workers").
+    workers: int | Literal["auto"] = 1
+
+    @property
+    def worker_count(self) -> int:
+        return max(1, os.cpu_count() or 1) if self.workers == "auto" else self.workers
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -121,8 +129,13 @@ class LogConfig(_Section):
     format: Literal["text", "json"] = "text"
 
 
+PROTOCOLS = ("http", "elasticsearch", "splunk_hec", "otlp", "loki", "datadog")
+Protocol = Literal["http", "elasticsearch", "splunk_hec", "otlp", "loki", "datadog"]
+
+
 class SourceConfig(_Section):
-    path: str | None = None  # served in addition to /ingest/<name>
+    path: str | None = None  # served in addition to /ingest/<name>; a protocol's paths go under it
+    protocol: Protocol = "http"  # the wire protocol its clients speak (README "Native protocols")
     mapping: str = "profound"
     tokens: list[str] = []
     allow_anonymous: bool = False  # without tokens: True answers any client, False only loopback ones
@@ -306,19 +319,23 @@ def check(config: Config) -> None:
             fail(f"sinks.{name}.api_key", "is empty")
         if not 0 <= sink_config.compression_level <= 3:
             fail(f"sinks.{name}.compression_level", "must be 0..3 (the isal gzip levels)")
+    if config.server.workers != "auto" and not 1 <= config.server.workers <= MAX_WORKERS:
+        fail("server.workers", f"must be 1..{MAX_WORKERS} or \"auto\" (one per core), got {config.server.workers}")
     if config.server.max_body_memory < config.server.max_body_size:
         fail("server.max_body_memory", "must be at least server.max_body_size")
     if config.server.max_body_size > 512 * 2**20:
         fail("server.max_body_size", "must be at most 512MiB")
-    if config.queue.max_size < 4 * config.server.max_body_size:
-        fail("queue.max_size", "must hold at least four bodies of server.max_body_size")
+    if config.queue.max_size < 4 * config.server.max_body_size * config.server.worker_count:
+        fail("queue.max_size", "must hold at least four bodies of server.max_body_size"
+             + (" per worker (each worker's shard gets max_size / server.workers)"
+                if config.server.worker_count > 1 else ""))
 
 
 # ---- what a reload changes ------------------------------------------------------------------
 
-# Keys a reload cannot apply: the listening socket and its TLS files, aiohttp's body limit and
+# Keys a reload cannot apply: the listening socket, its worker processes and its TLS files, aiohttp's body limit and
 # keep-alive (fixed when the server is built), the queue's files. Changing one refuses the reload.
-RESTART_ONLY = ("server.address", "server.tls_cert", "server.tls_key", "server.max_body_size",
+RESTART_ONLY = ("server.address", "server.workers", "server.tls_cert", "server.tls_key", "server.max_body_size",
                 "server.read_timeout", "queue.path", "queue.sync")
 _SECRET = ("server.admin_token",)  # named when changed, its value never shown
 _SETTINGS = ("server", "queue", "validation", "log")

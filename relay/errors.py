@@ -42,9 +42,10 @@ class IngestError(RelayError):
     status: int = 400
     reason: str = "bad request"
 
-    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None, code: int | None = None) -> None:
         self.message = message
         self.headers = headers or {}
+        self.code = code  # a native protocol's own error code (Splunk HEC's), for its answer
         super().__init__(message)
 
 

@@ -35,6 +35,9 @@ class Decoded(msgspec.Struct, gc=False):
     # Set only with `errors`: what each of them was, for the rejected-records store: the bytes of
     # the bad line or object, a decoded value that is not a record, or None when nothing is left.
     bad: list[Any] = []
+    # What a native protocol's answer needs besides the rejections (e.g. each `_bulk` item's
+    # action and index); None for plain HTTP. Opaque to the pipeline.
+    meta: Any = None
 
 
 class RecordContext(msgspec.Struct, gc=False):

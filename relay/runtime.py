@@ -23,7 +23,9 @@ from collections.abc import Iterable
 from datetime import datetime
 
 import aiohttp
+import msgspec
 
+from relay.adoption import AdoptedShard
 from relay.config import RESTART_ONLY, Config, SinkConfig, changed_entries, changed_settings, load
 from relay.delivery.dispatch import SinkDispatcher
 from relay.delivery.sender import Sender
@@ -37,7 +39,7 @@ from relay.rejections.replay import ReplayResult, replay
 from relay.server.budget import ByteBudget
 from relay.stages.pipeline import Prepared, Route
 from relay.stages.schema import ValidationPolicy, Validator
-from relay.store import disk_usage
+from relay.store import disk_usage, shards
 from relay.store.counts import FILE as COUNTS_FILE
 from relay.store.counts import Counts, SinkCount
 from relay.store.deadletters import DeadLetters
@@ -85,21 +87,38 @@ def compile_routes(config: Config, outboxes: dict[str, Outbox] | None = None, *,
             if exc.key and exc.key.startswith("mappings."):
                 raise
             raise ConfigError(exc.message, key=f"sources.{name}.mapping", file=config.file) from None
-        route = Route(name, source, mapper, validator,
-                      [outboxes[sink] for sink in config.source_sinks(name) if sink in outboxes],
-                      [token.encode() for token in source.tokens])
+        try:
+            route = Route(name, source, mapper, validator,
+                          [outboxes[sink] for sink in config.source_sinks(name) if sink in outboxes],
+                          [token.encode() for token in source.tokens])
+        except ModuleNotFoundError:
+            raise ConfigError(f"protocol {source.protocol!r} is not available in this build",
+                              key=f"sources.{name}.protocol", file=config.file) from None
         for path in filter(None, [f"/ingest/{name}", source.path]):
             routes[path] = route
     return routes
 
 
+class ReloadRecord(msgspec.Struct, frozen=True):
+    """The last time the config was read, for the console: when, ok or refused, and what it said."""
+
+    at: float  # Unix seconds
+    result: str  # "started" (the first load), "ok" or "refused"
+    detail: str  # what changed, or why it was refused
+
+
 class Runtime:
     """The queue, the outboxes, the dispatchers and the route table of one running relay."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, worker: int = 0, workers: int = 1) -> None:
+        """`worker` of `workers`: which queue shard this process owns (relay.store.shards)."""
         self.config = config
+        self.started = time.time()
+        self.last_reload = ReloadRecord(self.started, "started", f"config loaded from {config.file}")
+        self.worker, self.workers = worker, workers
         self.metrics = Metrics()
-        self.queue = DiskQueue(config.queue.path, max_size=config.queue.max_size, sync=config.queue.sync,
+        self.queue = DiskQueue(shards.shard_path(config.queue.path, worker),
+                               max_size=shards.share(config.queue.max_size, workers), sync=config.queue.sync,
                                min_free_space=config.queue.min_free_space,
                                on_unreadable=config.queue.on_unreadable)
         self.outboxes: dict[str, Outbox] = {}
@@ -110,9 +129,10 @@ class Runtime:
         self._library = MappingLibrary(config.mappings, file=config.file)
         self._validator = Validator(validation_policy(config))
         self.routes = compile_routes(config, library=self._library, validator=self._validator)
-        self.dead_letters = DeadLetters(self.queue, self.outboxes, config.queue.dead_letter_max_size)
+        self.dead_letters = DeadLetters(self.queue, self.outboxes,
+                                        shards.share(config.queue.dead_letter_max_size, workers))
         self.recent_rejections = RecentRejections()
-        self.rejected = RejectedStore(self.queue, config.queue.rejected_max_size)
+        self.rejected = RejectedStore(self.queue, shards.share(config.queue.rejected_max_size, workers))
         self.body_budget = ByteBudget(config.server.max_body_memory)
         self.draining = False
         self.in_flight = 0  # ingest requests being handled
@@ -123,11 +143,12 @@ class Runtime:
         self.log_overrides: tuple[str | None, str | None] = (None, None)  # --log-level, --log-format
         self.metrics.add_gauges(self._gauges)
         self.metrics.declare(config.sources, config.sinks)
+        self.adopted: list[AdoptedShard] = []  # shards left by a run with more workers, drained here
 
     def open_queue(self) -> None:
-        os.makedirs(self.config.queue.path, exist_ok=True)
+        os.makedirs(self.queue.path, exist_ok=True)
         q = self.config.queue
-        for problem in disk_usage.capacity_problems(q.path, q.max_size, q.min_free_space,
+        for problem in disk_usage.capacity_problems(self.queue.path, self.queue.max_size, q.min_free_space,
                                                     4 * self.config.server.max_body_size):
             log.warning("%s", problem)
         self._snapshot = self.queue.open()
@@ -139,6 +160,12 @@ class Runtime:
                             "they stay on disk until it is configured again", len(found.batches),
                             len(found.inbox), name)
         self.routes = compile_routes(self.config, self.outboxes, library=self._library, validator=self._validator)
+
+    def mapping_library(self) -> MappingLibrary:
+        """The running config's mappings and the presets (each compiled once), for the console's playground."""
+        if self._library.user != self.config.mappings:  # a reload changed them
+            self._library = MappingLibrary(self.config.mappings, file=self.config.file)
+        return self._library
 
     async def open_rejected(self) -> None:
         await self.rejected.load()
@@ -250,9 +277,14 @@ class Runtime:
     async def start_senders(self) -> None:
         for name, sink in self.config.sinks.items():
             self._start_sink(name, sink)
+        for index in shards.adopted(self.config.queue.path, self.worker, self.workers):
+            shard = AdoptedShard(index, self.config, self.workers, self.metrics)
+            self.adopted.append(shard)
+            shard.start()
 
     async def stop_senders(self, timeout: float) -> None:
-        await asyncio.gather(*(self._stop_sink(name, timeout) for name in list(self.dispatchers)))
+        await asyncio.gather(*(self._stop_sink(name, timeout) for name in list(self.dispatchers)),
+                             *(shard.stop(timeout) for shard in self.adopted))
 
     # ---- reload -----------------------------------------------------------------------
 
@@ -260,10 +292,12 @@ class Runtime:
         """Apply the config file again; returns what changed. Raises ConfigError, changing nothing."""
         try:
             changes = await self._reload(path)
-        except ConfigError:
+        except ConfigError as exc:
             self.metrics.reloads.labels("refused").inc()
+            self.last_reload = ReloadRecord(time.time(), "refused", str(exc))
             raise
         self.metrics.reloads.labels("ok").inc()
+        self.last_reload = ReloadRecord(time.time(), "ok", "; ".join(changes) or "no setting changed")
         self.metrics.last_reload.set_to_current_time()
         self.metrics.declare(self.config.sources, self.config.sinks)
         return changes
@@ -300,11 +334,11 @@ class Runtime:
         old = self.config
         changes: list[str] = []
         self.config = new
-        self.queue.max_size = new.queue.max_size
+        self.queue.max_size = shards.share(new.queue.max_size, self.workers)
         self.body_budget.capacity = new.server.max_body_memory
         self.queue.min_free_space = new.queue.min_free_space
-        self.dead_letters.max_bytes = new.queue.dead_letter_max_size
-        self.rejected.max_bytes = new.queue.rejected_max_size
+        self.dead_letters.max_bytes = shards.share(new.queue.dead_letter_max_size, self.workers)
+        self.rejected.max_bytes = shards.share(new.queue.rejected_max_size, self.workers)
         self.rejected.trim()
         self.recent_rejections.keep_only(new.sources)
         self.outboxes.clear()
@@ -359,7 +393,10 @@ class Runtime:
     def _gauges(self) -> Iterable[tuple[str, str, dict[str, str], float]]:
         for name, outbox in list(self.outboxes.items()):
             labels = {"sink": name}
-            yield "relay_queue_entries", "Entries queued for a sink (inbox and sealed batches)", labels, outbox.queued_entries
+            # entries of shards adopted from a run with more workers are still queued here
+            adopted = sum(s.outboxes[name].queued_entries for s in self.adopted if name in s.outboxes)
+            yield ("relay_queue_entries", "Entries queued for a sink (inbox and sealed batches)", labels,
+                   outbox.queued_entries + adopted)
             yield "relay_queue_bytes", "Bytes queued for a sink", labels, outbox.queued_bytes
             yield "relay_queue_batches", "Sealed batches waiting for a sink", labels, len(outbox.ready) + len(outbox.inflight)
             yield ("relay_queue_oldest_entry_age_seconds", "Age of the oldest queued entry of a sink", labels,

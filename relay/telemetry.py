@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -22,6 +22,8 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        if WORKER is not None:
+            line["worker"] = WORKER
         extra = getattr(record, "fields", None)
         if extra:
             line.update(extra)
@@ -30,12 +32,16 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False)
 
 
+WORKER: int | None = None  # set in a worker process (server.workers > 1): its lines say which
+
+
 def setup_logging(level: str = "info", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        who = "%(name)s" if WORKER is None else f"%(name)s[worker {WORKER}]"
+        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)-7s {who}: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -120,3 +126,47 @@ class Metrics:
 
     def add_gauges(self, read: Callable[[], Iterable[tuple[str, str, dict[str, str], float]]]) -> None:
         self.registry.register(_Gauges(read))
+
+
+# ---- one relay's metrics from several worker processes ---------------------------------------
+
+# (family, type, help, sample name, labels, value): one worker's samples, as siblings pass them.
+SampleRow = tuple[str, str, str, str, dict[str, str], float]
+
+
+def export_samples(registry: CollectorRegistry) -> list[SampleRow]:
+    return [(family.name, family.type, family.documentation, s.name, s.labels, s.value)
+            for family in registry.collect() for s in family.samples]
+
+
+def _combine(sample: str, values: list[float]) -> float:
+    """How the workers' values of one series make the relay's: counts and sizes add up; ages and
+    states say the worst; a start or reload time says the earliest."""
+    if sample.endswith(("_created", "_timestamp_seconds")) or sample == "relay_sink_up":
+        return min(values)
+    if sample.endswith("_age_seconds") or sample == "relay_sink_state":
+        return max(values)
+    return sum(values)
+
+
+class _Merged(Collector):
+    def __init__(self, parts: Iterable[Iterable[SampleRow]]) -> None:
+        self.families: dict[str, Metric] = {}
+        series: dict[tuple[str, str, tuple[tuple[str, str], ...]], list[float]] = {}
+        for part in parts:
+            for family, kind, doc, sample, labels, value in part:
+                if family not in self.families:
+                    self.families[family] = Metric(family, doc, kind)
+                series.setdefault((family, sample, tuple(sorted(labels.items()))), []).append(value)
+        for (family, sample, label_items), values in series.items():
+            self.families[family].add_sample(sample, dict(label_items), _combine(sample, values))
+
+    def collect(self) -> Iterable[Metric]:
+        return list(self.families.values())
+
+
+def merged_exposition(parts: Iterable[Iterable[SampleRow]]) -> bytes:
+    """The text exposition of several workers' samples as one relay's (see _combine)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Merged(parts))
+    return generate_latest(registry)

@@ -139,7 +139,11 @@ class Process:
 
     A context manager: leaving it stops the process (SIGTERM, then SIGKILL).
     `start()` again after an exit runs the same command again, same log file.
+    With `new_session` set it leads a process group of its own, so a test can kill
+    it with everything it started (os.killpg).
     """
+
+    new_session = False
 
     def __init__(
         self,
@@ -170,7 +174,7 @@ class Process:
             log.flush()
             self.popen = subprocess.Popen(
                 self.command, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=self.new_session,
             )
         return self
 

@@ -26,7 +26,11 @@ def plan(config_path: str) -> tuple[list[str], list[str]]:
         seen.add(route.name)
         paths = [p for p, r in routes.items() if r is route]
         sinks = [outbox.name for outbox in route.outboxes]
-        lines.append(f"source {route.name}: POST {' and '.join(sorted(paths))}")
+        if route.protocol == "http":
+            lines.append(f"source {route.name}: POST {' and '.join(sorted(paths))}")
+        else:  # README "Native protocols": its paths at the root (the token picks among sources) and under these
+            lines.append(f"source {route.name}: protocol {route.protocol}, at its root paths and under "
+                         f"{' and '.join(sorted(paths))}")
         if route.tokens:
             lines.append(f"  auth:    {len(route.tokens)} token(s)")
         elif route.config.allow_anonymous:
@@ -48,6 +52,11 @@ def plan(config_path: str) -> tuple[list[str], list[str]]:
         lines.append(f"sink {name}: POST {sink.url}, batches of <= {sink.batch_max_entries} entries or "
                      f"{sink.batch_timeout:g}s, {sink.compression}, {sink.concurrency} in flight")
     lines.append(f"queue: {config.queue.path}, at most {config.queue.max_size} bytes, sync = {config.queue.sync}")
+    count = config.server.worker_count
+    if count > 1:
+        lines.append(f"workers: {count} processes on {config.server.address} (SO_REUSEPORT), each with its own queue "
+                     f"shard of at most {config.queue.max_size // count} bytes (shard 0: queue.path, shard i: "
+                     "queue.path/shard-<i>)")
     q = config.queue
     warnings += disk_usage.capacity_problems(q.path, q.max_size, q.min_free_space, 4 * config.server.max_body_size)
     return lines, warnings

@@ -2,7 +2,9 @@
 
 With the relay running, this asks it over its admin endpoints (so its
 in-memory queue state stays right); with it stopped, it works on the queue
-directory directly. The queue directory's lock tells which.
+directory directly. The queue directory's lock tells which. A queue written by
+several workers (`server.workers`) has one store per shard: offline, every
+shard is read; online, the relay answers for all of them.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import msgspec
 
 from relay.config import DEFAULT_CONFIG_PATH, Config, load
 from relay.errors import ConfigError
-from relay.rejections.remap import remap
+from relay.rejections.remap import add_up, remap
 from relay.runtime import compile_routes
+from relay.store import shards
 from relay.store.deadletters import DeadLetters
 from relay.store.outbox import Outbox
 from relay.store.queue import DiskQueue
@@ -37,14 +40,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="replay: re-map letters that kept their records with the current mapping")
 
 
-async def _offline(config: Config, action: str, sink: str | None, remap_letters: bool = False) -> Any:
-    queue = DiskQueue(config.queue.path, max_size=config.queue.max_size, sync=config.queue.sync)
-    snapshot = queue.open(lock=False)  # the caller holds the lock
+async def _offline_shard(config: Config, shard: int, action: str, sink: str | None,
+                         remap_letters: bool = False) -> Any:
+    queue = DiskQueue(shards.shard_path(config.queue.path, shard), max_size=config.queue.max_size,
+                      sync=config.queue.sync)
+    snapshot = queue.open(lock=shard != 0)  # the caller holds shard 0's lock
     try:
         outboxes = {name: Outbox(name, found) for name, found in snapshot.items()}
+        if sink is not None and sink not in outboxes and sink in config.sinks:
+            outboxes[sink] = Outbox(sink)  # a configured sink with nothing in this shard
         store = DeadLetters(queue, outboxes, config.queue.dead_letter_max_size)
         if action == "list":
-            return {"dead_letters": msgspec.to_builtins(await store.list(sink))}
+            # plain JSON values (msgspec.to_builtins cannot take the raw JSON entries)
+            return msgspec.json.decode(msgspec.json.encode(await store.list(sink)))
         if remap_letters:
             rejected = RejectedStore(queue, config.queue.rejected_max_size)
             await rejected.load()
@@ -52,9 +60,19 @@ async def _offline(config: Config, action: str, sink: str | None, remap_letters:
                 outboxes.setdefault(name, Outbox(name))
             routes = {route.name: route for route in compile_routes(config, outboxes).values()}
             return msgspec.to_builtins(await remap(store, routes, rejected, sink))
-        return {"status": "replayed", "entries": await store.replay(sink)}
+        return {"entries": await store.replay(sink)}
     finally:
         queue.close()
+
+
+async def _offline(config: Config, action: str, sink: str | None, remap_letters: bool = False) -> Any:
+    several = [0, *shards.existing(config.queue.path)]  # every shard on disk, however many workers wrote it
+    parts = {shard: await _offline_shard(config, shard, action, sink, remap_letters) for shard in several}
+    if action == "replay":
+        return add_up(list(parts.values()))
+    if len(several) == 1:
+        return {"dead_letters": parts[0]}
+    return {"dead_letters": [{**letter, "worker": shard} for shard, letters in parts.items() for letter in letters]}
 
 
 def _online(config: Config, action: str, sink: str | None, remap_letters: bool = False) -> Any:

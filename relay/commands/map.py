@@ -3,6 +3,7 @@
     relay map fluentbit-nginx body.json --host www.example.com
     relay map myapp samples.ndjson -c configs/relay.toml --format json
     zcat body.gz | relay map nginx-json --bench
+    relay map hec-nginx --protocol splunk_hec body.bin        # a protocol's body as it came off the wire
 
 Reads what the ingest reads (a JSON array, NDJSON, one object, concatenated
 objects, MessagePack; gzip, zstd, ... detected from the bytes), maps and
@@ -22,19 +23,19 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections import Counter
 from datetime import datetime
 from typing import Any
 
 import msgspec
 
+from relay.config import PROTOCOLS
 from relay.errors import ConfigError, IngestError
 from relay.mapping import Mapper, MappingLibrary
+from relay.mapping.report import dry_run, read_records
 from relay.models import RecordContext, Rejection
-from relay.stages.schema import FIELDS, OPTIONAL, Entry, ValidationPolicy, Validator
+from relay.stages.schema import ValidationPolicy, Validator
 
 MAX_INPUT = 1 << 30
-_MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"\xff\x06\x00\x00sNaPpY": "snappy"}
 _json = msgspec.json.Encoder()
 
 
@@ -53,6 +54,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=100, help="records listed in the table (default 100)")
     parser.add_argument("--show-code", action="store_true", help="print the Python the mapping compiles to")
     parser.add_argument("--bench", action="store_true", help="measure mapping + validation speed on the input")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="http",
+                        help="read the input as this protocol's request body, as it comes off the wire "
+                             "(e.g. a captured _bulk body), and map the records a source of it would")
+    parser.add_argument("--path", help="the request path (and query) the body was sent to "
+                                       "(default: the protocol's usual one, e.g. /_bulk)")
+    parser.add_argument("--content-type", help="the request's Content-Type, for protocols that read it")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,22 +68,14 @@ def run(args: argparse.Namespace) -> int:
         if args.show_code:
             print(mapper.source)
             return 0
-        records, errors = _read(args.file)
+        records, errors = _read(args.file, args.protocol, args.path, args.content_type)
     except (ConfigError, IngestError, OSError, ValueError) as exc:
         print(f"relay map: {exc}", file=sys.stderr)
         return 2
     if args.bench:
         print(_bench(mapper, records, ctx, validator))
         return 0
-    report = Report(mapper)
-    for rejection in errors:
-        report.add(rejection.index, None, rejection, {}, filtered=False)
-    for index, record in enumerate(records):
-        result = mapper.map_records([record], ctx, validator)
-        entry = result.entries[0] if result.entries else None
-        first = result.rejections[0] if result.rejections else None
-        renamed = None if first is None else Rejection(index, first.field, first.reason, first.message)
-        report.add(index, entry, renamed, result.repairs, filtered=bool(result.filtered))
+    report = dry_run(mapper, validator, ctx, records, errors)
     try:
         if args.format == "json":
             sys.stdout.buffer.write(_json.encode(report.as_json()) + b"\n")
@@ -135,22 +134,23 @@ def _header(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def _read(path: str | None) -> tuple[list[Any], list[Rejection]]:
-    """The file's records (and the ones that could not be decoded), read the way the ingest reads them."""
-    from relay.stages.decode import decode_body
+# where each protocol's clients usually send, for --protocol without --path
+DEFAULT_PATHS = {"elasticsearch": "/_bulk", "splunk_hec": "/services/collector/event", "datadog": "/api/v2/logs",
+                 "otlp": "/v1/logs", "loki": "/loki/api/v1/push"}
 
+
+def _read(path: str | None, protocol: str = "http", request_path: str | None = None,
+          content_type: str | None = None) -> tuple[list[Any], list[Rejection]]:
+    """The file's records (and the ones that could not be decoded), read the way the ingest reads them."""
     data = sys.stdin.buffer.read() if path in (None, "-") else open(path, "rb").read()  # noqa: SIM115
-    encoding = next((name for magic, name in _MAGIC.items() if data.startswith(magic)), None)
-    decoded = decode_body(data, content_type=None, content_encoding=encoding, max_size=MAX_INPUT)
-    records = decoded.records
-    errors = list(decoded.errors)
-    if decoded.indexes is not None:  # renumber the good records by their place in the input
-        by_place: list[Any] = [None] * (len(records) + len(errors))
-        for record, place in zip(records, decoded.indexes):
-            by_place[place] = record
-        bad = {e.index for e in errors}
-        records = [r for i, r in enumerate(by_place) if i not in bad]
-    return records, errors
+    if protocol != "http":
+        from relay.stages.protocols import decoder
+        try:
+            decoder(protocol)
+        except ModuleNotFoundError:
+            raise ValueError(f"protocol {protocol!r} is not available in this build") from None
+    return read_records(data, MAX_INPUT, protocol=protocol, content_type=content_type,
+                        path=request_path or DEFAULT_PATHS.get(protocol, "/"))
 
 
 def _bench(mapper: Mapper, records: list[Any], ctx: RecordContext, validator: Validator) -> str:
@@ -165,84 +165,3 @@ def _bench(mapper: Mapper, records: list[Any], ctx: RecordContext, validator: Va
     micros = best / len(records) * 1e6
     return (f"{mapper.name}: {len(records)} records ({len(result.entries)} entries, {len(result.rejections)} rejected), "
             f"best of {rounds} rounds: {micros:.2f} µs/record, {1e6 / micros:,.0f} records/s (mapping + validation)")
-
-
-class Report:
-    """Per-record lines and the summary of one dry run."""
-
-    def __init__(self, mapper: Mapper) -> None:
-        self.mapper = mapper
-        self.rows: list[dict[str, Any]] = []
-        self.filled: Counter[str] = Counter()
-        self.reasons: Counter[str] = Counter()
-        self.repairs: Counter[str] = Counter()
-        self.entries = self.rejected = self.filtered = self.repaired = 0
-
-    def add(self, index: int, entry: Entry | None, rejection: Rejection | None, repairs: dict[str, int],
-            *, filtered: bool) -> None:  # fmt: skip
-        row: dict[str, Any] = {"index": index}
-        if entry is not None:
-            present = [f for f in FIELDS if getattr(entry, f) is not msgspec.UNSET]
-            self.filled.update(present)
-            self.entries += 1
-            self.repaired += bool(repairs)
-            self.repairs.update(repairs)
-            row.update(status="repaired" if repairs else "ok", entry=msgspec.to_builtins(entry),
-                       repaired=sorted(repairs), missing=[f for f in OPTIONAL if f not in present])  # fmt: skip
-        elif rejection is not None:
-            self.rejected += 1
-            self.reasons[f"{rejection.field or 'record'}:{rejection.reason}"] += 1
-            row.update(status="rejected", field=rejection.field, reason=rejection.reason, error=rejection.render())
-        else:
-            self.filtered += filtered
-            row.update(status="filtered")
-        self.rows.append(row)
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "records": len(self.rows), "entries": self.entries, "repaired": self.repaired,
-            "rejected": self.rejected, "filtered": self.filtered,
-            "rejections": dict(self.reasons.most_common()), "repairs": dict(self.repairs.most_common()),
-            "filled": {f: self.filled[f] for f in FIELDS},
-            "never_filled": [f for f in FIELDS if not self.filled[f]] if self.entries else list(FIELDS),
-        }  # fmt: skip
-
-    def as_json(self) -> dict[str, Any]:
-        rows = sorted(self.rows, key=lambda row: row["index"])
-        return {"mapping": self.mapper.name, "describe": self.mapper.describe(), "records": rows,
-                "summary": self.summary()}  # fmt: skip
-
-    def as_table(self, limit: int) -> str:
-        lines = [self.mapper.describe(), ""]
-        rows = sorted(self.rows, key=lambda row: row["index"])
-        for row in rows[: max(limit, 0)]:
-            status = row["status"]
-            if status in ("ok", "repaired"):
-                lines.append(f"#{row['index']:<4} {status:<9}{_json.encode(row['entry']).decode()}")
-                if row["repaired"]:
-                    lines.append(f"{'':15}repaired: {', '.join(row['repaired'])}")
-                if row["missing"]:
-                    lines.append(f"{'':15}missing:  {', '.join(row['missing'])}")
-            elif status == "rejected":
-                lines.append(f"#{row['index']:<4} REJECTED {row['error']}")
-            else:
-                lines.append(f"#{row['index']:<4} filtered (drop_if)")
-        if len(rows) > limit:
-            lines.append(f"... {len(rows) - limit} more records (--limit, or --format json for all)")
-        s = self.summary()
-        lines += ["", f"{s['records']} records: {s['entries']} entries ({s['repaired']} repaired), "
-                      f"{s['rejected']} rejected, {s['filtered']} filtered"]  # fmt: skip
-        if s["rejections"]:
-            lines.append("  rejected: " + ", ".join(f"{k} x{n}" for k, n in s["rejections"].items()))
-        if s["repairs"]:
-            lines.append("  repairs:  " + ", ".join(f"{k} x{n}" for k, n in s["repairs"].items()))
-        if self.entries:
-            lines.append("  filled:   " + ", ".join(f"{f} {n}/{self.entries}" for f, n in s["filled"].items() if n))
-        if s["never_filled"]:
-            lines.append("  never filled: " + ", ".join(s["never_filled"]))
-        if "host:required" in s["rejections"] and self.mapper.needs_host:
-            found = "takes the host from the records that carry one" if self.mapper.reads_host else \
-                "finds no virtual host in the records"
-            lines.append(f"  hint: {self.mapper.name} {found}: pass --host (the source's `host` setting) "
-                         "for the others")  # fmt: skip
-        return "\n".join(lines)

@@ -58,7 +58,9 @@ class SinkDispatcher:
                                level=config.compression_level)
         self.state = "running"  # running | backing_off | paused
         self._sample = Sampler(10.0)
-        self.last_error: str | None = None
+        self.last_error: str | None = None  # while not running: why
+        # The latest failure, kept after recovery so the console can say what happened last.
+        self.last_failure: tuple[float, str] | None = None  # (Unix seconds, error)
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()  # set when config changes (new key): paused loops retry now
         self.health = SinkHealth(initial=config.retry_initial_backoff, maximum=config.retry_max_backoff,
@@ -250,6 +252,8 @@ class SinkDispatcher:
                 log.warning("sink %s: backing off %.2fs: %s", self.name, delay, error, extra=fields)
         self.state = state
         self.last_error = error
+        if error is not None:
+            self.last_failure = (time.time(), error)
 
     async def _split(self, ref: BatchRef, batch: SealedBatch, delivery: Delivery) -> None:
         """Bisect a refused batch; single refused entries become dead letters."""

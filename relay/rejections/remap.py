@@ -135,3 +135,17 @@ def _together(*writes: Also) -> Also:
 def _in_transaction(cache: Cache, also: Also) -> None:
     with cache.transact(retry=True):
         also(cache)
+
+
+def add_up(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Workers' replay answers as one: counts summed, reasons summed per reason."""
+    total: dict[str, Any] = {"status": "replayed"}
+    for part in parts:
+        for key, value in part.items():
+            if key == "reasons":
+                reasons = total.setdefault("reasons", {})
+                for reason, n in value.items():
+                    reasons[reason] = reasons.get(reason, 0) + n
+            elif isinstance(value, int):
+                total[key] = total.get(key, 0) + value
+    return total

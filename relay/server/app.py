@@ -20,8 +20,10 @@ from aiohttp import web
 from relay.config import ServerConfig
 from relay.runtime import Runtime
 from relay.server import admin, ingest, probes, rejections
+from relay.server.console import routes as console
 from relay.server.keys import RUNTIME, SHUTDOWN, ShutdownClock
 from relay.server.replies import json_errors
+from relay.server.siblings import SIBLINGS, Siblings
 
 
 async def _queue(app: web.Application) -> AsyncIterator[None]:
@@ -42,6 +44,12 @@ async def _counts(app: web.Application) -> AsyncIterator[None]:
     runtime.queue.write_counts(runtime.counts())  # the senders have stopped: the final figures
 
 
+async def _siblings(app: web.Application) -> AsyncIterator[None]:
+    await app[SIBLINGS].start(app[RUNTIME])  # this worker's views, for its siblings (siblings.py)
+    yield
+    await app[SIBLINGS].stop()
+
+
 async def _senders(app: web.Application) -> AsyncIterator[None]:
     runtime = app[RUNTIME]
     await runtime.start_senders()
@@ -54,9 +62,11 @@ def build_app(runtime: Runtime) -> web.Application:
     app = web.Application(client_max_size=runtime.config.server.max_body_size, middlewares=[json_errors])
     app[RUNTIME] = runtime
     app[SHUTDOWN] = ShutdownClock(float(runtime.config.server.shutdown_grace))
-    app.cleanup_ctx.extend([_queue, _counts, _senders])
+    app[SIBLINGS] = Siblings(runtime.config.queue.path, runtime.worker, runtime.workers)
+    app.cleanup_ctx.extend([_queue, _counts, _siblings, _senders])
     probes.add_routes(app)
     admin.add_routes(app)
+    console.add_routes(app)  # its history sampler starts after the queue opened
     rejections.add_routes(app)
     ingest.add_routes(app)  # last: it takes POST on every other path
     return app

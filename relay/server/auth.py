@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import ipaddress
 from typing import TYPE_CHECKING
@@ -17,21 +18,27 @@ if TYPE_CHECKING:
 
 
 def _presented_tokens(request: web.Request) -> list[bytes]:
-    """Every place a shipper can put its token: Bearer, x-api-key, or a basic-auth password."""
+    """Every place a shipper can put its token: Bearer, x-api-key, a basic-auth password, and the
+    native protocols' own: `Splunk <token>` (HEC), `ApiKey <base64 id:key>` or the key as it is
+    (Elasticsearch: the key part or the whole value may be the token), DD-API-KEY (Datadog)."""
     found: list[bytes] = []
     auth = request.headers.get("Authorization", "")
     scheme, _, value = auth.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        found.append(value.strip().encode())
-    elif scheme.lower() == "basic" and value.strip():
+    scheme, value = scheme.lower(), value.strip()
+    if scheme in ("bearer", "splunk") and value:
+        found.append(value.encode())
+    elif scheme in ("basic", "apikey") and value:
+        if scheme == "apikey":
+            found.append(value.encode())
         try:
-            _, _, password = base64.b64decode(value.strip(), validate=True).partition(b":")
+            _, _, password = base64.b64decode(value, validate=True).partition(b":")
             found.append(password)
         except (binascii.Error, ValueError):
             pass
-    api_key = request.headers.get("x-api-key")
-    if api_key:
-        found.append(api_key.encode())
+    for header in ("x-api-key", "DD-API-KEY"):
+        api_key = request.headers.get(header)
+        if api_key:
+            found.append(api_key.encode())
     return found
 
 
@@ -63,18 +70,61 @@ def authorize(route: Route, request: web.Request) -> None:
         raise Unauthorized(f"source {route.name} has no tokens, so it answers only clients on this machine: "
                            f"set sources.{route.name}.tokens (and send one), or sources.{route.name}.allow_anonymous "
                            "= true to accept anyone who can reach the port")
-    ok = False
-    for presented in _presented_tokens(request):
-        for token in tokens:  # no early exit: the time taken does not depend on which matched
-            ok |= hmac.compare_digest(presented, token)
-    if not ok:
+    if not _holds_token(route, _presented_tokens(request)):
         raise Unauthorized("missing or invalid token: send it as 'Authorization: Bearer <token>', "
                            "'x-api-key: <token>' or as the basic-auth password")
 
 
+CONSOLE_COOKIE = "relay_console"
+# The console's own requests say so: a cross-site form cannot add a header, so a POST that only
+# carries the cookie (already SameSite=Strict) is refused without it.
+CONSOLE_HEADER = "X-Relay-Console"
+
+
+def console_session(token: str) -> str:
+    """The console cookie's value: derived from the admin token, never the token itself (a cookie
+    seen in a browser's storage does not give the token away); a new token ends every session."""
+    return hmac.new(token.encode(), b"relay console session", hashlib.sha256).hexdigest()
+
+
+def _console_cookie_ok(request: web.Request, token: str) -> bool:
+    presented = request.cookies.get(CONSOLE_COOKIE)
+    if not presented:
+        return False
+    if request.method not in ("GET", "HEAD") and request.headers.get(CONSOLE_HEADER) != "1":
+        return False
+    return hmac.compare_digest(presented.encode(), console_session(token).encode())
+
+
+def _holds_token(route: Route, presented: list[bytes]) -> bool:
+    ok = False
+    for token in route.tokens:  # no early exit: the time taken does not depend on which matched
+        for offered in presented:
+            ok |= hmac.compare_digest(offered, token)
+    return ok
+
+
+def pick(candidates: list[Route], request: web.Request) -> Route:
+    """The source among several sharing a protocol's root paths whose token the request carries;
+    else the one without tokens (authorize then decides); else the first, which authorize refuses."""
+    if len(candidates) == 1:
+        return candidates[0]
+    presented = _presented_tokens(request)
+    chosen = None
+    for route in candidates:  # every one compared, whichever matches
+        if _holds_token(route, presented) and chosen is None:
+            chosen = route
+    if chosen is not None:
+        return chosen
+    return next((route for route in candidates if not route.tokens), candidates[0])
+
+
 def admin_allowed(request: web.Request, token: str | None) -> bool:
-    """The admin token as a Bearer token; without one configured, only a loopback client."""
+    """The admin token as a Bearer token (or the console's session cookie made from it); without one
+    configured, only a loopback client."""
     if token:
         scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode())
+        if scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode()):
+            return True
+        return _console_cookie_ok(request, token)
     return loopback_client(request)

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from relay.server.console.history import History
+
 if TYPE_CHECKING:
     from relay.runtime import Runtime
 
@@ -28,3 +30,5 @@ class ShutdownClock:
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")
 SHUTDOWN: web.AppKey[ShutdownClock] = web.AppKey("shutdown", ShutdownClock)
+HISTORY: web.AppKey[History] = web.AppKey("console_history", History)
+STARTED: web.RequestKey[float] = web.RequestKey("started", float)  # time.monotonic() when an ingest began

@@ -1,113 +1,27 @@
-"""The composition root: builds every stage from the config, runs them, stops them.
+"""`relay serve`: one relay process (relay.server.process), or with `server.workers` > 1 a
+supervisor of worker processes (relay.server.supervisor), each running relay.server.process.
 
-Start-up: open the queue (which rebuilds each sink's state from disk), compile
-the mappings, start one dispatcher per sink, then listen. Shutdown (SIGTERM or
-SIGINT): answer 503 to new requests, let requests in flight finish, stop the
-senders after their current attempt, close the queue, exit 0 within
-`server.shutdown_grace`. What was not delivered stays on disk for the next start.
+The supervisor imports only what it needs (the config): it holds no queue and no
+socket, so it stays small (about 30 MB instead of 50).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import signal
-import ssl
 import subprocess
 import sys
 
-import uvloop
-from aiohttp import web
-
-from relay.config import DEFAULT_CONFIG_PATH, Config, load
-from relay.errors import ConfigError, QueueError
-from relay.runtime import Runtime
-from relay.server.app import build_app, runner_options
-from relay.server.keys import SHUTDOWN
+from relay import telemetry
+from relay.config import DEFAULT_CONFIG_PATH, load
+from relay.errors import ConfigError
+from relay.server.supervisor import Supervisor, die_with_parent
 from relay.telemetry import setup_logging
 
 log = logging.getLogger("relay")
 MOCK_API_KEY = "local-mock-key"
-
-
-def _describe_start(runtime: Runtime) -> None:
-    config = runtime.config
-    scheme = "https" if config.server.tls_cert else "http"
-    log.info("relay listening on %s://%s", scheme, config.server.address)
-    for path, route in sorted(runtime.routes.items()):
-        sinks = ", ".join(outbox.name for outbox in route.outboxes)
-        open_to = "" if route.tokens else " (no token: any client)" if route.config.allow_anonymous else \
-            " (no token: loopback clients only)"
-        log.info("  POST %s  source %s: mapping %s -> %s%s", path, route.name, route.config.mapping, sinks, open_to)
-    for name, outbox in runtime.outboxes.items():
-        log.info("  sink %s -> %s (%d entries queued on disk)", name, config.sinks[name].url, outbox.queued_entries)
-    for name, route in sorted({route.name: route for route in runtime.routes.values()}.items()):
-        host_warning = route.mapper.host_warning(name, route.config.host)
-        if host_warning:
-            log.warning("%s", host_warning)
-        if not route.tokens and route.config.allow_anonymous:
-            log.warning("source %s accepts writes from any client that reaches %s, without a token "
-                        "(sources.%s.allow_anonymous = true)", name, config.server.address, name)
-
-
-async def reload(runtime: Runtime) -> None:
-    try:
-        await runtime.reload()
-    except ConfigError as exc:
-        log.error("reload refused, the running config stays: %s", exc)
-
-
-async def serve(config: Config, log_overrides: tuple[str | None, str | None] = (None, None)) -> int:
-    try:
-        runtime = Runtime(config)
-        runtime.log_overrides = log_overrides
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return 2
-    server = config.server
-    app = build_app(runtime)
-    runner = web.AppRunner(app, **runner_options(server))
-    try:
-        await runner.setup()  # runs the app's start-up steps: opens the queue, starts the senders
-    except (ConfigError, QueueError) as exc:
-        log.error("%s", exc)
-        return 2
-    ssl_context = None
-    if server.tls_cert and server.tls_key:
-        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ssl_context.load_cert_chain(server.tls_cert, server.tls_key)
-    host, port = server.host_port
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024, reuse_address=True)
-    await site.start()
-    _describe_start(runtime)
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    reloads: set[asyncio.Task[None]] = set()
-
-    def on_hup() -> None:
-        task = asyncio.create_task(reload(runtime))
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
-    await stop.wait()
-    server = runtime.config.server  # shutdown_grace as the last reload left it
-    app[SHUTDOWN].grace = float(server.shutdown_grace)
-    app[SHUTDOWN].begin()
-    log.info("stopping: no new requests; finishing those in flight (grace %.0fs)", server.shutdown_grace)
-    runtime.draining = True  # new requests get 503 while those in flight finish
-    if not await runtime.wait_idle(server.shutdown_grace * 0.5):
-        log.warning("stopping: %d requests still in flight after %.0fs; closing", runtime.in_flight,
-                    server.shutdown_grace * 0.5)
-    await runner.cleanup()  # closes the socket, then the app's clean-up steps stop the senders and the queue
-    log.info("stopped; %d entries stay queued on disk for the next start",
-             sum(o.queued_entries for o in runtime.outboxes.values()))
-    return 0
 
 
 def _start_local_mock() -> subprocess.Popen[bytes]:
@@ -136,6 +50,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-format", choices=["text", "json"], help="overrides [log] format")
     parser.add_argument("--with-mock-upstream", action="store_true",
                         help="when PROFOUND_API_KEY is unset, start `relay mock-upstream` and deliver to it")
+    # Set by the supervisor (server.workers > 1) for each worker it starts; not for people.
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
+
+
+def _worker_argv(args: argparse.Namespace) -> list[str]:
+    """The options a worker is started with: the same config and log overrides as the supervisor."""
+    argv = ["-c", str(args.config)]
+    if args.log_level:
+        argv += ["--log-level", args.log_level]
+    if args.log_format:
+        argv += ["--log-format", args.log_format]
+    return argv
 
 
 def run(args: argparse.Namespace) -> int:
@@ -151,9 +78,24 @@ def run(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             print(f"relay: config error: {exc}", file=sys.stderr)
             return 2
+        if args.worker is not None:
+            # a worker: signals the supervisor holds blocked are inherited blocked; take them back
+            signal.pthread_sigmask(signal.SIG_SETMASK, set())
+            die_with_parent()
+            telemetry.WORKER = args.worker
         setup_logging(args.log_level or config.log.level, args.log_format or config.log.format)
+        if args.worker is None and config.server.worker_count > 1:
+            return Supervisor(config, _worker_argv(args)).run()
+        # here, not at the top: the supervisor never loads aiohttp, uvloop, the mappings...
+        import asyncio
+
+        import uvloop
+
+        from relay.server.process import serve
+
+        worker, workers = (0, 1) if args.worker is None else (args.worker, args.workers)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(serve(config, (args.log_level, args.log_format)))
+            return runner.run(serve(config, (args.log_level, args.log_format), worker, workers))
     finally:
         if mock is not None:
             mock.terminate()

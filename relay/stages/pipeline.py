@@ -20,7 +20,9 @@ from relay.errors import Unavailable
 from relay.mapping import Mapper
 from relay.mapping.spec import is_passthrough
 from relay.models import Decoded, IngestResult, MapResult, RecordContext, Rejection
+from relay.stages.compression import decompress
 from relay.stages.decode import decode_data, inflate
+from relay.stages.protocols import DecodeFn, decoder
 from relay.stages.schema import Validator
 from relay.stages.typed import TypedRoute
 from relay.store import originals as kept_records
@@ -48,11 +50,19 @@ class Route:
     tokens: list[bytes] = field(default_factory=list)
     # the typed fast route, for a mapping that takes upstream form as it is (None: every body per record)
     typed: TypedRoute | None = None
+    # a native protocol's decoder (sources.X.protocol); None: plain HTTP, decoded by stages.decode
+    decode: DecodeFn | None = None
 
     def __post_init__(self) -> None:
+        if self.config.protocol != "http":
+            self.decode = decoder(self.config.protocol)
         # keep_records needs the records: the typed route makes entries without any
-        if self.typed is None and is_passthrough(self.mapper.spec) and not self.config.keep_records:
+        elif self.typed is None and is_passthrough(self.mapper.spec) and not self.config.keep_records:
             self.typed = TypedRoute()
+
+    @property
+    def protocol(self) -> str:
+        return self.config.protocol
 
 
 @dataclass
@@ -65,19 +75,24 @@ class Prepared:
     # line): built only when there are rejections, for the rejected-records ring and store
     rejected: list[tuple[Rejection, Any]] = field(default_factory=list)
     tag: str | None = None
+    meta: Any = None  # Decoded.meta: what a native protocol's answer needs
     originals: bytes | None = None  # keep_records: the entries' records (store/originals.py)
 
 
 def prepare(route: Route, body: bytes, *, content_type: str | None, content_encoding: str | None,
-            headers: Mapping[str, str], max_size: int) -> Prepared:
-    kind, data = inflate(body, content_type=content_type, content_encoding=content_encoding, max_size=max_size)
-    if route.typed is not None and kind in _TYPED_KINDS:
-        start = data[:1]
-        entries = route.typed.entries(data, lines=start != b"[", validator=route.validator) \
-            if start == b"[" or (start == b"{" and kind == "lines") else None
-        if entries is not None:  # every entry valid as it came: nothing to map, reject or repair
-            return Prepared(MapResult(entries, []), _encode_lines(entries), len(entries), [])
-    decoded = decode_data(kind, data)
+            headers: Mapping[str, str], max_size: int, path: str = "") -> Prepared:
+    if route.decode is not None:
+        data = decompress(body, content_encoding, max_size)
+        decoded = route.decode(data, content_type=content_type, path=path, max_size=max_size)
+    else:
+        kind, data = inflate(body, content_type=content_type, content_encoding=content_encoding, max_size=max_size)
+        if route.typed is not None and kind in _TYPED_KINDS:
+            start = data[:1]
+            entries = route.typed.entries(data, lines=start != b"[", validator=route.validator) \
+                if start == b"[" or (start == b"{" and kind == "lines") else None
+            if entries is not None:  # every entry valid as it came: nothing to map, reject or repair
+                return Prepared(MapResult(entries, []), _encode_lines(entries), len(entries), [])
+        decoded = decode_data(kind, data)
     tag = headers.get(route.config.tag_header) if route.config.tag_header else None
     ctx = RecordContext(source=route.name, tag=tag, headers=headers, host=route.config.host)
     # decoding may have dropped records: indexes name the rest by their place in the body
@@ -91,7 +106,7 @@ def prepare(route: Route, body: bytes, *, content_type: str | None, content_enco
         records = entry_records(route, decoded.records, decoded.indexes, result, ctx)
         kept = kept_records.pack(route.name, tag, records) if records is not None else None
     return Prepared(result, lines, len(decoded.records) + len(decoded.errors), rejections,
-                    _pointed_at(decoded, rejections) if rejections else [], tag, kept)
+                    _pointed_at(decoded, rejections) if rejections else [], tag, decoded.meta, kept)
 
 
 def entry_records(route: Route, records: list[Any], indexes: list[int] | None, result: MapResult,

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 
+from relay.store.shards import is_shard_dir
+
 # An item costs more than its value: a row header, its key, B-tree pages not full.
 PAGE_OVERHEAD = 1.25
 MIN_WAL_LIMIT = 32 * 2**10
@@ -20,8 +22,10 @@ DAMAGED_DIR = "damaged"  # queue.path/damaged/<time>/: databases a salvage moved
 MAX_WAL_LIMIT = 4 * 2**20  # about SQLite's default checkpoint (1,000 pages): min_free_space covers it
 
 
-def allocated_bytes(path: str) -> int:
-    """Allocated bytes of the directory and everything under it (`du -s --block-size=1`)."""
+def allocated_bytes(path: str, top: str | None = None) -> int:
+    """Allocated bytes of the directory and everything under it (`du -s --block-size=1`), but for
+    the other shards' directories of a sharded queue (relay.store.shards)."""
+    top = path if top is None else top
     total = 0
     try:
         total += os.stat(path).st_blocks * 512
@@ -31,9 +35,11 @@ def allocated_bytes(path: str) -> int:
     for entry in entries:
         if entry.name == DAMAGED_DIR:
             continue  # damaged databases kept for the operator: on the disk, not in the queue's budget
+        if path == top and is_shard_dir(entry.name):
+            continue  # the other workers' shards (queue.path/shard-N/) have budgets of their own
         try:
             if entry.is_dir(follow_symlinks=False):
-                total += allocated_bytes(entry.path)
+                total += allocated_bytes(entry.path, top)
             else:
                 total += entry.stat(follow_symlinks=False).st_blocks * 512
         except OSError:  # removed meanwhile (SQLite drops its -wal and -shm on close)

@@ -40,7 +40,8 @@ def sink_toml(name: str, url: str, api_key: str, **options: Any) -> str:
 
 def relay_toml(*, port: int, queue_dir: Path, sinks: str, now: str | None = None, sync: str = "normal",
                sources: str | None = None, extra: str = "", queue_max_size: str = "1GiB",
-               max_body_size: str | None = None, shutdown_grace: str = "10s", log_level: str | None = None) -> str:
+               max_body_size: str | None = None, shutdown_grace: str = "10s", log_level: str | None = None,
+               admin_token: str | None = None, workers: int | str | None = None) -> str:
     """A whole config listening on 127.0.0.1:`port`, queueing in `queue_dir`.
 
     `sinks`: the [sinks.*] tables (see sink_toml); `sources` replaces DEFAULT_SOURCES; `extra` is
@@ -48,6 +49,10 @@ def relay_toml(*, port: int, queue_dir: Path, sinks: str, now: str | None = None
     server = [f"address = {toml_value(f'127.0.0.1:{port}')}", f"shutdown_grace = {toml_value(shutdown_grace)}"]
     if max_body_size:
         server.append(f"max_body_size = {toml_value(max_body_size)}")
+    if admin_token:
+        server.append(f"admin_token = {toml_value(admin_token)}")
+    if workers is not None:
+        server.append(f"workers = {toml_value(workers)}")
     sections = [
         "[server]\n" + "\n".join(server) + "\n",
         "[queue]\n" + "\n".join([f"path = {toml_value(queue_dir)}", f"max_size = {toml_value(queue_max_size)}",

@@ -15,6 +15,7 @@ import json
 import os
 import random
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -211,6 +212,7 @@ class CrashPlan:
     clients: tuple[int, int] = (3, 2)  # custom, fluentbit
     pace: float = 0.0
     drain_timeout: float = 45.0
+    workers: int = 1  # server.workers; with more, each kill -9 takes the whole process group
 
 
 @dataclass
@@ -258,7 +260,11 @@ def kill_at(phase: str, relay: Relay, upstream: MockUpstream, ledger: Ledger, rn
             wait_until(lambda: upstream.stats()["requests"] > sent_before, timeout=30,
                        message=lambda: f"no send started\n{relay.log_tail()}")
         time.sleep(rng.uniform(0.0, dwell))
-    relay.kill9()
+    if relay.new_session:  # a supervisor and its workers: all of them at once, as a power cut would
+        os.killpg(relay.pid, signal.SIGKILL)
+        relay.wait()
+    else:
+        relay.kill9()
     figures.kills[phase] += 1
 
 
@@ -295,7 +301,8 @@ def run_crash_load(tmp_path: Path, plan: CrashPlan, seed: int) -> Figures:
         sinks_toml = "\n".join(sink_toml(name, upstream.url, KEY, batch_timeout="100ms", concurrency=4,
                                          retry_initial_backoff="20ms", retry_max_backoff="500ms")
                                for name, upstream in upstreams.items())
-        relay = Relay(tmp_path, sinks_toml, sync=plan.sync)
+        relay = Relay(tmp_path, sinks_toml, sync=plan.sync, workers=plan.workers if plan.workers > 1 else None)
+        relay.new_session = plan.workers > 1
         sinks = {name: Delivered(upstream) for name, upstream in upstreams.items()}
         load = Load(relay.base_url, ledger, custom=plan.clients[0], fluentbit=plan.clients[1],
                     entries_per_body=100, pace=plan.pace)
@@ -370,20 +377,23 @@ def _seed() -> int:
     return seed
 
 
-def test_kill_9_at_random_moments_under_load_loses_no_acknowledged_entry(tmp_path: Path) -> None:
-    """CI-sized: kills during ingest, sealing, sends and start-up recovery, then a drain."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_kill_9_at_random_moments_under_load_loses_no_acknowledged_entry(tmp_path: Path, workers: int) -> None:
+    """CI-sized: kills during ingest, sealing, sends and start-up recovery, then a drain. With two
+    workers each kill takes the supervisor and both workers (the process group)."""
     plan = CrashPlan(phases=["ingest", "sealing", "sending", "startup-early", "ingest", "startup-healthz",
-                             "sending", "startup-early", "sealing"], seconds=25, dwell=1.0)
+                             "sending", "startup-early", "sealing"], seconds=25, dwell=1.0, workers=workers)
     figures = run_crash_load(tmp_path, plan, _seed())
     assert figures.total_kills >= 5 and set(figures.kills) == set(PHASES)
 
 
 @pytest.mark.soak
 def test_soak_kill_9_for_minutes_loses_no_acknowledged_entry(tmp_path: Path) -> None:
-    """RELAY_SOAK=1; RELAY_SOAK_SECONDS (default 240) of paced load and random kills."""
+    """RELAY_SOAK=1; RELAY_SOAK_SECONDS (default 240) of paced load and random kills;
+    RELAY_SOAK_WORKERS (default 1) sets server.workers."""
     seconds = float(os.environ.get("RELAY_SOAK_SECONDS", "240"))
     plan = CrashPlan(phases=list(PHASES) * 2, seconds=seconds, dwell=6.0, sync="full", clients=(4, 3),
-                     pace=0.05, drain_timeout=180)
+                     pace=0.05, drain_timeout=180, workers=int(os.environ.get("RELAY_SOAK_WORKERS", "1")))
     figures = run_crash_load(tmp_path, plan, _seed())
     assert figures.total_kills >= 30
 

@@ -159,3 +159,30 @@ format = "json"
     assert changed_settings(old, old) == []
     assert changed_entries("sources", {"a": old.sources["fb"]}, {"b": old.sources["fb"]}) == [
         "sources.a removed", "sources.b added"]
+
+
+def test_workers_default_to_one_and_auto_means_one_per_core(tmp_path: Path) -> None:
+    import os
+
+    from relay.config import RESTART_ONLY
+
+    assert load(write(tmp_path, MINIMAL), env={"KEY": "k"}).server.worker_count == 1
+    auto = load(write(tmp_path, '[server]\nworkers = "auto"\n' + MINIMAL), env={"KEY": "k"})
+    assert auto.server.worker_count == max(1, os.cpu_count() or 1)
+    assert load(write(tmp_path, "[server]\nworkers = 3\n" + MINIMAL), env={"KEY": "k"}).server.worker_count == 3
+    assert "server.workers" in RESTART_ONLY
+
+
+@pytest.mark.parametrize(("value", "says"), [("0", "must be 1..64"), ('"many"', "server.workers"),
+                                             ("65", "must be 1..64")])
+def test_bad_worker_count_names_the_key(tmp_path: Path, value: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=says) as caught:
+        load(write(tmp_path, f"[server]\nworkers = {value}\n" + MINIMAL), env={"KEY": "k"})
+    assert caught.value.key == "server.workers"
+
+
+def test_each_worker_shard_must_hold_four_bodies(tmp_path: Path) -> None:
+    text = '[server]\nworkers = 4\nmax_body_size = "1MiB"\n[queue]\nmax_size = "8MiB"\n' + MINIMAL
+    with pytest.raises(ConfigError, match="per worker") as caught:
+        load(write(tmp_path, text), env={"KEY": "k"})
+    assert caught.value.key == "queue.max_size"

@@ -326,6 +326,8 @@ def test_image_entrypoint_serves_delivers_and_exits_0_on_sigterm(
                    timeout=30, ignore=(OSError,), message=lambda: f"/healthz\n{relay.log_tail()}")
         assert http_request(base + "/healthz").json() == {"status": "ok"}
         assert http_request(base + "/readyz").status == 200
+        for page in ("/-/console", "/-/console/console.js", "/-/console/console.css"):  # package data, installed
+            assert http_request(base + page).status == 200, page
         entry = {"timestamp": int(time.time()), "method": "GET", "host": "image.example.com",
                  "path": "/from-the-image", "status_code": 200, "ip": "192.0.2.7", "user_agent": "test"}
         answer = http_request(base + "/v1/logs/custom", "POST", [entry])

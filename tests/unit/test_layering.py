@@ -67,6 +67,8 @@ RULES: list[tuple[str, tuple[str, ...]]] = [
                           "relay.runtime")),
     ("relay.server", ("diskcache", "relay.commands", "relay.tools")),
     ("relay.commands", ("diskcache", "relay.tools")),
+    # the native protocols' decoders are pure: bytes in, records out; mapping and queue come after
+    ("relay.stages.protocols", ("relay.stages.pipeline", "relay.store", "relay.mapping")),
 ]
 CORE_MODULES = ("relay.errors", "relay.models", "relay.config", "relay.telemetry")
 

@@ -148,6 +148,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
              "upstream-form JSON arrays, gzip; ndjson: the same as NDJSON; single: 1 entry per request, "
              "64 clients. All from 100,000 generated access-log records (default %(default)s)")
     add("--sync", choices=["full", "normal"], default="normal", help="the queue's sync mode (default %(default)s)")
+    add("--workers", default="1", help="the relay's server.workers: a number, or auto (default %(default)s)")
     add("--duration", type=_duration, default=10.0, help="how long to send, e.g. 10s (default 10s)")
     add("--rate", type=float, help="cap the load at this many entries/s (default: as fast as it goes)")
     add("--concurrency", type=int, help="concurrent clients (default 8, or 64 for single)")
@@ -175,6 +176,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     args.sink_option = [_sink_line(option) for option in args.sink_option]
+    if args.workers != "auto":
+        if not args.workers.isdigit() or int(args.workers) < 1:
+            raise SystemExit(f"relay bench: --workers wants a number from 1, or auto; got {args.workers!r}")
+        args.workers = int(args.workers)
     if args.peer:
         if args.profile:
             raise SystemExit("relay bench: --profile and --peer do not go together")

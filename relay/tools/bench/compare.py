@@ -141,7 +141,7 @@ def peer_table(out: dict[str, Any]) -> str:
               for row in [head, *rows]]
     lines += [
         f"* {peer}: {out['peer_version']} ({out['peer_binary']}): {out['peer_settings']}.",
-        f"* relay: sync={first['sync']}, defaults otherwise; it answers once entries are committed to its queue.",
+        f"* relay: sync={first['sync']}, workers={first.get('workers', 1)}, defaults otherwise; it answers once entries are committed to its queue.",
         "* delivered/s: reaching the sink during the load; CPU µs/entry: the process tree's user+system time "
         "(/proc), drain included, per delivered entry; lost and duplicates matched entry by entry by unique id"
         + ("" if first["ids_checked"] else " (here by count only: --no-verify)") + ".",

@@ -25,14 +25,15 @@ from pathlib import Path
 from typing import IO, Any
 
 from relay.tools.bench.procfs import cpu_seconds, machine_busy_seconds, read_bytes
-from relay.tools.bench.workloads import workload
-from relay.tools.local_config import relay_toml, sink_toml
+from relay.tools.bench.workloads import PROTOCOL_SOURCES, workload
+from relay.tools.local_config import DEFAULT_SOURCES, relay_toml, sink_toml
 
 PINNED_NOW = "2026-11-25T09:30:00Z"  # the generated traffic (bench/records.py) is dated 2026-11-25
 API_KEY = "bench-key"
 RATE_CEILING = {"bulk": 400_000, "single": 20_000}  # entries/s a pool of bodies is sized for
 POOL_CAP = {"bulk": 4_000, "single": 400_000}  # bodies; beyond it they are sent again (counted)
-CONCURRENCY = {"fluentbit": 8, "passthrough": 8, "ndjson": 8, "single": 64}
+CONCURRENCY = {"fluentbit": 8, "passthrough": 8, "ndjson": 8, "single": 64, "es_bulk": 8, "splunk_hec": 8,
+               "datadog": 8, "otlp": 8, "loki": 8}
 PACKAGE_ROOT = Path(__file__).resolve().parents[3]
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -191,11 +192,16 @@ def start_relay(run: Run) -> None:
     config = workdir / "relay.toml"
     sink = sink_toml("upstream", run.upstream_base + "/v1/logs/custom", API_KEY)
     sink += "".join(f"{line}\n" for line in args.sink_option)  # `--sink-option`s, already TOML lines
+    workers = getattr(args, "workers", 1)
     config.write_text(relay_toml(port=port, queue_dir=workdir / "queue", sinks=sink, now=PINNED_NOW, sync=args.sync,
-                                 queue_max_size="16GiB", max_body_size="64MiB", shutdown_grace="20s"))
+                                 queue_max_size="16GiB", max_body_size="64MiB", shutdown_grace="20s",
+                                 workers=None if workers == 1 else workers,
+                                 sources=DEFAULT_SOURCES + PROTOCOL_SOURCES))
     relay = run.children["relay"] = Child("relay", ["-m", "relay", "serve", "-c", str(config)], workdir)
     run.relay_base = f"http://127.0.0.1:{port}"
-    _wait("relay /healthz", relay, lambda: get_json(run.relay_base + "/healthz"), timeout=60)
+    # /readyz answers 200 once every worker does: keep-alive clients connecting before a worker
+    # listens would all stay on the others (SO_REUSEPORT spreads only over bound sockets).
+    _wait("relay /readyz", relay, lambda: get_json(run.relay_base + "/readyz"), timeout=90)
 
 
 def start_loadgen(run: Run, port: int) -> tuple[Child, dict[str, Any]]:

@@ -48,14 +48,15 @@ def cpu_seconds(root: int) -> float:
 
 
 def peak_rss_mb(root: int) -> float:
-    """Largest VmHWM in the tree, MiB."""
+    """The tree's VmHWM added up, MiB: with several worker processes, what they all took (each at
+    its own peak, so at most that much at once)."""
     peak = 0
     for pid in _tree(root):
         try:
             found = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
         except OSError:
             continue
-        peak = max(peak, int(found.group(1)) if found else 0)
+        peak += int(found.group(1)) if found else 0
     return peak / 1024
 
 

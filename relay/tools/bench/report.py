@@ -74,7 +74,8 @@ def report(run: Run, result: dict[str, Any], first: Sample, stopped: Sample, end
     else:  # counts only
         duplicates, losses = max(delivered - acked, 0), max(acked - delivered, 0)
     return {
-        "workload": args.workload, "sync": args.sync, "records_per_request": result["per_body"],
+        "workload": args.workload, "sync": args.sync, "workers": getattr(args, "workers", 1),
+        "records_per_request": result["per_body"],
         "duration_s": round(window, 2), "concurrency": args.concurrency or CONCURRENCY[args.workload],
         "rate_cap": args.rate, "upstream": args.upstream,
         "requests_acked": result["requests_acked"], "entries_acked": acked, "entries_delivered": delivered,
@@ -111,6 +112,7 @@ def table(r: dict[str, Any]) -> str:
     e2e = f"{r['end_to_end_per_s']:,.0f}" if r["end_to_end_per_s"] else "did not drain"
     rows = [
         ("workload", f"{r['workload']} ({r['records_per_request']} entries/request), sync={r['sync']}, "
+                     f"workers={r.get('workers', 1)}, "
                      f"{r['concurrency']} clients, upstream={r['upstream']}"),
         ("entries acknowledged", f"{r['entries_acked']:,} in {r['requests_acked']:,} requests over {r['duration_s']}s"),
         ("entries/s acknowledged", f"{r['acked_per_s']:,.0f}  ({r['requests_per_s']:,.0f} requests/s)"),

@@ -4,7 +4,8 @@ Runs the ingest path's pure part on pre-built 1,000-entry gzip bodies of the ben
 generated traffic (bench/workloads.py) and prints µs per entry for
 
     decompress   the gzip layer (relay.stages.compression)
-    decode       body -> records (relay.stages.decode, decompression excluded)
+    decode       body -> records (relay.stages.decode, or the native protocol's decoder for
+                 es_bulk, splunk_hec, datadog; decompression excluded)
     map          records -> validated entries (the route's compiled mapping + Validator)
     typed        body bytes -> validated entries by the typed route (relay.stages.typed), for
                  a passthrough mapping: decode, map and validate in one (- for other mappings)
@@ -28,17 +29,28 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from relay.config import SourceConfig
 from relay.mapping import MappingLibrary
-from relay.models import RecordContext
+from relay.models import Decoded, RecordContext
 from relay.stages.compression import decompress
 from relay.stages.decode import decode_body
 from relay.stages.pipeline import Route, _encode_lines, prepare
+from relay.stages.protocols import loki, otlp
 from relay.stages.schema import ValidationPolicy, Validator
 from relay.tools.bench.processes import PINNED_NOW
-from relay.tools.bench.workloads import build_bodies, workload
+from relay.tools.bench.protocol_bodies import loki_bodies, otlp_bodies
+from relay.tools.bench.workloads import PROTOCOL_WORKLOADS, build_bodies, workload
 
-MAPPINGS = {"passthrough": "profound", "fluentbit": "fluentbit-nginx", "ndjson": "profound"}
+MAPPINGS = {"passthrough": "profound", "fluentbit": "fluentbit-nginx", "ndjson": "profound",
+            "es_bulk": "fluentbit-nginx", "splunk_hec": "fluentbit-nginx", "datadog": "fluentbit-nginx",
+            "otlp": "otel", "loki": "loki-nginx"}
+# native protocols: (body builder, decoder, Content-Encoding of the bodies, Content-Type)
+PROTOCOLS: dict[str, tuple[Callable[[int, int], Any], Callable[..., Any], str | None, str]] = {
+    "otlp": (otlp_bodies, otlp.decode, "gzip", "application/x-protobuf"),
+    "loki": (loki_bodies, loki.decode, None, "application/x-protobuf"),
+}
 STAGES = ("decompress", "decode", "map", "typed", "encode", "prepare")
 MAX_SIZE = 64 * 1024 * 1024
 
@@ -47,7 +59,8 @@ def route_for(name: str) -> Route:
     """The route a workload posts to, its clock pinned to the generated traffic's day."""
     mapping = MAPPINGS[name]
     now = datetime.fromisoformat(PINNED_NOW.replace("Z", "+00:00")).timestamp()
-    config = SourceConfig(mapping=mapping, host="www.example.com")
+    protocol = PROTOCOL_WORKLOADS[name][2] if name in PROTOCOL_WORKLOADS else "http"
+    config = msgspec.convert({"mapping": mapping, "host": "www.example.com", "protocol": protocol}, SourceConfig)
     return Route(name, config, MappingLibrary().get(mapping), Validator(ValidationPolicy(now=now)), [])
 
 
@@ -62,21 +75,29 @@ def _best(func: Callable[[], Any], repeat: int) -> float:
 
 def measure(name: str, *, bodies: int = 20, repeat: int = 5) -> dict[str, float]:
     """µs per entry of each stage for `bodies` bodies of workload `name`, best of `repeat`."""
+    if name in PROTOCOLS:
+        return measure_protocol(name, bodies=bodies, repeat=repeat)
     load = workload(name)
     route = route_for(name)
     raw = list(build_bodies(load, bodies))
     encoding = "gzip" if load.gzip else None
     plain = [decompress(body, encoding, MAX_SIZE) for body in raw]
-    records = [decode_body(body, content_type=load.content_type, content_encoding=None, max_size=MAX_SIZE).records
-               for body in plain]
-    ctx_args: dict[str, Any] = {"content_type": load.content_type, "content_encoding": encoding, "headers": {}, "max_size": MAX_SIZE}
+    path = load.path
+
+    def decode(body: bytes) -> Decoded:
+        if route.decode is not None:  # a native protocol's decoder, as prepare calls it
+            return route.decode(body, content_type=load.content_type, path=path, max_size=MAX_SIZE)
+        return decode_body(body, content_type=load.content_type, content_encoding=None, max_size=MAX_SIZE)
+
+    records = [decode(body).records for body in plain]
+    ctx_args: dict[str, Any] = {"content_type": load.content_type, "content_encoding": encoding, "headers": {},
+                                "max_size": MAX_SIZE, "path": path}
     entries = [prepare(route, body, **ctx_args).result.entries for body in raw]
     ctx = RecordContext(source=name, host=route.config.host)
     typed, lines = route.typed, load.content_type != "application/json"
     stages: dict[str, Callable[[], Any]] = {
         "decompress": lambda: [decompress(body, encoding, MAX_SIZE) for body in raw],
-        "decode": lambda: [decode_body(body, content_type=load.content_type, content_encoding=None,
-                                       max_size=MAX_SIZE) for body in plain],
+        "decode": lambda: [decode(body) for body in plain],
         "map": lambda: [route.mapper.map_records(batch, ctx, route.validator) for batch in records],
         "typed": lambda: [typed.entries(body, lines=lines, validator=route.validator) for body in plain]
         if typed is not None else None,
@@ -87,6 +108,31 @@ def measure(name: str, *, bodies: int = 20, repeat: int = 5) -> dict[str, float]
     out = {stage: _best(func, repeat) * 1e6 / count for stage, func in stages.items()}
     if typed is None:
         out["typed"] = float("nan")
+    out["entries"] = float(sum(len(batch) for batch in entries) / bodies)
+    return out
+
+
+def measure_protocol(name: str, *, bodies: int = 20, repeat: int = 5, per_body: int = 1000) -> dict[str, float]:
+    """decompress / decode / map for a native protocol's bodies (its decoder, then its preset)."""
+    build, decode, encoding, content_type = PROTOCOLS[name]
+    route = route_for(name)
+    raw = list(build(per_body, bodies))
+    plain = [decompress(body, encoding, MAX_SIZE) for body in raw]
+    records = [decode(body, content_type=content_type, path="").records for body in plain]
+    ctx = RecordContext(source=name, host=route.config.host)
+    mapped = [route.mapper.map_records(batch, ctx, route.validator) for batch in records]
+    assert all(not result.rejections for result in mapped), mapped[0].rejections[:3]
+    entries = [result.entries for result in mapped]
+    stages: dict[str, Callable[[], Any]] = {
+        "decompress": lambda: [decompress(body, encoding, MAX_SIZE) for body in raw],
+        "decode": lambda: [decode(body, content_type=content_type, path="") for body in plain],
+        "map": lambda: [route.mapper.map_records(batch, ctx, route.validator) for batch in records],
+        "encode": lambda: [_encode_lines(batch) for batch in entries],
+    }
+    count = bodies * per_body
+    out = {stage: _best(func, repeat) * 1e6 / count for stage, func in stages.items()}
+    out["typed"] = float("nan")
+    out["prepare"] = out["decompress"] + out["decode"] + out["map"] + out["encode"]
     out["entries"] = float(sum(len(batch) for batch in entries) / bodies)
     return out
 

@@ -9,6 +9,17 @@
     ndjson       the same entries as NDJSON (application/x-ndjson, gzip), as Vector and most
                  HTTP log clients send, to /v1/logs/custom
     single       one upstream-form entry a request, no compression, to /v1/logs/custom
+    es_bulk      the fluentbit records as Fluent Bit's `es` output sends them: `_bulk` NDJSON,
+                 `{"create":{"_index":"nginx"}}` + record, gzip, to /_bulk (an elasticsearch source
+                 with mapping fluentbit-nginx): against `fluentbit`, the cost of the envelope
+    splunk_hec   the fluentbit records as concatenated HEC events `{"time":..,"event":{record}}`,
+                 gzip, to /services/collector/event (a splunk_hec source, fluentbit-nginx)
+    datadog      the fluentbit records as a Datadog intake array with `ddsource`, gzip, to
+                 /api/v2/logs (a datadog source, fluentbit-nginx)
+    otlp         1,000 log records a body, OTLP/HTTP protobuf, gzip, as the OTel SDK sends them, to
+                 /v1/logs (a `protocol = "otlp"` source, preset `otel`; bench/protocol_bodies.py)
+    loki         1,000 entries a body, Loki push snappy protobuf as Promtail sends it, nginx JSON
+                 lines, to /loki/api/v1/push (a `protocol = "loki"` source, preset `loki-nginx`)
 
 Every entry comes from the generated traffic of bench/records.py: entry n of a run is
 base record n % BASE_RECORDS with the unique id `entry_token(n)` in its path, so body b
@@ -31,9 +42,30 @@ from typing import Any
 import msgspec
 from isal import igzip
 
+from relay.tools.bench.protocol_bodies import loki_bodies, otlp_bodies
 from relay.tools.bench.records import ID_SLOT, base_records, entry_token, query_string
 
-WORKLOADS = ("fluentbit", "passthrough", "ndjson", "single")
+WORKLOADS = ("fluentbit", "passthrough", "ndjson", "single", "es_bulk", "splunk_hec", "datadog", "otlp", "loki")
+# The native protocols' workloads: (path, content type, the protocol of the source serving them)
+PROTOCOL_WORKLOADS = {
+    "es_bulk": ("/_bulk", "application/x-ndjson", "elasticsearch"),
+    "splunk_hec": ("/services/collector/event", "application/json", "splunk_hec"),
+    "datadog": ("/api/v2/logs", "application/json", "datadog"),
+}
+# What `relay bench` adds to the relay's sources for them (loopback clients need no token)
+PROTOCOL_SOURCES = "".join(f'\n[sources.bench-{protocol}]\nprotocol = "{protocol}"\nmapping = "fluentbit-nginx"\n'
+                           'host = "www.example.com"\n' for _, _, protocol in PROTOCOL_WORKLOADS.values())
+# otlp and loki: sources with their own presets
+PROTOCOL_SOURCES += """
+[sources.otlp]
+protocol = "otlp"
+mapping = "otel"
+
+[sources.loki]
+protocol = "loki"
+mapping = "loki-nginx"
+"""
+_BULK_ACTION = b'{"create":{"_index":"nginx"}}\n'
 GZIP_LEVEL = 1  # bodies are built before the run; the level only changes bytes in, not decode cost
 _SLOT = msgspec.json.encode(ID_SLOT)[1:-1]  # how the id's place looks once JSON-encoded
 
@@ -55,6 +87,13 @@ def workload(name: str, records: int = 1000) -> Workload:
         return Workload(name, "/v1/logs/custom", records, True, "application/x-ndjson")
     if name == "single":
         return Workload(name, "/v1/logs/custom", 1, False)
+    if name in PROTOCOL_WORKLOADS:
+        path, content_type, _ = PROTOCOL_WORKLOADS[name]
+        return Workload(name, path, records, True, content_type)
+    if name == "otlp":
+        return Workload(name, "/v1/logs", records, True, "application/x-protobuf")
+    if name == "loki":  # snappy is part of the format: no Content-Encoding
+        return Workload(name, "/loki/api/v1/push", records, False, "application/x-protobuf")
     raise ValueError(f"unknown workload {name!r}; one of {', '.join(WORKLOADS)}")
 
 
@@ -99,7 +138,10 @@ def _templates(shape: str) -> tuple[tuple[bytes, bytes], ...]:
 
 def build_bodies(load: Workload, count: int) -> Iterator[bytes]:
     """The first `count` bodies of `load`; body b holds entries b*per_body .. (b+1)*per_body-1."""
-    templates = _templates("fluentbit" if load.name == "fluentbit" else "upstream")
+    if load.name in ("otlp", "loki"):
+        yield from (otlp_bodies if load.name == "otlp" else loki_bodies)(load.per_body, count)
+        return
+    templates = _templates("fluentbit" if load.name == "fluentbit" or load.name in PROTOCOL_WORKLOADS else "upstream")
     n = len(templates)
     per = load.per_body
     ndjson = load.content_type != "application/json"
@@ -108,8 +150,19 @@ def build_bodies(load: Workload, count: int) -> Iterator[bytes]:
         for index in range(b * per, (b + 1) * per):
             head, tail = templates[index % n]
             parts.append(head + entry_token(index).encode() + tail)
-        raw = b"\n".join(parts) + b"\n" if ndjson else b"[" + b",".join(parts) + b"]"
+        raw = _envelope(load.name, parts) if load.name in PROTOCOL_WORKLOADS else \
+            b"\n".join(parts) + b"\n" if ndjson else b"[" + b",".join(parts) + b"]"
         yield igzip.compress(raw, compresslevel=GZIP_LEVEL, mtime=0) if load.gzip else raw  # same bytes every run
+
+
+def _envelope(name: str, records: list[bytes]) -> bytes:
+    """Fluent Bit's nginx records as its native outputs wrap them."""
+    if name == "es_bulk":
+        return b"".join(_BULK_ACTION + record + b"\n" for record in records)
+    if name == "splunk_hec":
+        # HEC's time is the record's `date`; the mapping reads `date` first, so it is only the envelope
+        return b"".join(b'{"time":1795593600.0,"event":' + record + b"}" for record in records)
+    return b"[" + b",".join(record[:-1] + b',"ddsource":"nginx"}' for record in records) + b"]"
 
 
 def request_bytes(load: Workload, host: str, body: bytes, token: str | None = None) -> bytes:

@@ -9,6 +9,7 @@ import pytest
 from relay.__main__ import main
 from relay.commands.check_config import plan
 from relay.config import load
+from relay.errors import ConfigError
 
 DEFAULT = Path(__file__).resolve().parents[3] / "configs" / "relay.toml"
 
@@ -44,3 +45,26 @@ def test_a_mapping_that_never_finds_a_host_says_every_record_is_rejected(tmp_pat
     assert warnings == ["sources.raw: mapping 'nginx-combined' finds no virtual host in the logs, so every "
                         "record will be rejected: set host = \"www.example.com\" on it (the default config "
                         "reads RELAY_DEFAULT_HOST)"]
+
+
+def test_check_config_says_how_many_workers_and_their_shards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROFOUND_API_KEY", "k")
+    text = DEFAULT.read_text().replace("[server]\n", "[server]\nworkers = 2\n", 1)
+    assert text != DEFAULT.read_text()
+    path = tmp_path / "relay.toml"
+    path.write_text(text)
+    lines, _ = plan(str(path))
+    assert [line for line in lines if line.startswith("workers: 2 processes on ")]
+    one, _ = plan(str(DEFAULT))
+    assert not [line for line in one if line.startswith("workers:")]
+
+
+def test_a_protocol_source_says_where_it_is_served_and_an_unbuilt_protocol_names_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "relay.toml"
+    path.write_text('[sources.es]\nprotocol = "elasticsearch"\npath = "/es"\nmapping = "nginx-json"\n'
+                    '[sinks.up]\napi_key = "k"\n')
+    lines, _ = plan(str(path))
+    assert "source es: protocol elasticsearch, at its root paths and under /es and /ingest/es" in lines
+    path.write_text('[sources.es]\nprotocol = "smtp"\n[sinks.up]\napi_key = "k"\n')
+    with pytest.raises(ConfigError, match=r"sources\.es\.protocol"):
+        plan(str(path))

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from isal import igzip
 
+from relay.stages.protocols import decoder, loki, otlp
 from relay.tools.bench.records import (
     base_records,
     check_unique_slots,
@@ -25,11 +26,11 @@ from relay.tools.bench.records import (
     token_index,
 )
 from relay.tools.bench.report import check_ids, table
-from relay.tools.bench.workloads import WORKLOADS, build_bodies, workload
+from relay.tools.bench.workloads import PROTOCOL_WORKLOADS, WORKLOADS, build_bodies, workload
 from tests.support import FIXTURES, REPO_ROOT
 
 KEYS = {
-    "workload", "sync", "records_per_request", "duration_s", "concurrency", "rate_cap", "upstream",
+    "workload", "sync", "workers", "records_per_request", "duration_s", "concurrency", "rate_cap", "upstream",
     "requests_acked", "entries_acked", "entries_delivered", "requests_per_s", "acked_per_s",
     "delivered_per_s", "end_to_end_per_s", "backlog_at_stop", "keeps_up", "drain_s", "latency_ms",
     "relay_cpu_s_per_million", "relay_cpu_cores", "relay_peak_rss_mb", "bytes_in", "bytes_upstream",
@@ -52,6 +53,8 @@ def bench(*args: str, keep: Path | None = None) -> tuple[int, dict[str, Any], st
     ("passthrough", ["--rate", "60000", "--sync", "full"]),
     ("ndjson", ["--rate", "60000", "--upstream", "sink"]),  # the lean sink reads the ids too
     ("single", ["--sync", "full"]),
+    ("otlp", ["--rate", "20000"]),
+    ("loki", ["--rate", "20000", "--upstream", "sink"]),
 ])
 def test_short_run_delivers_every_entry_once(load: str, extra: list[str], tmp_path: Path) -> None:
     status, result, progress = bench("--workload", load, "--duration", "2s", *extra, keep=tmp_path)
@@ -69,6 +72,17 @@ def test_short_run_delivers_every_entry_once(load: str, extra: list[str], tmp_pa
     assert "bench     1s: acked" in progress
     assert (tmp_path / "relay.toml").is_file() and (tmp_path / "relay.log").is_file()
     assert "duplicates / losses     0 / 0" in table(result)
+
+
+def test_two_workers_deliver_every_entry_once(tmp_path: Path) -> None:
+    status, result, _ = bench("--workload", "passthrough", "--duration", "2s", "--rate", "40000",
+                              "--workers", "2", keep=tmp_path)
+    assert status == 0, result
+    assert result["workers"] == 2 and result["relay_exit_status"] == 0
+    assert result["entries_delivered"] == result["entries_acked"] > 0
+    assert result["duplicates"] == 0 and result["losses"] == 0
+    assert "workers=2" in table(result)
+    assert "worker 1 started" in (tmp_path / "relay.log").read_text()
 
 
 def test_lean_sink_upstream_and_count_only_check(tmp_path: Path) -> None:
@@ -97,7 +111,17 @@ def test_bodies_carry_unique_ids_in_their_paths(name: str) -> None:
     bodies = list(build_bodies(load, count))
     assert len(set(bodies)) == count
     raw = [igzip.decompress(body) if load.gzip else body for body in bodies]
-    if load.content_type == "application/x-ndjson":
+    if name in ("otlp", "loki"):  # the paths the protocol's preset maps; ids_in reads them upstream
+        decode = otlp.decode if name == "otlp" else loki.decode
+        decoded = [r for body in raw for r in decode(body, content_type=load.content_type, path=load.path,
+                                                       max_size=1 << 26).records]
+        paths = [r["attributes"]["url.path"] if name == "otlp" else r["json"]["request_uri"] for r in decoded]
+        assert [id_in_path(path) for path in paths] == list(range(count * load.per_body))
+        return
+    if name in PROTOCOL_WORKLOADS:  # as the protocol's source decodes it
+        decode = decoder(PROTOCOL_WORKLOADS[name][2])
+        records = [r for body in raw for r in decode(body, content_type=load.content_type, path=load.path).records]
+    elif load.content_type == "application/x-ndjson":
         records = [json.loads(line) for body in raw for line in body.splitlines()]
     else:
         records = [record for body in raw for record in json.loads(body)]

@@ -1,0 +1,33 @@
+from pathlib import Path
+
+from relay.config import load
+from relay.runtime import Runtime
+
+CONFIG = """
+[queue]
+path = "{path}"
+max_size = "1GiB"
+dead_letter_max_size = "100MiB"
+
+[sources.fb]
+mapping = "fluentbit-nginx"
+host = "www.example.com"
+
+[sinks.up]
+url = "http://127.0.0.1:9/v1/logs/custom"
+api_key = "k"
+"""
+
+
+def test_each_worker_owns_its_shard_and_its_share_of_the_budgets(tmp_path: Path) -> None:
+    path = tmp_path / "relay.toml"
+    path.write_text(CONFIG.format(path=tmp_path / "queue"))
+    config = load(path)
+    alone = Runtime(config)
+    assert alone.queue.path == str(tmp_path / "queue") and alone.queue.max_size == 2**30
+    first, second = Runtime(config, 0, 2), Runtime(config, 1, 2)
+    assert first.queue.path == str(tmp_path / "queue")  # a single process's queue is shard 0 as it stands
+    assert second.queue.path == str(tmp_path / "queue" / "shard-1")
+    assert first.queue.max_size == second.queue.max_size == 2**29
+    assert second.dead_letters.max_bytes == 50 * 2**20
+    assert second.queue.min_free_space == config.queue.min_free_space  # the volume's, not split
