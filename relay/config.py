@@ -142,6 +142,8 @@ class SourceConfig(_Section):
     sinks: list[str] | None = None  # None: every sink
     host: str | None = None  # for formats that carry no virtual host
     tag_header: str | None = None  # request header holding the shipper's tag (Fluent Bit header_tag)
+    # keep each entry's original record in the queue, so dead letters can be re-mapped (costs disk and CPU)
+    keep_records: bool = False
 
     def __post_init__(self) -> None:
         # `host = "${RELAY_DEFAULT_HOST:-}"` with the variable unset means no host, not a host ""

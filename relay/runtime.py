@@ -34,6 +34,7 @@ from relay.errors import ConfigError
 from relay.mapping import MappingLibrary
 from relay.rejections.recent import RecentRejections
 from relay.rejections.redact import config_secrets
+from relay.rejections.remap import RemapResult, remap
 from relay.rejections.replay import ReplayResult, replay
 from relay.server.budget import ByteBudget
 from relay.stages.pipeline import Prepared, Route
@@ -211,6 +212,11 @@ class Runtime:
             for reason, n in one.reasons.items():
                 total.reasons[reason] = total.reasons.get(reason, 0) + n
         return total
+
+    async def remap_dead_letters(self, sink: str | None = None) -> RemapResult:
+        """`dead-letter replay --remap`: letters with their records re-mapped by the current mappings."""
+        routes = {route.name: route for route in self.routes.values()}
+        return await remap(self.dead_letters, routes, self.rejected, sink, self.recent_rejections.capture)
 
     def secrets(self) -> list[bytes]:
         """Every configured credential: never to appear in an admin answer."""

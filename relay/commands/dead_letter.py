@@ -22,10 +22,13 @@ import msgspec
 
 from relay.config import DEFAULT_CONFIG_PATH, Config, load
 from relay.errors import ConfigError
+from relay.rejections.remap import add_up, remap
+from relay.runtime import compile_routes
 from relay.store import shards
 from relay.store.deadletters import DeadLetters
 from relay.store.outbox import Outbox
 from relay.store.queue import DiskQueue
+from relay.store.rejected import RejectedStore
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -33,9 +36,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", default=DEFAULT_CONFIG_PATH, help="config file (TOML or YAML)")
     parser.add_argument("--sink", help="only this sink")
     parser.add_argument("--json", action="store_true", help="list as JSON")
+    parser.add_argument("--remap", action="store_true",
+                        help="replay: re-map letters that kept their records with the current mapping")
 
 
-async def _offline_shard(config: Config, shard: int, action: str, sink: str | None) -> Any:
+async def _offline_shard(config: Config, shard: int, action: str, sink: str | None,
+                         remap_letters: bool = False) -> Any:
     queue = DiskQueue(shards.shard_path(config.queue.path, shard), max_size=config.queue.max_size,
                       sync=config.queue.sync)
     snapshot = queue.open(lock=shard != 0)  # the caller holds shard 0's lock
@@ -47,27 +53,35 @@ async def _offline_shard(config: Config, shard: int, action: str, sink: str | No
         if action == "list":
             # plain JSON values (msgspec.to_builtins cannot take the raw JSON entries)
             return msgspec.json.decode(msgspec.json.encode(await store.list(sink)))
-        return await store.replay(sink)
+        if remap_letters:
+            rejected = RejectedStore(queue, config.queue.rejected_max_size)
+            await rejected.load()
+            for name in config.sinks:  # a configured sink with no letters yet
+                outboxes.setdefault(name, Outbox(name))
+            routes = {route.name: route for route in compile_routes(config, outboxes).values()}
+            return msgspec.to_builtins(await remap(store, routes, rejected, sink))
+        return {"entries": await store.replay(sink)}
     finally:
         queue.close()
 
 
-async def _offline(config: Config, action: str, sink: str | None) -> Any:
+async def _offline(config: Config, action: str, sink: str | None, remap_letters: bool = False) -> Any:
     several = [0, *shards.existing(config.queue.path)]  # every shard on disk, however many workers wrote it
-    parts = {shard: await _offline_shard(config, shard, action, sink) for shard in several}
+    parts = {shard: await _offline_shard(config, shard, action, sink, remap_letters) for shard in several}
     if action == "replay":
-        return {"status": "replayed", "entries": sum(parts.values())}
+        return add_up(list(parts.values()))
     if len(several) == 1:
         return {"dead_letters": parts[0]}
     return {"dead_letters": [{**letter, "worker": shard} for shard, letters in parts.items() for letter in letters]}
 
 
-def _online(config: Config, action: str, sink: str | None) -> Any:
+def _online(config: Config, action: str, sink: str | None, remap_letters: bool = False) -> Any:
     host, port = config.server.host_port
     host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     scheme = "https" if config.server.tls_cert else "http"
     path = "/-/dead-letters" + ("/replay" if action == "replay" else "")
-    query = f"?sink={sink}" if sink else ""
+    query = "&".join(part for part in (f"sink={sink}" if sink else "", "remap=1" if remap_letters else "") if part)
+    query = f"?{query}" if query else ""
     request = urllib.request.Request(f"{scheme}://{host}:{port}{path}{query}",
                                      method="POST" if action == "replay" else "GET")
     if config.server.admin_token:
@@ -91,6 +105,8 @@ def _print_list(answer: dict[str, Any]) -> None:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(letter["failed_at"]))
         print(f"{letter['key']}  sink={letter['sink']}  entries={letter['count']}  at {when}Z")
         print(f"  reason: {letter['reason']}")
+        if letter.get("records"):
+            print("  original records kept: `relay dead-letter replay --remap` maps them again")
         for entry in letter["entries"][:3]:
             print(f"  {json.dumps(entry)[:200]}")
     print(f"{sum(letter['count'] for letter in letters)} entries in {len(letters)} dead letters; "
@@ -106,14 +122,14 @@ def run(args: argparse.Namespace) -> int:
     probe = DiskQueue(config.queue.path, max_size=config.queue.max_size)
     if probe.lock():
         try:
-            answer = asyncio.run(_offline(config, args.action, args.sink))
+            answer = asyncio.run(_offline(config, args.action, args.sink, args.remap))
         except KeyError as exc:
             print(f"relay: {exc.args[0]}", file=sys.stderr)
             return 2
         finally:
             probe.close()
     else:
-        answer = _online(config, args.action, args.sink)
+        answer = _online(config, args.action, args.sink, args.remap)
     if args.action == "list" and not args.json:
         _print_list(answer)
     else:

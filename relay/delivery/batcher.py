@@ -13,8 +13,10 @@ import asyncio
 import logging
 import time
 
+import msgspec
 from isal import igzip
 
+from relay.store import originals
 from relay.store.layout import Cursor, InboxItem, InboxRef, SealedBatch, checksum
 from relay.store.outbox import Outbox
 from relay.store.queue import DiskQueue
@@ -28,6 +30,9 @@ def build_body(lines: list[bytes], compression: str, level: int) -> tuple[bytes,
     if compression == "gzip":
         return igzip.compress(raw, compresslevel=min(level, 3)), "gzip"
     return raw, None
+
+
+Kept = list[msgspec.Raw | None] | None  # per entry: its original record, when kept
 
 
 def split_lines(item: InboxItem) -> list[bytes]:
@@ -48,7 +53,7 @@ class Batcher:
         self.level = level
         # The item a previous batch cut in the middle: kept split so that a
         # 7,600-entry request is not re-read and re-split for each of its batches.
-        self._partial: tuple[int, list[bytes], float] | None = None
+        self._partial: tuple[int, list[bytes], float, Kept] | None = None
         self.stopping = False
 
     async def run(self) -> None:
@@ -81,11 +86,12 @@ class Batcher:
             return
         items = await self._read(refs)
         lines: list[bytes] = []
+        kept: Kept = None  # the entries' original records, once an item has them (keep_records)
         consumed: list[InboxRef] = []
         cursor = Cursor(outbox.cursor.seq, outbox.cursor.offset, outbox.cursor.next_batch)
         oldest = time.time()
         skipped = 0
-        for ref, entries, created in items:
+        for ref, entries, created, item_kept in items:
             offset = cursor.offset if ref.seq == cursor.seq else 0
             if entries is None:  # quarantined: counted as lost by the queue's log and metric
                 skipped += ref.count - offset
@@ -95,13 +101,16 @@ class Batcher:
             oldest = min(oldest, created)
             room = self.max_entries - len(lines)
             take = entries[offset:offset + room]
+            if item_kept is not None or kept is not None:
+                kept = kept if kept is not None else [None] * len(lines)
+                kept.extend(item_kept[offset:offset + len(take)] if item_kept is not None else [None] * len(take))
             lines.extend(take)
             if offset + len(take) >= len(entries):
                 consumed.append(ref)
                 cursor = Cursor(ref.seq + 1, 0, cursor.next_batch)
             else:
                 cursor = Cursor(ref.seq, offset + len(take), cursor.next_batch)
-                self._partial = (ref.seq, entries, created)
+                self._partial = (ref.seq, entries, created, item_kept)
             if len(lines) >= self.max_entries:
                 break
         batch_id = cursor.next_batch
@@ -109,22 +118,27 @@ class Batcher:
         batch: SealedBatch | None = None
         if lines:
             body, encoding = await asyncio.to_thread(build_body, lines, self.compression, self.level)
-            batch = SealedBatch(len(lines), body, encoding, checksum(body), oldest)
+            kept_blob = await asyncio.to_thread(originals.sealed, kept) if kept is not None else None
+            batch = SealedBatch(len(lines), body, encoding, checksum(body), oldest, kept_blob)
         sealed = await queue.seal(sink, batch, cursor, batch_id, consumed)
         outbox.sealed(sealed, len(lines) + skipped, cursor, consumed)
         if self._partial and self._partial[0] != cursor.seq:
             self._partial = None
 
-    async def _read(self, refs: list[InboxRef]) -> list[tuple[InboxRef, list[bytes] | None, float]]:
+    async def _read(self, refs: list[InboxRef]) -> list[tuple[InboxRef, list[bytes] | None, float, Kept]]:
         partial = self._partial
         cached = partial if partial and refs[0].seq == partial[0] else None
         to_read = refs[1:] if cached is not None else refs
         queue, sink = self.queue, self.outbox.name
         loaded = await queue.read_inbox(sink, to_read) if to_read else []
-        out: list[tuple[InboxRef, list[bytes] | None, float]] = []
+        out: list[tuple[InboxRef, list[bytes] | None, float, Kept]] = []
         if cached is not None:
-            out.append((refs[0], cached[1], cached[2]))
+            out.append((refs[0], cached[1], cached[2], cached[3]))
         for ref, item in loaded:
-            out.append((ref, split_lines(item) if item is not None else None,
-                        item.created if item is not None else time.time()))
+            if item is None:
+                out.append((ref, None, time.time(), None))
+                continue
+            lines = split_lines(item)
+            out.append((ref, lines, item.created,
+                        originals.split(item.originals, len(lines)) if item.originals is not None else None))
         return out

@@ -25,6 +25,7 @@ from relay.delivery.batcher import Batcher, build_body
 from relay.delivery.health import SinkHealth
 from relay.delivery.retry import Outcome, classify, parse_retry_after
 from relay.delivery.sender import Delivery, Sender
+from relay.store import originals
 from relay.store.layout import BatchRef, DeadLetter, SealedBatch, checksum
 from relay.store.outbox import Outbox
 from relay.store.queue import DiskQueue
@@ -257,21 +258,28 @@ class SinkDispatcher:
     async def _split(self, ref: BatchRef, batch: SealedBatch, delivery: Delivery) -> None:
         """Bisect a refused batch; single refused entries become dead letters."""
         entries = await asyncio.to_thread(batch_entries, batch)
+        try:  # paired with entries through every split
+            kept = originals.unsealed(batch.originals, len(entries))
+        except (OSError, ValueError, msgspec.DecodeError) as exc:  # outside the crc: the entries still go on
+            log.error("sink %s: the original records of %s are unreadable; its entries go on without them: %s",
+                      self.name, ref.key, exc)
+            kept = [None] * len(entries)
         stem = ref.key.rsplit(".", 2)[0]  # b/<sink>/<id>
         reason = f"upstream answered {delivery.status}: {delivery.error or 'no detail'}"
         dead: list[tuple[str, DeadLetter]] = []
         retry: list[tuple[str, SealedBatch]] = []
         if len(entries) <= 1:
             letter = DeadLetter(len(entries), b"".join(e + b"\n" for e in entries), reason,
-                                delivery.status, time.time())
+                                delivery.status, time.time(), originals.join(kept))
             dead.append((stem, letter))
             log.error("sink %s: upstream refused an entry; moved to the dead-letter store: %s", self.name, reason)
             self.metrics.dead_lettered.labels(self.name).inc(len(entries))
         else:
             half = len(entries) // 2
-            for suffix, part in (("L", entries[:half]), ("R", entries[half:])):
+            for suffix, part, part_kept in (("L", entries[:half], kept[:half]), ("R", entries[half:], kept[half:])):
                 body, encoding = build_body(part, self.config.compression, self.config.compression_level)
-                retry.append((stem + suffix, SealedBatch(len(part), body, encoding, checksum(body), batch.oldest)))
+                retry.append((stem + suffix, SealedBatch(len(part), body, encoding, checksum(body), batch.oldest,
+                                                         originals.sealed(part_kept))))
             self.metrics.retries.labels(self.name, "split").inc()
         queue = self.queue
         new_refs, dead_refs = await queue.replace_batch(ref, dead, retry)

@@ -16,6 +16,7 @@ import msgspec
 from aiohttp import web
 
 from relay.errors import ConfigError
+from relay.rejections.remap import add_up
 from relay.server import siblings
 from relay.server.auth import admin_allowed
 from relay.server.keys import RUNTIME
@@ -77,6 +78,9 @@ async def local_dead_letters(runtime: Runtime, query: Mapping[str, str]) -> dict
 @siblings.view("dead-letters/replay")
 async def local_replay(runtime: Runtime, query: Mapping[str, str]) -> dict[str, Any]:
     try:
+        if query.get("remap") in ("1", "true", "yes"):
+            remapped: dict[str, Any] = msgspec.to_builtins(await runtime.remap_dead_letters(query.get("sink")))
+            return remapped
         return {"entries": await runtime.dead_letters.replay(query.get("sink"))}
     except KeyError as exc:
         return {"error": exc.args[0]}
@@ -110,7 +114,7 @@ async def handle_replay(request: web.Request) -> web.Response:
     parts, error, missing = _gathered(await _everyone(request, "dead-letters/replay", runtime))
     if error:
         return reply(404, {"status": "error", "error": error})
-    body: dict[str, Any] = {"status": "replayed", "entries": sum(p["entries"] for p in parts)}
+    body = add_up(parts)
     if missing:
         body["incomplete"] = missing
     return reply(200, body)

@@ -25,6 +25,7 @@ from relay.stages.decode import decode_data, inflate
 from relay.stages.protocols import DecodeFn, decoder
 from relay.stages.schema import Validator
 from relay.stages.typed import TypedRoute
+from relay.store import originals as kept_records
 from relay.store.outbox import Outbox
 from relay.store.outbox import commit as outbox_commit
 from relay.store.queue import Also, DiskQueue
@@ -55,7 +56,8 @@ class Route:
     def __post_init__(self) -> None:
         if self.config.protocol != "http":
             self.decode = decoder(self.config.protocol)
-        elif self.typed is None and is_passthrough(self.mapper.spec):
+        # keep_records needs the records: the typed route makes entries without any
+        elif self.typed is None and is_passthrough(self.mapper.spec) and not self.config.keep_records:
             self.typed = TypedRoute()
 
     @property
@@ -74,6 +76,7 @@ class Prepared:
     rejected: list[tuple[Rejection, Any]] = field(default_factory=list)
     tag: str | None = None
     meta: Any = None  # Decoded.meta: what a native protocol's answer needs
+    originals: bytes | None = None  # keep_records: the entries' records (store/originals.py)
 
 
 def prepare(route: Route, body: bytes, *, content_type: str | None, content_encoding: str | None,
@@ -92,7 +95,8 @@ def prepare(route: Route, body: bytes, *, content_type: str | None, content_enco
             if entries is not None:  # every entry valid as it came: nothing to map, reject or repair
                 return Prepared(MapResult(entries, []), _encode_lines(entries), len(entries), [])
         shape = route.mapper.shape
-        if shape is not None and as_typed:  # only the keys the mapping reads (mapping/shape.py)
+        # only the keys the mapping reads (mapping/shape.py); keep_records needs whole records
+        if shape is not None and as_typed and not route.config.keep_records:
             records = shape.decode(data, lines=start != b"[")
             if records is not None:
                 shaped = route.mapper.map_records(records, ctx, route.validator, shaped=True)
@@ -109,8 +113,32 @@ def prepare(route: Route, body: bytes, *, content_type: str | None, content_enco
     if decoded.errors:
         rejections = sorted([*decoded.errors, *rejections], key=lambda r: r.index)
     lines = _encode_lines(result.entries) if result.entries else b""
+    kept = None
+    if route.config.keep_records and result.entries:
+        records = entry_records(route, decoded.records, decoded.indexes, result, ctx)
+        kept = kept_records.pack(route.name, tag, records) if records is not None else None
     return Prepared(result, lines, len(decoded.records) + len(decoded.errors), rejections,
-                    _pointed_at(decoded, rejections) if rejections else [], tag, decoded.meta)
+                    _pointed_at(decoded, rejections) if rejections else [], tag, decoded.meta, kept)
+
+
+def entry_records(route: Route, records: list[Any], indexes: list[int] | None, result: MapResult,
+                  ctx: RecordContext) -> list[Any] | None:
+    """The records `result.entries` were made from, in entry order (keep_records only).
+
+    A record makes one entry unless rejected or filtered: the rejections name theirs, so without
+    drop_if filtering this is one pass. The mapper does not say which records drop_if filtered
+    (saying it would cost every request), so then each remaining record is mapped again alone:
+    double the mapping CPU, for requests of keep_records sources that filtered something."""
+    refused = {r.index for r in result.rejections}
+    if indexes is not None and refused:
+        refused = {at for at, index in enumerate(indexes) if index in refused}
+    left = [record for at, record in enumerate(records) if at not in refused] if refused else records
+    if result.filtered:
+        left = [record for record in left
+                if route.mapper.map_records([record], ctx, route.validator).entries]
+    if len(left) != len(result.entries):  # never seen: keep none rather than pair records wrongly
+        return None
+    return left
 
 
 def _pointed_at(decoded: Decoded, rejections: list[Rejection]) -> list[tuple[Rejection, Any]]:
@@ -143,7 +171,7 @@ async def commit(route: Route, prepared: Prepared, queue: DiskQueue, also: Also 
         except TimeoutError:
             raise Unavailable(f"sink {outbox.name} is {outbox.unsealed} entries behind; retry later",
                               retry_after=5.0) from None
-    await outbox_commit(queue, outboxes, count, prepared.lines, also)
+    await outbox_commit(queue, outboxes, count, prepared.lines, also, prepared.originals)
 
 
 def answer(prepared: Prepared) -> IngestResult:

@@ -9,6 +9,8 @@ letters back into their sink's inbox, so they are batched and sent again.
 
 from __future__ import annotations
 
+import asyncio
+import builtins
 import logging
 
 import msgspec
@@ -30,6 +32,7 @@ class DeadLetterView(msgspec.Struct):
     status: int | None
     failed_at: float
     entries: list[msgspec.Raw]
+    records: bool = False  # it holds its original records: `replay --remap` re-maps them
 
 
 class DeadLetters:
@@ -38,6 +41,8 @@ class DeadLetters:
         self.outboxes = outboxes
         self.max_bytes = max_bytes
         self.dropped_entries = 0
+        # one replay at a time (plain or --remap): two would read the same letters and queue them twice
+        self.replaying = asyncio.Lock()
 
     def entries(self, sink: str | None = None) -> int:
         return sum(ref.count for name, o in self.outboxes.items() if sink in (None, name) for ref in o.dead)
@@ -45,7 +50,7 @@ class DeadLetters:
     def bytes(self) -> int:
         return sum(ref.nbytes for o in self.outboxes.values() for ref in o.dead)
 
-    def _chosen(self, sink: str | None) -> list[Outbox]:
+    def chosen(self, sink: str | None) -> list[Outbox]:
         if sink is not None and sink not in self.outboxes:
             raise KeyError(f"no sink named {sink!r} (sinks: {', '.join(self.outboxes)})")
         return [o for name, o in self.outboxes.items() if sink in (None, name)]
@@ -53,32 +58,36 @@ class DeadLetters:
     async def list(self, sink: str | None = None, limit: int = 1000) -> list[DeadLetterView]:
         queue = self.queue
         views: list[DeadLetterView] = []
-        for outbox in self._chosen(sink):
+        for outbox in self.chosen(sink):
             for ref in outbox.dead[:max(0, limit - len(views))]:
                 letter = await queue.read_dead(ref)
                 if letter is None:
                     continue
                 lines = [msgspec.Raw(line) for line in letter.entries.split(b"\n") if line]
                 views.append(DeadLetterView(ref.key, outbox.name, letter.count, letter.reason, letter.status,
-                                            letter.failed_at, lines))
+                                            letter.failed_at, lines, letter.originals is not None))
         return views
 
     async def replay(self, sink: str | None = None) -> int:
         """Re-queue every dead letter of `sink` (or all sinks); returns the entries re-queued."""
-        queue = self.queue
         total = 0
-        for outbox in self._chosen(sink):
-            refs = list(outbox.dead)
-            if not refs:
-                continue
-            first = outbox.reserve(len(refs))
-            made = await queue.requeue_dead(outbox.name, refs, first)
-            outbox.dead = [ref for ref in outbox.dead if ref not in refs]
-            for ref in made:
-                outbox.committed(ref)
-            total += sum(ref.count for ref in made)
-            log.info("dead letters: re-queued %d entries for sink %s", sum(r.count for r in made), outbox.name)
+        async with self.replaying:
+            for outbox in self.chosen(sink):
+                refs = list(outbox.dead)
+                if refs:
+                    total += await self.requeue(outbox, refs)
         return total
+
+    async def requeue(self, outbox: Outbox, refs: builtins.list[BatchRef]) -> int:
+        """Move these letters of `outbox` back into its inbox as they are; returns the entries."""
+        first = outbox.reserve(len(refs))
+        made = await self.queue.requeue_dead(outbox.name, refs, first)
+        outbox.dead = [ref for ref in outbox.dead if ref not in refs]
+        for ref in made:
+            outbox.committed(ref)
+        count = sum(ref.count for ref in made)
+        log.info("dead letters: re-queued %d entries for sink %s", count, outbox.name)
+        return count
 
     async def enforce_bound(self) -> int:
         """Drop the oldest letters while the store is over its size; returns entries dropped."""

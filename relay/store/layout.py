@@ -33,6 +33,9 @@ class InboxItem(msgspec.Struct, array_like=True, gc=False):
     crc: int  # of `entries` as stored (compressed or not)
     created: float
     encoding: str | None = None  # "gzip": `entries` is stored compressed
+    # keep_records: the entries' original records (store/originals.py), compressed like `entries`;
+    # `crc` then covers entries + originals
+    originals: bytes | None = None
 
 
 class SealedBatch(msgspec.Struct, array_like=True, gc=False):
@@ -41,6 +44,7 @@ class SealedBatch(msgspec.Struct, array_like=True, gc=False):
     encoding: str | None
     crc: int
     oldest: float  # arrival time of its oldest entry
+    originals: bytes | None = None  # store/originals.py, gzip-compressed; not covered by `crc` (never sent)
 
 
 class DeadLetter(msgspec.Struct, array_like=True, gc=False):
@@ -49,6 +53,7 @@ class DeadLetter(msgspec.Struct, array_like=True, gc=False):
     reason: str
     status: int | None
     failed_at: float
+    originals: bytes | None = None  # store/originals.py: the records the entries were mapped from
 
 
 class Cursor(msgspec.Struct, array_like=True, gc=False):
@@ -109,6 +114,12 @@ def dead_key(stem: str, count: int, nbytes: int) -> str:
 
 def checksum(data: bytes) -> int:
     return zlib.crc32(data)
+
+
+def item_checksum(item: InboxItem) -> int:
+    """An inbox item's crc: of its entries, continued over its originals when it has them."""
+    crc = zlib.crc32(item.entries)
+    return crc if item.originals is None else zlib.crc32(item.originals, crc)
 
 
 def scan(cache: diskcache.Cache, quarantine: Callable[[str, Any, str], None]) -> dict[str, SinkSnapshot]:

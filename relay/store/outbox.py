@@ -166,7 +166,8 @@ class Outbox:
         return self.inbox_bytes + self.batch_bytes
 
 
-async def commit(queue: DiskQueue, outboxes: list[Outbox], count: int, lines: bytes, also: Also | None = None) -> None:
+async def commit(queue: DiskQueue, outboxes: list[Outbox], count: int, lines: bytes, also: Also | None = None,
+                 originals: bytes | None = None) -> None:
     """Append one request's `count` entries (`lines`) to each outbox's inbox, in one transaction.
 
     Raises QueueFull when the disk budget cannot hold them; then none is kept."""
@@ -176,4 +177,4 @@ async def commit(queue: DiskQueue, outboxes: list[Outbox], count: int, lines: by
         for outbox, ref in zip(outboxes, refs, strict=True):
             outbox.committed(ref)
 
-    await queue.append(writes, on_commit, also)
+    await queue.append(writes, on_commit, also, originals)

@@ -48,6 +48,7 @@ from relay.store.layout import (
     decode_item,
     encode,
     inbox_key,
+    item_checksum,
     scan,
 )
 
@@ -253,13 +254,15 @@ class DiskQueue:
     # ---- operations (each runs on the DB thread) ----------------------------------------
 
     async def append(self, writes: list[tuple[str, int, int, bytes]],
-                     on_commit: Callable[[list[InboxRef]], None], also: Also | None = None) -> None:
+                     on_commit: Callable[[list[InboxRef]], None], also: Also | None = None,
+                     originals: bytes | None = None) -> None:
         """Commit one request's entries: writes are (sink, seq, count, encoded lines).
 
         Returns once the group holding them is committed; raises QueueFull when the
         disk budget cannot hold them (then nothing of this request is kept).
         `on_commit` runs on the event loop in commit order, even if the caller was
-        cancelled meanwhile, so the outboxes learn of every item that reached disk."""
+        cancelled meanwhile, so the outboxes learn of every item that reached disk.
+        `originals`: the entries' records (store/originals.py), stored in each item beside them."""
         now = time.time()
         packed: list[tuple[str, int, int, bytes]] = []
 
@@ -268,12 +271,19 @@ class DiskQueue:
             # fsync, and isal runs without the GIL, so this thread overlaps the event loop.
             # Small items (single-entry requests) are not worth the call.
             bodies: dict[int, bytes] = {}
+            kept: bytes | None = None
             for sink, seq, count, lines in writes:
                 small = len(lines) < _COMPRESS_FROM
                 body = bodies.get(id(lines))
                 if body is None:
                     body = bodies[id(lines)] = lines if small else igzip.compress(lines, compresslevel=1)
-                item = InboxItem(count, body, checksum(body), now, None if small else "gzip")
+                if originals is None:
+                    item = InboxItem(count, body, checksum(body), now, None if small else "gzip")
+                else:
+                    if kept is None:
+                        kept = originals if small else igzip.compress(originals, compresslevel=1)
+                    item = InboxItem(count, body, 0, now, None if small else "gzip", kept)
+                    item.crc = item_checksum(item)
                 packed.append((sink, seq, count, encode(item)))
             return sum(len(value) for *_, value in packed)
 
@@ -303,10 +313,13 @@ class DiskQueue:
         out: list[tuple[InboxRef, InboxItem | None]] = []
         for ref in refs:
             key = inbox_key(sink, ref.seq, ref.count, ref.nbytes)
-            item = self._checked(key, decode_item, lambda item: item.entries)
+            item = self._checked(key, decode_item, lambda item: item.entries if item.originals is None
+                                 else item.entries + item.originals)
             if item is not None and item.encoding == "gzip":
                 try:
                     item.entries = igzip.decompress(item.entries)
+                    if item.originals is not None:
+                        item.originals = igzip.decompress(item.originals)
                     item.encoding = None
                 except (OSError, ValueError) as exc:  # the checksum held, so this is a bug, not the disk
                     self._quarantine(key, cache.get(key), f"{key} does not decompress: {exc}")
@@ -448,6 +461,11 @@ class DiskQueue:
                 if cache.delete(ref.key):
                     self.used_bytes -= ref.nbytes
 
+    def dead_deleter(self, refs: list[BatchRef]) -> Also:
+        """Deleting these letters as part of another write's transaction (a re-mapped letter
+        leaves the store in the transaction that queues its new entries: exactly once)."""
+        return lambda cache: self._drop_dead(refs)
+
     def _requeue_dead(self, sink: str, refs: list[BatchRef], first_seq: int) -> list[InboxRef]:
         """Move dead letters back into the sink's inbox, in one transaction."""
         cache = self._cache
@@ -459,7 +477,9 @@ class DiskQueue:
                 letter = self._read_dead(ref)
                 if letter is not None and letter.count:
                     seq = first_seq + len(made)
-                    value = encode(InboxItem(letter.count, letter.entries, checksum(letter.entries), now))
+                    item = InboxItem(letter.count, letter.entries, 0, now, None, letter.originals)
+                    item.crc = item_checksum(item)  # the originals go back with their entries
+                    value = encode(item)
                     cache.set(inbox_key(sink, seq, letter.count, len(value)), value)
                     self.used_bytes += len(value)
                     made.append(InboxRef(seq, letter.count, len(value)))

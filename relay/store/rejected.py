@@ -131,8 +131,27 @@ class RejectedStore:
 
     def add(self, items: list[StoredRejection]) -> None:
         """Store these (not waiting for the disk); the oldest are dropped past the bound."""
+        self._hand_over(self._keyed(items), [])
+
+    def writer(self, items: list[StoredRejection]) -> Also:
+        """For DiskQueue.append(also=...): store these inside the caller's transaction (a dead letter
+        re-mapped into rejections leaves its store in the transaction that writes them)."""
+        writes = self._keyed(items)
+
+        def write(cache: Cache) -> None:
+            for key, value in writes:
+                cache.set(key, value)
+            with self._lock:
+                for key, value in writes:
+                    parsed = parse_key(key)
+                    assert parsed is not None
+                    self._counted(parsed[2], 1, len(value))
+            self._enforce(cache)
+        return write
+
+    def _keyed(self, items: list[StoredRejection]) -> list[tuple[str, bytes]]:
         if self.max_bytes <= 0 or not items:
-            return
+            return []
         writes = []
         for item in items:
             value = _encode(item)
@@ -142,7 +161,7 @@ class RejectedStore:
                 continue
             writes.append((f"{PREFIX}{self._seq:020d}.{len(value)}.{item.source}", value))
             self._seq += 1
-        self._hand_over(writes, [])
+        return writes
 
     def count_dropped(self, source: str, n: int) -> None:
         """Records not stored at all (over the per-request cap): counted like those dropped past the bound."""

@@ -7,10 +7,13 @@ import json
 import sqlite3
 from pathlib import Path
 
+from isal import igzip
+
 from relay.config import SinkConfig
 from relay.delivery.dispatch import SinkDispatcher
 from relay.delivery.sender import Sender
 from relay.delivery.transport import Reply
+from relay.store import originals
 from relay.store.layout import BatchRef
 from relay.store.outbox import Outbox, commit
 from relay.store.queue import DiskQueue
@@ -82,6 +85,63 @@ def test_a_delivered_batch_that_cannot_be_deleted_does_not_stop_the_sink(tmp_pat
         assert [json.loads(request[1])[0]["n"] for request in transport.requests] == [0, 1, 2]  # each sent once
         assert len(failures) >= 2 and len(set(failures)) == 1
         assert queue.used_bytes == 0  # deleted once the disk let it
+        queue.close()
+
+    asyncio.run(main())
+
+
+class RefusesSome:
+    """A Transport refusing (400) every batch that holds one of the entries `bad` (by their "n")."""
+
+    def __init__(self, bad: set[int]) -> None:
+        self.bad = bad
+        self.delivered: list[int] = []
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Reply:
+        numbers = [entry["n"] for entry in json.loads(igzip.decompress(body))]
+        if self.bad & set(numbers):
+            return Reply(400, b'{"detail": "bad entry"}')
+        self.delivered += numbers
+        return Reply(200, b"{}")
+
+
+def test_original_records_stay_with_their_entries_through_sealing_and_bisection(tmp_path: Path) -> None:
+    async def main() -> None:
+        queue = DiskQueue(str(tmp_path), max_size=2**30, sync="normal")
+        queue.open()
+        outbox = Outbox("up")
+        transport = RefusesSome({2, 8, 150})
+        config = SinkConfig(url="http://up", api_key="k", batch_timeout=0.01, compression="gzip",
+                            retry_initial_backoff=0.01, retry_max_backoff=0.05, batch_max_entries=64)
+        dispatcher = SinkDispatcher("up", config, outbox, queue, Sender(transport, "http://up", "k"), Metrics())
+
+        def lines(numbers: range) -> bytes:
+            return b"".join(json.dumps({"n": i}).encode() + b"\n" for i in numbers)
+
+        # 7 entries with records, 3 without (keep_records off), then 300 with (stored compressed);
+        # batches of 64 cut the last item in the middle, several times
+        await commit(queue, [outbox], 7, lines(range(7)),
+                     originals=originals.pack("web", "t", [{"rec": i} for i in range(7)]))
+        await commit(queue, [outbox], 3, lines(range(7, 10)))
+        await commit(queue, [outbox], 300, lines(range(10, 310)),
+                     originals=originals.pack("api", None, [{"rec": i} for i in range(10, 310)]))
+        dispatcher.start()
+        async with asyncio.timeout(20):
+            while outbox.queued_entries or outbox.inflight:
+                await asyncio.sleep(0.01)
+        await dispatcher.stop(1.0)
+        assert sorted(transport.delivered) == sorted(set(range(310)) - {2, 8, 150})
+        letters = [await queue.read_dead(ref) for ref in outbox.dead]
+        found = {}
+        for letter in letters:
+            assert letter is not None and letter.count == 1
+            n = json.loads(letter.entries)["n"]
+            kept = originals.split(letter.originals, 1)[0]
+            found[n] = None if kept is None else originals.unpack(kept)
+        assert set(found) == {2, 8, 150}
+        assert found[8] is None  # its source kept no records
+        assert (found[2].source, found[2].tag, found[2].record) == ("web", "t", {"rec": 2})
+        assert (found[150].source, found[150].tag, found[150].record) == ("api", None, {"rec": 150})
         queue.close()
 
     asyncio.run(main())
