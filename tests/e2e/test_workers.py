@@ -300,3 +300,44 @@ def test_a_supervisor_killed_alone_takes_its_workers_down_gracefully(tmp_path: P
         upstream.clear_faults()
         launch(relay)
         wait_all_delivered(load.acked, upstream, relay)
+
+
+def test_a_damaged_page_in_one_shard_never_stops_the_other(tmp_path: Path, upstream: MockUpstream) -> None:
+    """Issue 18 with shards: a data page of shard 1 overwritten after a kill -9 of the whole group;
+    shard 1 is salvaged (its page's rows counted lost), shard 0 delivers all it held, both go on."""
+    from tests.damage import checkpoint, overwrite, pages
+
+    upstream.set_faults(down=True)
+    relay = Relay(tmp_path, sink_toml("profound", upstream.url, KEY), workers=2)
+    relay.new_session = True
+    with launch(relay):
+        load = run_load_until(relay, 300)  # 6,000 entries over both shards
+        load.stop()
+        wait_until(lambda: worker_sample(relay, 1, "relay_queue_entries", sink="profound") >= 1_000
+                   and worker_sample(relay, 0, "relay_queue_entries", sink="profound") >= 1_000,
+                   timeout=30, message=relay.log_tail)
+        os.killpg(relay.pid, signal.SIGKILL)
+        relay.wait()
+        pids = worker_pids(relay).values()
+        wait_until(lambda: not any(_alive(pid) for pid in pids), message="workers still running after the kill")
+        db = tmp_path / "queue" / "shard-1" / "cache.db"
+        checkpoint(db)
+        victim = pages(db, "Cache", "leaf")[1]
+        overwrite(db, victim.number, victim.size)
+        upstream.clear_faults()
+        launch(relay)
+        wait_until(lambda: metric(relay, "relay_queue_salvages_total") == 1, timeout=30, message=relay.log_tail)
+        lost = metric(relay, "relay_queue_entries_lost_total")
+        assert lost > 0
+        acked = len(load.acked) * PER_BODY
+        wait_until(lambda: len({e["path"] for e in upstream.entries()}) == acked - lost, timeout=90,
+                   message=lambda: f"{len(upstream.entries())} of {acked - lost}\n{relay.log_tail()}")
+        assert worker_sample(relay, 0, "relay_queue_entries_lost_total") == 0  # shard 0 lost nothing
+        more = Load(relay.base_url + "/v1/logs/custom")  # new traffic, with tags of its own
+        more._next = 100_000
+        more.start()
+        wait_until(lambda: len(more.acked) >= 10, timeout=60, message=relay.log_tail)
+        more.stop()
+        assert min(more.acked) >= 100_000
+        wait_until(lambda: all(f"/w/{tag}/0" in {e["path"] for e in upstream.entries()} for tag in more.acked),
+                   timeout=60, message=relay.log_tail)
