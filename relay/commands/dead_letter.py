@@ -14,12 +14,11 @@ import asyncio
 import json
 import sys
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 import msgspec
 
+from relay.commands import admin_client
 from relay.config import DEFAULT_CONFIG_PATH, Config, load
 from relay.errors import ConfigError
 from relay.rejections.remap import add_up, remap
@@ -76,24 +75,11 @@ async def _offline(config: Config, action: str, sink: str | None, remap_letters:
 
 
 def _online(config: Config, action: str, sink: str | None, remap_letters: bool = False) -> Any:
-    host, port = config.server.host_port
-    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    scheme = "https" if config.server.tls_cert else "http"
-    path = "/-/dead-letters" + ("/replay" if action == "replay" else "")
-    query = "&".join(part for part in (f"sink={sink}" if sink else "", "remap=1" if remap_letters else "") if part)
-    query = f"?{query}" if query else ""
-    request = urllib.request.Request(f"{scheme}://{host}:{port}{path}{query}",
-                                     method="POST" if action == "replay" else "GET")
-    if config.server.admin_token:
-        request.add_header("Authorization", f"Bearer {config.server.admin_token}")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        raise SystemExit(f"relay: {exc.code}: {exc.read().decode(errors='replace')}") from None
-    except OSError as exc:
-        raise SystemExit(f"relay: the relay holds {config.queue.path} but does not answer on "
-                         f"{host}:{port}: {exc}") from None
+    query = {"sink": sink} if sink else {}
+    if remap_letters:
+        query["remap"] = "1"
+    return admin_client.call(config, "/-/dead-letters" + ("/replay" if action == "replay" else ""), query,
+                             post=action == "replay", timeout=30)
 
 
 def _print_list(answer: dict[str, Any]) -> None:

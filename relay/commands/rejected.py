@@ -16,13 +16,11 @@ import io
 import json
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from typing import Any
 
 import msgspec
 
+from relay.commands import admin_client
 from relay.config import DEFAULT_CONFIG_PATH, Config, load
 from relay.errors import ConfigError, IngestError
 from relay.models import Rejection
@@ -86,25 +84,11 @@ async def _listing(store: RejectedStore, names: list[str], limit: int) -> Any:
 
 
 def _online(config: Config, action: str, source: str | None, limit: int) -> Any:
-    host, port = config.server.host_port
-    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    scheme = "https" if config.server.tls_cert else "http"
     query: dict[str, str] = {"source": source} if source else {}
     if action == "list":
         query["limit"] = str(limit)
-    path = "/-/rejections" + ("/replay" if action == "replay" else "")
-    url = f"{scheme}://{host}:{port}{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
-    request = urllib.request.Request(url, method="POST" if action == "replay" else "GET")
-    if config.server.admin_token:
-        request.add_header("Authorization", f"Bearer {config.server.admin_token}")
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        raise SystemExit(f"relay: {exc.code}: {exc.read().decode(errors='replace')}") from None
-    except OSError as exc:
-        raise SystemExit(f"relay: the relay holds {config.queue.path} but does not answer on "
-                         f"{host}:{port}: {exc}") from None
+    return admin_client.call(config, "/-/rejections" + ("/replay" if action == "replay" else ""), query,
+                             post=action == "replay", timeout=120)
 
 
 def _print_list(answer: dict[str, Any]) -> None:

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import importlib
 import urllib.parse
-from typing import Protocol
+from typing import Any, Protocol
 
-from relay.models import Decoded
+from relay.models import Decoded, Rejection
 
 
 class DecodeFn(Protocol):
@@ -46,3 +46,28 @@ def split_query(path: str) -> tuple[str, dict[str, str]]:
     """`/api/v2/logs?ddsource=nginx` -> ("/api/v2/logs", {"ddsource": "nginx"}); the last of a repeated key wins."""
     path, _, query = path.partition("?")
     return path, dict(urllib.parse.parse_qsl(query, keep_blank_values=True)) if query else {}
+
+
+class Collected:
+    """Records kept and rejected one by one, in request order: what Decoded needs (its indexes
+    name each kept record's place in the request once some were rejected)."""
+
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+        self.errors: list[Rejection] = []
+        self.indexes: list[int] = []
+        self.seen = 0
+
+    def keep(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+        self.indexes.append(self.seen)
+        self.seen += 1
+
+    def reject(self, field: str, reason: str, message: str) -> None:
+        self.errors.append(Rejection(self.seen, field, reason, message))
+        self.seen += 1
+
+    def decoded(self, fmt: str) -> Decoded:
+        if not self.errors:
+            return Decoded(records=self.records, format=fmt)
+        return Decoded(records=self.records, format=fmt, errors=self.errors, indexes=self.indexes)

@@ -28,8 +28,9 @@ import msgspec
 from google.protobuf.message import DecodeError
 
 from relay.errors import BadRequest, UnsupportedMedia
-from relay.models import Decoded, Rejection
+from relay.models import Decoded
 from relay.stages.compression import decompress
+from relay.stages.protocols import Collected
 from relay.stages.protocols.loki_proto import PushRequest
 
 PATHS = ("/loki/api/v1/push", "/api/prom/push")
@@ -96,28 +97,6 @@ def _unescape(value: str) -> str:
     return _ESCAPE.sub(one, value)
 
 
-class _Out:
-    def __init__(self) -> None:
-        self.records: list[Any] = []
-        self.errors: list[Rejection] = []
-        self.indexes: list[int] = []
-        self.seen = 0
-
-    def keep(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
-        self.indexes.append(self.seen)
-        self.seen += 1
-
-    def reject(self, field: str, reason: str, message: str) -> None:
-        self.errors.append(Rejection(self.seen, field, reason, message))
-        self.seen += 1
-
-    def decoded(self, fmt: str) -> Decoded:
-        if not self.errors:
-            return Decoded(records=self.records, format=fmt)
-        return Decoded(records=self.records, format=fmt, errors=self.errors, indexes=self.indexes)
-
-
 def _record(line: str, ns: int, labels: dict[str, str], metadata: dict[str, str] | None) -> dict[str, Any]:
     record: dict[str, Any] = {"line": line, "timestamp": ns, "labels": labels}
     if metadata:
@@ -139,7 +118,7 @@ def _decode_protobuf(data: bytes) -> Decoded:
     except (DecodeError, RecursionError) as exc:
         raise BadRequest(f"body is not a Loki PushRequest in snappy protobuf: {exc or 'truncated or corrupt'}"
                          ) from None
-    out = _Out()
+    out = Collected()
     for s, stream in enumerate(request.streams):
         try:
             labels: dict[str, str] | str = parse_labels(stream.labels)
@@ -165,7 +144,7 @@ def _decode_json(body: bytes) -> Decoded:
     streams = request.get("streams", [])
     if not isinstance(streams, list):
         raise BadRequest(f"streams must be an array, got {type(streams).__name__}")
-    out = _Out()
+    out = Collected()
     for s, stream in enumerate(streams):
         if not isinstance(stream, dict):
             raise BadRequest(f"streams[{s}] must be an object, got {type(stream).__name__}")

@@ -31,7 +31,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import SeverityNumber
 
 from relay.errors import BadRequest, UnsupportedMedia
-from relay.models import Decoded, Rejection
+from relay.models import Decoded
+from relay.stages.protocols import Collected
 
 # AnyValue levels (a kvlist in a kvlist is 2); access logs use 1 or 2. Below protobuf's own
 # limit of 100 message levels (a kvlist level is 3 of them), which makes a deeper body a 400.
@@ -67,30 +68,6 @@ def decode(body: bytes, *, content_type: str | None, path: str = "/v1/logs", max
     return _decode_protobuf(body)
 
 
-class _Out:
-    """Records kept and rejected, in request order (what Decoded needs)."""
-
-    def __init__(self) -> None:
-        self.records: list[Any] = []
-        self.errors: list[Rejection] = []
-        self.indexes: list[int] = []
-        self.seen = 0
-
-    def keep(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
-        self.indexes.append(self.seen)
-        self.seen += 1
-
-    def reject(self, field: str, reason: str, message: str) -> None:
-        self.errors.append(Rejection(self.seen, field, reason, message))
-        self.seen += 1
-
-    def decoded(self, fmt: str) -> Decoded:
-        if not self.errors:
-            return Decoded(records=self.records, format=fmt)
-        return Decoded(records=self.records, format=fmt, errors=self.errors, indexes=self.indexes)
-
-
 def _too_deep(where: str) -> str:
     return f"{where} nests AnyValues deeper than {MAX_DEPTH} levels"
 
@@ -105,7 +82,7 @@ def _decode_protobuf(body: bytes) -> Decoded:
     except (DecodeError, RecursionError) as exc:
         raise BadRequest(f"body is not an OTLP ExportLogsServiceRequest in protobuf: {exc or 'truncated or corrupt'}"
                          ) from None
-    out = _Out()
+    out = Collected()
     for resource_logs in request.resource_logs:
         try:
             resource: dict[str, Any] | None = _kvs(resource_logs.resource.attributes, 1)
@@ -236,7 +213,7 @@ def _decode_json(body: bytes) -> Decoded:
     except _JSON_ERRORS as exc:
         raise BadRequest(f"body is not OTLP/JSON: {exc}") from None
     request = _object(request, "the body")
-    out = _Out()
+    out = Collected()
     for r, resource_logs in enumerate(_list(request, "resourceLogs", "resource_logs", "$")):
         where = f"resourceLogs[{r}]"
         resource_logs = _object(resource_logs, where)
