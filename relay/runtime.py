@@ -21,6 +21,7 @@ import os
 import time
 from collections.abc import Iterable
 from datetime import datetime
+from functools import partial
 
 import aiohttp
 import msgspec
@@ -39,6 +40,7 @@ from relay.rejections.replay import ReplayResult, replay
 from relay.server.budget import ByteBudget
 from relay.stages.pipeline import Prepared, Route
 from relay.stages.schema import ValidationPolicy, Validator
+from relay.store import counts as counts_file
 from relay.store import disk_usage, shards
 from relay.store.counts import FILE as COUNTS_FILE
 from relay.store.counts import Counts, SinkCount
@@ -253,7 +255,7 @@ class Runtime:
             now = self.counts()
             if now.sinks != last:
                 try:
-                    await self.queue.save_counts(now)
+                    await self.queue.call(partial(_write_counts, self.queue.path, now))  # off the event loop
                     last = now.sinks
                 except OSError as exc:  # a full disk: the figures stay as they were, the queue goes on
                     log.warning("queue: could not write %s: %s", COUNTS_FILE, exc)
@@ -440,3 +442,8 @@ class Runtime:
 
 def _without_credentials(sink: SinkConfig) -> tuple[object, ...]:
     return tuple(getattr(sink, f) for f in sink.__struct_fields__ if f not in ("api_key", "url"))
+
+
+def _write_counts(queue_dir: str, figures: Counts, _cache: object) -> None:
+    """counts.json, written on the queue's DB thread (DiskQueue.call passes the cache)."""
+    counts_file.write(queue_dir, figures)

@@ -23,7 +23,7 @@ from relay.models import RecordContext, Rejection
 from relay.stages import pipeline
 from relay.stages.pipeline import Route
 from relay.store import originals
-from relay.store.deadletters import DeadLetters
+from relay.store.deadletters import DeadLetters, dead_deleter, read_dead
 from relay.store.layout import BatchRef, DeadLetter
 from relay.store.outbox import Outbox
 from relay.store.outbox import commit as outbox_commit
@@ -59,7 +59,7 @@ async def _remap(letters: DeadLetters, routes: dict[str, Route], rejected: Rejec
     for outbox in letters.chosen(sink):
         plain: list[BatchRef] = []
         for ref in list(outbox.dead):
-            letter = await letters.queue.read_dead(ref)
+            letter = await read_dead(letters.queue, ref)
             if letter is None:
                 continue
             result.letters += 1
@@ -116,7 +116,7 @@ async def _remap_one(letters: DeadLetters, outbox: Outbox, ref: BatchRef, letter
                 on_rejected(source, refused)
             result.rejected += len({r.index for r, _ in refused})
     # the letter leaves its store in the transaction that queues its entries and stores its rejections
-    also = _together(letters.queue.dead_deleter([ref]), rejected.writer(stored))
+    also = _together(dead_deleter(letters.queue, [ref]), rejected.writer(stored))
     count = len(out_kept)
     if count:
         await outbox_commit(letters.queue, [outbox], count, b"".join(out_lines), also, originals.join(out_kept))

@@ -24,6 +24,7 @@ from relay.server.console import routes as console
 from relay.server.keys import RUNTIME, SHUTDOWN, ShutdownClock
 from relay.server.replies import json_errors
 from relay.server.siblings import SIBLINGS, Siblings
+from relay.store import counts
 
 
 async def _queue(app: web.Application) -> AsyncIterator[None]:
@@ -41,7 +42,7 @@ async def _counts(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    runtime.queue.write_counts(runtime.counts())  # the senders have stopped: the final figures
+    counts.write_logged(runtime.queue.path, runtime.counts())  # the senders have stopped: the final figures
 
 
 async def _siblings(app: web.Application) -> AsyncIterator[None]:

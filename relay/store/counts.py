@@ -10,6 +10,7 @@ changed and at a clean stop, so a loss is reported as "about N entries, as of
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -51,6 +52,14 @@ def write(queue_dir: str, counts: Counts) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_logged(queue_dir: str, counts: Counts) -> None:
+    """write(), at a clean stop: a failure is logged, never raised."""
+    try:
+        write(queue_dir, counts)
+    except OSError as exc:
+        logging.getLogger("relay.queue").warning("queue: could not write %s: %s", FILE, exc)
 
 
 def read(queue_dir: str) -> Counts | None:

@@ -12,12 +12,22 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
+import time
 
 import msgspec
 
-from relay.store.layout import BatchRef
+from relay.store.layout import (
+    BatchRef,
+    DeadLetter,
+    InboxItem,
+    InboxRef,
+    decode_dead,
+    encode,
+    inbox_key,
+    item_checksum,
+)
 from relay.store.outbox import Outbox
-from relay.store.queue import DiskQueue
+from relay.store.queue import Also, Cache, DiskQueue
 
 log = logging.getLogger("relay.deadletter")
 
@@ -60,7 +70,7 @@ class DeadLetters:
         views: list[DeadLetterView] = []
         for outbox in self.chosen(sink):
             for ref in outbox.dead[:max(0, limit - len(views))]:
-                letter = await queue.read_dead(ref)
+                letter = await read_dead(queue, ref)
                 if letter is None:
                     continue
                 lines = [msgspec.Raw(line) for line in letter.entries.split(b"\n") if line]
@@ -81,7 +91,7 @@ class DeadLetters:
     async def requeue(self, outbox: Outbox, refs: builtins.list[BatchRef]) -> int:
         """Move these letters of `outbox` back into its inbox as they are; returns the entries."""
         first = outbox.reserve(len(refs))
-        made = await self.queue.requeue_dead(outbox.name, refs, first)
+        made = await requeue_dead(self.queue, outbox.name, refs, first)
         outbox.dead = [ref for ref in outbox.dead if ref not in refs]
         for ref in made:
             outbox.committed(ref)
@@ -103,9 +113,64 @@ class DeadLetters:
         if not dropped:
             return 0
         queue = self.queue
-        await queue.drop_dead([ref for _, ref in dropped])
+        await drop_dead(queue, [ref for _, ref in dropped])
         count = sum(ref.count for _, ref in dropped)
         self.dropped_entries += count
         log.error("dead letters: store over queue.dead_letter_max_size (%d bytes); dropped the %d oldest "
                   "entries", self.max_bytes, count)
         return count
+
+
+# ---- the letters' DB work: run on the queue's DB thread through DiskQueue.call -----------------
+
+def _read(cache: Cache, ref: BatchRef) -> DeadLetter | None:
+    raw = cache.get(ref.key)
+    try:
+        return decode_dead(raw) if raw is not None else None
+    except msgspec.DecodeError:
+        return None
+
+
+def _drop(queue: DiskQueue, cache: Cache, refs: list[BatchRef]) -> None:
+    with cache.transact(retry=True):
+        for ref in refs:
+            if cache.delete(ref.key):
+                queue.used_bytes -= ref.nbytes
+
+
+def _requeue(queue: DiskQueue, cache: Cache, sink: str, refs: list[BatchRef], first_seq: int) -> list[InboxRef]:
+    """Move dead letters back into the sink's inbox, in one transaction."""
+    now = time.time()
+    made: list[InboxRef] = []
+    with cache.transact(retry=True):
+        for ref in refs:
+            letter = _read(cache, ref)
+            if letter is not None and letter.count:
+                seq = first_seq + len(made)
+                item = InboxItem(letter.count, letter.entries, 0, now, None, letter.originals)
+                item.crc = item_checksum(item)  # the originals go back with their entries
+                value = encode(item)
+                cache.set(inbox_key(sink, seq, letter.count, len(value)), value)
+                queue.used_bytes += len(value)
+                made.append(InboxRef(seq, letter.count, len(value)))
+            if cache.delete(ref.key):
+                queue.used_bytes -= ref.nbytes
+    return made
+
+
+async def read_dead(queue: DiskQueue, ref: BatchRef) -> DeadLetter | None:
+    return await queue.call(lambda cache: _read(cache, ref))
+
+
+async def drop_dead(queue: DiskQueue, refs: list[BatchRef]) -> None:
+    await queue.call(lambda cache: _drop(queue, cache, refs))
+
+
+async def requeue_dead(queue: DiskQueue, sink: str, refs: list[BatchRef], first_seq: int) -> list[InboxRef]:
+    return await queue.call(lambda cache: _requeue(queue, cache, sink, refs, first_seq))
+
+
+def dead_deleter(queue: DiskQueue, refs: list[BatchRef]) -> Also:
+    """Deleting these letters as part of another write's transaction (a re-mapped letter
+    leaves the store in the transaction that queues its new entries: exactly once)."""
+    return lambda cache: _drop(queue, cache, refs)

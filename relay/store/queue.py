@@ -28,8 +28,7 @@ import msgspec
 from isal import igzip
 
 from relay.errors import CorruptItem, QueueError, QueueFull
-from relay.store import counts, disk_usage, salvage
-from relay.store.counts import Counts
+from relay.store import disk_usage, salvage
 from relay.store.damage import Damage
 from relay.store.jobs import DbThread, Job, resolve
 from relay.store.layout import (
@@ -44,7 +43,6 @@ from relay.store.layout import (
     checksum,
     dead_key,
     decode_batch,
-    decode_dead,
     decode_item,
     encode,
     inbox_key,
@@ -433,72 +431,6 @@ class DiskQueue:
     async def replace_batch(self, ref: BatchRef, dead: list[tuple[str, DeadLetter]],
                             retry: list[tuple[str, SealedBatch]]) -> tuple[list[BatchRef], list[BatchRef]]:
         return await self._worker.call(lambda: self._replace_batch(ref, dead, retry))
-
-    async def read_dead(self, ref: BatchRef) -> DeadLetter | None:
-        return await self._worker.call(lambda: self._read_dead(ref))
-
-    async def drop_dead(self, refs: list[BatchRef]) -> None:
-        await self._worker.call(lambda: self._drop_dead(refs))
-
-    async def requeue_dead(self, sink: str, refs: list[BatchRef], first_seq: int) -> list[InboxRef]:
-        return await self._worker.call(lambda: self._requeue_dead(sink, refs, first_seq))
-
-    # ---- dead letters (DB thread) ---------------------------------------------------------
-
-    def _read_dead(self, ref: BatchRef) -> DeadLetter | None:
-        assert self._cache is not None
-        raw = self._cache.get(ref.key)
-        try:
-            return decode_dead(raw) if raw is not None else None
-        except msgspec.DecodeError:
-            return None
-
-    def _drop_dead(self, refs: list[BatchRef]) -> None:
-        cache = self._cache
-        assert cache is not None
-        with cache.transact(retry=True):
-            for ref in refs:
-                if cache.delete(ref.key):
-                    self.used_bytes -= ref.nbytes
-
-    def dead_deleter(self, refs: list[BatchRef]) -> Also:
-        """Deleting these letters as part of another write's transaction (a re-mapped letter
-        leaves the store in the transaction that queues its new entries: exactly once)."""
-        return lambda cache: self._drop_dead(refs)
-
-    def _requeue_dead(self, sink: str, refs: list[BatchRef], first_seq: int) -> list[InboxRef]:
-        """Move dead letters back into the sink's inbox, in one transaction."""
-        cache = self._cache
-        assert cache is not None
-        now = time.time()
-        made: list[InboxRef] = []
-        with cache.transact(retry=True):
-            for ref in refs:
-                letter = self._read_dead(ref)
-                if letter is not None and letter.count:
-                    seq = first_seq + len(made)
-                    item = InboxItem(letter.count, letter.entries, 0, now, None, letter.originals)
-                    item.crc = item_checksum(item)  # the originals go back with their entries
-                    value = encode(item)
-                    cache.set(inbox_key(sink, seq, letter.count, len(value)), value)
-                    self.used_bytes += len(value)
-                    made.append(InboxRef(seq, letter.count, len(value)))
-                if cache.delete(ref.key):
-                    self.used_bytes -= ref.nbytes
-        return made
-
-    # ---- counts.json ------------------------------------------------------------------------
-
-    async def save_counts(self, figures: Counts) -> None:
-        """Write counts.json on the DB thread (file I/O kept off the event loop)."""
-        await self._worker.call(lambda: counts.write(self.path, figures))
-
-    def write_counts(self, figures: Counts) -> None:
-        """Write counts.json now (at a clean stop); a failure is logged, never raised."""
-        try:
-            counts.write(self.path, figures)
-        except OSError as exc:
-            log.warning("queue: could not write %s: %s", counts.FILE, exc)
 
     # ---- for other stores keeping their own keys in this database (store/rejected.py) -------
 

@@ -139,13 +139,7 @@ class RejectedStore:
         writes = self._keyed(items)
 
         def write(cache: Cache) -> None:
-            for key, value in writes:
-                cache.set(key, value)
-            with self._lock:
-                for key, value in writes:
-                    parsed = parse_key(key)
-                    assert parsed is not None
-                    self._counted(parsed[2], 1, len(value))
+            self._set(cache, writes)
             self._enforce(cache)
         return write
 
@@ -198,15 +192,18 @@ class RejectedStore:
             writes, deletes = self._writes, self._deletes
             self._writes, self._deletes, self._flush_queued = [], [], False
         with cache.transact(retry=True):
-            for key, value in writes:
-                cache.set(key, value)
-            with self._lock:
-                for key, value in writes:
-                    parsed = parse_key(key)
-                    assert parsed is not None
-                    self._counted(parsed[2], 1, len(value))
+            self._set(cache, writes)
             self._delete(cache, deletes)
             self._enforce(cache)
+
+    def _set(self, cache: Cache, writes: list[tuple[str, bytes]]) -> None:
+        for key, value in writes:
+            cache.set(key, value)
+        with self._lock:
+            for key, value in writes:
+                parsed = parse_key(key)
+                assert parsed is not None
+                self._counted(parsed[2], 1, len(value))
 
     def _delete(self, cache: Cache, keys: list[str]) -> None:
         for key in keys:

@@ -14,6 +14,7 @@ from relay.delivery.dispatch import SinkDispatcher
 from relay.delivery.sender import Sender
 from relay.delivery.transport import Reply
 from relay.store import originals
+from relay.store.deadletters import read_dead
 from relay.store.layout import BatchRef
 from relay.store.outbox import Outbox, commit
 from relay.store.queue import DiskQueue
@@ -59,7 +60,7 @@ def test_a_refused_batch_is_split_until_the_bad_entry_is_a_dead_letter(tmp_path:
                              Reply(200, b"{}"))
         queue, outbox = await run(tmp_path, transport, 2)
         assert len(outbox.dead) == 1 and outbox.dead[0].count == 1
-        letter = await queue.read_dead(outbox.dead[0])
+        letter = await read_dead(queue, outbox.dead[0])
         assert letter is not None and json.loads(letter.entries) == {"n": 0} and "bad entry" in letter.reason
         queue.close()
 
@@ -131,7 +132,7 @@ def test_original_records_stay_with_their_entries_through_sealing_and_bisection(
                 await asyncio.sleep(0.01)
         await dispatcher.stop(1.0)
         assert sorted(transport.delivered) == sorted(set(range(310)) - {2, 8, 150})
-        letters = [await queue.read_dead(ref) for ref in outbox.dead]
+        letters = [await read_dead(queue, ref) for ref in outbox.dead]
         found = {}
         for letter in letters:
             assert letter is not None and letter.count == 1
