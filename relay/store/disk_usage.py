@@ -64,17 +64,16 @@ def wal_limit(max_size: int) -> int:
     return max(MIN_WAL_LIMIT, min(MAX_WAL_LIMIT, max_size // 32))
 
 
-def wal_room(path: str, max_size: int) -> int:
-    """Bytes the queue's WAL may still grow by before a checkpoint folds it (up to wal_limit).
+def wal_reserve(max_size: int) -> int:
+    """Free bytes the filesystem must keep for the queue's WAL: its whole limit, whatever it holds now.
 
-    The relay truncates its WAL to zero at quiet moments (queue.py), handing that space back to
-    the filesystem; without this, new data would take it, and sealing and deleting (which write
-    to the WAL, and then grow the database at the checkpoint) would find the disk full."""
-    try:
-        held = os.stat(os.path.join(path, "cache.db-wal")).st_blocks * 512
-    except OSError:
-        held = 0
-    return max(0, wal_limit(max_size) - held)
+    The WAL is truncated to zero at quiet moments (queue.py), handing its space back. What it holds
+    later costs twice: once in the WAL, and again when the checkpoint copies its frames into the
+    database file, which grows. Keeping only the room the WAL has left (limit - held) lets each
+    commit's frames take the room their own checkpoint needs, and a full volume then cannot
+    checkpoint, seal or delete (SQLITE_FULL at every try). With the limit kept, a WAL of `held`
+    bytes has limit - held to grow into and `held` for its checkpoint."""
+    return wal_limit(max_size)
 
 
 def reserve(max_size: int) -> int:
@@ -117,11 +116,12 @@ def capacity_problems(path: str, max_size: int, min_free_space: int, room: int) 
         return []
     queued = allocated_bytes(path) if os.path.isdir(path) else 0
     problems = []
-    if free < min_free_space + room:
+    wal = wal_reserve(max_size)
+    if free < min_free_space + room + wal:
         problems.append(f"queue.min_free_space: the filesystem holding {path} has {free:,} bytes free "
                         f"({total:,} in all), less than min_free_space ({min_free_space:,}) plus room for a few "
-                        f"batches ({room:,}): new data would be refused (503) until space is freed; lower "
-                        "min_free_space or give the queue a larger volume")
+                        f"batches ({room:,}) and the queue's WAL ({wal:,}): new data would be refused (503) until "
+                        "space is freed; lower min_free_space or give the queue a larger volume")
     usable = free + queued - min_free_space
     if max_size > usable:
         problems.append(f"queue.max_size: {max_size:,} bytes, but the filesystem holding {path} can give the "

@@ -201,8 +201,8 @@ class DiskQueue:
         pending = 0
         # Keep min_free_space on the filesystem for what frees space later: sealing and
         # deleting delivered batches also write (to SQLite's WAL) before space comes back.
-        # The WAL's room to grow back is kept too: its space is handed back at each quiet moment.
-        wal_room = disk_usage.wal_room(self.path, self.max_size)
+        # The WAL's whole limit is kept too (disk_usage.wal_reserve says why).
+        wal_room = disk_usage.wal_reserve(self.max_size)
         disk = disk_usage.free_space(self.path) - self.min_free_space - wal_room
         for job in appends:
             if not disk_usage.fits(on_disk, free_pages, pending + job.nbytes, self.max_size):
