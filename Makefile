@@ -29,7 +29,7 @@ run: $(STAMP)
 # Four pytest-xdist workers: most e2e tests wait on real processes and timers, not on the CPU,
 # so even two cores run the suite in half the time (it is over 1,600 tests).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 4
+	$(BIN)/python -m pytest -q -n 4 --durations=15
 
 # Long crash/outage soak tests, skipped in CI.
 soak: $(STAMP)
