@@ -38,7 +38,7 @@ FIXTURES = Path(os.environ.get("RELAY_FIXTURES") or REPO_ROOT / "tests" / "fixtu
 # configs against, where one is installed. Tests that need it skip with this reason.
 PEER_MISSING = ("needs a Fluent Bit binary (4.x): set FLUENT_BIT_BIN, put fluent-bit on PATH, "
                 "or place it at ../shared/peers/fluent-bit beside the repository")
-DEFAULT_TIMEOUT = 10.0  # seconds, for waits on processes and HTTP exchanges
+DEFAULT_TIMEOUT = 30.0  # seconds, for waits on processes and HTTP exchanges (a process starts in ~1 s; a loaded 2-core machine has taken over 10)
 T = TypeVar("T")
 
 # Never through a proxy from the environment: every test server is local.

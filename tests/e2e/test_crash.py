@@ -409,10 +409,13 @@ def corruption_relay(tmp_path: Path, upstream: MockUpstream, batch_timeout: str)
                                      batch_timeout=batch_timeout))
 
 
-def queue_with_backlog(tmp_path: Path, upstream: MockUpstream, inbox: int = 3) -> tuple[Relay, set[str]]:
+def queue_with_backlog(tmp_path: Path, upstream: MockUpstream, inbox: int = 3,
+                       last: int = 0) -> tuple[Relay, set[str]]:
     """Upstream down; 10 sealed batches of 100 and `inbox` inbox items of 30 on disk; then kill -9.
 
-    batch_timeout is an hour so the 30s stay in the inbox; the restart shortens it."""
+    batch_timeout is an hour so the 30s stay in the inbox; the restart shortens it. `last`: one
+    more request of that many entries just before the kill, so that the WAL holds a commit (the
+    relay empties it 250 ms after the last write)."""
     relay = corruption_relay(tmp_path, upstream, "1h").start()
     url = relay.base_url + CUSTOM_PATH
     acked: set[str] = set()
@@ -423,6 +426,11 @@ def queue_with_backlog(tmp_path: Path, upstream: MockUpstream, inbox: int = 3) -
         acked.update(e["path"] for e in batch)
     wait_until(lambda: f'relay_queue_batches{{sink="{SINK}"}} 10.0' in relay.metrics(), timeout=15,
                message=lambda: f"batches not sealed\n{relay.metrics()}\n{relay.log_tail()}")
+    if last:
+        batch = [upstream_entry(f"/crash/last/{i}") for i in range(last)]
+        response = http_request(url, "POST", batch)
+        assert response.status == 200, response.body
+        acked.update(e["path"] for e in batch)
     relay.kill9()
     return relay, acked
 
@@ -517,7 +525,7 @@ def test_torn_wal_does_not_stop_start_up(tmp_path: Path, where: str) -> None:
     Transactions past the cut are gone (that is what a torn log means), so this checks
     that start-up and delivery work, not that nothing was lost."""
     with MockUpstream(tmp_path, api_keys=[KEY], extra_args=["--now", PINNED_NOW], faults={"down": True}) as upstream:
-        relay, acked = queue_with_backlog(tmp_path, upstream)
+        relay, acked = queue_with_backlog(tmp_path, upstream, last=30)
         wal_path = tmp_path / "queue" / "cache.db-wal"
         wal = wal_path.read_bytes()
         frame_size, frames = wal_frames(wal)
