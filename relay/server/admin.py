@@ -30,8 +30,8 @@ def guard(request: web.Request) -> Runtime:
     runtime: Runtime = request.app[RUNTIME]
     if not admin_allowed(request, runtime.config.server.admin_token):
         raise web.HTTPForbidden(
-            body=error_body("admin endpoints need server.admin_token as a "
-                            "Bearer token (or, when none is set, a loopback client)"),
+            text=error_body("admin endpoints need server.admin_token as a "
+                            "Bearer token (or, when none is set, a loopback client)").decode(),
             content_type="application/json")
     return runtime
 
