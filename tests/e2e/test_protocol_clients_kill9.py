@@ -43,8 +43,11 @@ RESTARTED_KEY = "restarted-key"  # the sink's key after the restart: upstream te
 TOKEN = "clients-kill9-token"
 RECORDS = 3000
 CHUNK = 100  # records per request: 30 requests
-KILL_AFTER = 8  # acknowledged requests before the kill
+KILL_AFTER = 12  # acknowledged requests before the kill
 SINK_CONCURRENCY = 4  # the sink's default `concurrency`: batches in flight upstream at once
+# upstream batches of 100, not 1,000: the killed relay has delivered several, so a restart that
+# sent delivered batches again would exceed the SINK_CONCURRENCY it may resend
+BATCH = 100
 ENVELOPE = {"time": 1795593600, "host": "web-1", "sourcetype": "nginx:json"}  # each HEC event's
 SOURCES = f"""\
 [sources.es]
@@ -149,7 +152,7 @@ def path_of(record: dict[str, Any]) -> str:
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[tuple[MockUpstream, Relay]]:
     with MockUpstream(tmp_path, api_keys=[KEY, RESTARTED_KEY]) as upstream, \
-            Relay(tmp_path, sink_toml("up", upstream.url, KEY), sources=SOURCES) as relay:
+            Relay(tmp_path, sink_toml("up", upstream.url, KEY, batch_max_entries=BATCH), sources=SOURCES) as relay:
         yield upstream, relay
 
 
