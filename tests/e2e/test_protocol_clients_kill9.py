@@ -12,7 +12,9 @@ was never acknowledged, so it is the client's loss, not the relay's).
 What must hold: every record of an acknowledged request arrives upstream exactly as the mapping
 maps it; nothing arrives that was not sent; and a record arrives more than once only if its
 request was sent more than once (an attempt went unanswered at the kill) or its upstream batch was
-in flight at the kill (SPEC: duplicates only from batches in flight at a crash).
+in flight at the kill (SPEC: duplicates only from batches in flight at a crash): its first copy
+came from the killed relay (the restarted one sends with another API key, so upstream's record
+says which) and at most the sink's `concurrency` batches are sent again.
 """
 
 from __future__ import annotations
@@ -262,7 +264,7 @@ class RecordingSession(requests.Session):
         self.in_flight = threading.Event()
         self.outcomes: list[str] = []  # this export's attempts: a status, or the error
 
-    def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
         self.in_flight.set()
         try:
             response = super().request(*args, **kwargs)
