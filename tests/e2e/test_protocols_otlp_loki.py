@@ -5,8 +5,9 @@ and sends it with its `opentelemetry` or `loki` output; half way the relay is ki
 SIGKILL, lines are appended while it is down, and it is restarted on the same port. Every
 line must reach `relay mock-upstream` exactly as the nginx-json mapping maps it: nothing the
 relay acknowledged is lost (Fluent Bit may resend a chunk whose answer the kill cut off).
-The OpenTelemetry Python SDK's OTLP/HTTP exporter (no kill: it keeps nothing on disk) sends
-logging records with HTTP semantic-convention attributes to an `otel` source.
+The OpenTelemetry Python SDK's OTLP/HTTP exporter (no kill here: it keeps nothing on disk; across
+a kill in test_protocol_clients_kill9.py) sends logging records with HTTP semantic-convention
+attributes to an `otel` source.
 """
 
 from __future__ import annotations
