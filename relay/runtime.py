@@ -322,6 +322,11 @@ class Runtime:
                 if key in RESTART_ONLY:
                     raise ConfigError("changes only on restart; reload refused (restart the relay, or put "
                                       "the old value back)", key=key, file=new.file)
+            if new.queue.max_size < 4 * new.server.max_body_size * self.workers:
+                # "auto" resolves against the new max_size, but the running worker count stays until restart
+                raise ConfigError(f"must hold at least four bodies of server.max_body_size for each of the "
+                                  f"{self.workers} running workers; reload refused", key="queue.max_size",
+                                  file=new.file)
             outboxes = dict(self.outboxes)
             added = [name for name in new.sinks if name not in old.sinks]
             for name in added:

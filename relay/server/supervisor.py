@@ -59,7 +59,7 @@ class Supervisor:
     def __init__(self, config: Config, argv: list[str]) -> None:
         """`argv`: the `relay serve` options each worker is started with (config, log overrides)."""
         self.config = config
-        self.count = config.server.worker_count
+        self.count = config.worker_count
         self.argv = argv
         self.workers = [Worker(i) for i in range(self.count)]
         self.stopping_since: float | None = None
