@@ -47,7 +47,7 @@ from relay.store.counts import Counts, SinkCount
 from relay.store.deadletters import DeadLetters
 from relay.store.layout import SinkSnapshot
 from relay.store.outbox import Outbox
-from relay.store.queue import DiskQueue
+from relay.store.queue import SQLITE_MEMORY, DiskQueue
 from relay.store.rejected import RejectedStore, stored_items
 from relay.telemetry import Metrics, setup_logging
 
@@ -125,7 +125,8 @@ class Runtime:
         self.queue = DiskQueue(shards.shard_path(config.queue.path, worker),
                                max_size=shards.share(config.queue.max_size, workers), sync=config.queue.sync,
                                min_free_space=config.queue.min_free_space,
-                               on_unreadable=config.queue.on_unreadable)
+                               on_unreadable=config.queue.on_unreadable,
+                               sqlite_memory=shards.share(SQLITE_MEMORY, workers))
         self.outboxes: dict[str, Outbox] = {}
         self.dispatchers: dict[str, SinkDispatcher] = {}
         self.sessions: dict[str, aiohttp.ClientSession] = {}

@@ -113,7 +113,8 @@ class Supervisor:
         # Signals wait here until sigtimedwait takes them: no handler runs between two checks.
         # Workers unblock them first thing (serve.run).
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
-        log.info("relay supervisor: %d workers on %s, queue shards under %s", self.count,
+        log.info("relay supervisor: %d workers%s on %s, queue shards under %s", self.count,
+                 " (server.workers = \"auto\": one per usable core)" if self.config.server.workers == "auto" else "",
                  self.config.server.address, self.config.queue.path)
         for worker in self.workers:
             self._start(worker)

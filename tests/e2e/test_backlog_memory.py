@@ -43,6 +43,7 @@ def queued_bytes(relay: Relay) -> float:
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(3600)  # filling and draining a 1 GiB backlog outlasts the suite's 300 s
 def test_rss_stays_bounded_with_a_large_backlog(tmp_path: Path) -> None:
     with MockUpstream(tmp_path, api_keys=[KEY], faults={"down": True}, verbose=False,
                       extra_args=["--now", PINNED_NOW]) as upstream:

@@ -388,6 +388,7 @@ def test_kill_9_at_random_moments_under_load_loses_no_acknowledged_entry(tmp_pat
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(3600)  # RELAY_SOAK_SECONDS of kills and a drain of up to 180 s outlast the suite's 300 s
 def test_soak_kill_9_for_minutes_loses_no_acknowledged_entry(tmp_path: Path) -> None:
     """RELAY_SOAK=1; RELAY_SOAK_SECONDS (default 240) of paced load and random kills;
     RELAY_SOAK_WORKERS (default 2: several workers, as the product's default "auto" runs on
@@ -396,7 +397,10 @@ def test_soak_kill_9_for_minutes_loses_no_acknowledged_entry(tmp_path: Path) -> 
     plan = CrashPlan(phases=list(PHASES) * 2, seconds=seconds, dwell=6.0, sync="full", clients=(4, 3),
                      pace=0.05, drain_timeout=180, workers=int(os.environ.get("RELAY_SOAK_WORKERS", "2")))
     figures = run_crash_load(tmp_path, plan, _seed())
-    assert figures.total_kills >= 30
+    # Every listed phase, then kills for the whole time: a restart of two workers (three
+    # interpreters, each opening its shard) takes longer than one's, so a kill per 15 s on average,
+    # not a fixed 30 (which 240 s with one worker reached).
+    assert figures.total_kills >= max(len(plan.phases), seconds / 15), figures
 
 
 # ---- corrupt and torn queue records ----------------------------------------------------------

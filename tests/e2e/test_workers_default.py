@@ -27,6 +27,8 @@ def test_no_workers_key_starts_one_worker_per_core_and_delivers(tmp_path: Path) 
             if expected > 1:  # a supervisor that serves nothing, and its workers
                 started = {int(i) for i in re.findall(r"worker (\d+) started \(pid \d+\)", relay.log_text())}
                 assert started == set(range(expected)), relay.log_tail()
+                assert f'relay supervisor: {expected} workers (server.workers = "auto": one per usable core)' \
+                    in relay.log_text()
                 assert len(process_tree(relay.pid)) == expected + 1
                 assert [w["worker"] for w in http_request(relay.base_url + "/-/reload", "POST").json()["workers"]] \
                     == list(range(expected))

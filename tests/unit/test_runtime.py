@@ -49,3 +49,20 @@ def test_a_reload_that_leaves_a_running_shard_less_than_four_bodies_is_refused(t
         asyncio.run(runtime.reload())
     assert caught.value.key == "queue.max_size"
     assert runtime.queue.max_size == 2**29 and runtime.last_reload.result == "refused"
+
+
+def test_workers_split_sqlite_memory_so_n_shards_cost_what_one_queue_did(tmp_path: Path) -> None:
+    """Page cache and mmap count in every worker's RSS: each of N gets 1/N (issue 11: all relay
+    processes together under 300 MB, with a 1 GiB backlog)."""
+    path = tmp_path / "relay.toml"
+    path.write_text(CONFIG.format(path=tmp_path / "queue"))
+    config = load(path)
+    for workers in (1, 2):
+        runtime = Runtime(config, workers - 1, workers)
+        cache = runtime.queue.make_cache(runtime.queue.path)
+        try:
+            cache_kib = -int(cache._sql("PRAGMA cache_size").fetchone()[0])
+            mmap = int(cache._sql("PRAGMA mmap_size").fetchone()[0])
+        finally:
+            cache.close()
+        assert cache_kib * 1024 + mmap == pytest.approx(96 * 2**20 / workers, rel=0.01)
