@@ -353,7 +353,7 @@ def report(seed: int, plan: CrashPlan, figures: Figures, ledger: Ledger, sinks: 
            fixture_keys: list[str]) -> None:
     acked, fixture_acks = ledger.snapshot()
     unique_acked = sum(acked.values())
-    print(f"\ncrash run (seed {seed}, sync={plan.sync}): {figures.seconds:.0f}s, {figures.total_kills} kills "
+    print(f"\ncrash run (seed {seed}, sync={plan.sync}, workers={plan.workers}): {figures.seconds:.0f}s, {figures.total_kills} kills "
           f"{dict(figures.kills)}, {figures.restarts} restarts survived")
     print(f"  requests: {dict(ledger.statuses)} (0 = no answer: refused, or cut by a kill)")
     print(f"  acknowledged: {unique_acked} unique entries + {fixture_acks} fixture bodies x "
