@@ -22,7 +22,7 @@ from relay.errors import QueueError
 from relay.store import shards
 from relay.store.deadletters import DeadLetters
 from relay.store.outbox import Outbox
-from relay.store.queue import DiskQueue
+from relay.store.queue import SQLITE_MEMORY, DiskQueue
 from relay.telemetry import Metrics
 
 log = logging.getLogger("relay")
@@ -36,7 +36,8 @@ class AdoptedShard:
         self.metrics = metrics
         q = config.queue
         self.queue = DiskQueue(shards.shard_path(q.path, index), max_size=shards.share(q.max_size, workers),
-                               sync=q.sync, min_free_space=q.min_free_space, on_unreadable=q.on_unreadable)
+                               sync=q.sync, min_free_space=q.min_free_space, on_unreadable=q.on_unreadable,
+                               sqlite_memory=shards.share(SQLITE_MEMORY, workers))
         self.outboxes: dict[str, Outbox] = {}
         self.dispatchers: list[SinkDispatcher] = []
         self.sessions: list[aiohttp.ClientSession] = []

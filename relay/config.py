@@ -17,6 +17,7 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+from relay import cores
 from relay.errors import ConfigError
 from relay.stages.schema import DEFAULT_MAX_AGE, DEFAULT_MAX_FUTURE
 from relay.store.queue import DEFAULT_MIN_FREE_SPACE
@@ -91,13 +92,9 @@ class ServerConfig(_Section):
     tls_cert: str | None = None
     tls_key: str | None = None
     admin_token: str | None = None
-    # Worker processes sharing the port (SO_REUSEPORT), each with its own queue shard; "auto" is
-    # one per core. 1: one process, no supervisor (the default: see README "Workers").
-    workers: int | Literal["auto"] = 1
-
-    @property
-    def worker_count(self) -> int:
-        return max(1, os.cpu_count() or 1) if self.workers == "auto" else self.workers
+    # Worker processes sharing the port (SO_REUSEPORT), each with its own queue shard; "auto" (the
+    # default) is one per usable core (Config.worker_count). 1: one process, no supervisor.
+    workers: int | Literal["auto"] = "auto"
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -176,6 +173,16 @@ class Config(_Section):
     sinks: dict[str, SinkConfig] = {}
     mappings: dict[str, dict[str, Any]] = {}
     file: str | None = None  # where it was read from; not a config key
+
+    @property
+    def worker_count(self) -> int:
+        """server.workers resolved: "auto" is one per usable core (relay/cores.py), at most MAX_WORKERS,
+        and no more than leave each shard room for four bodies, so that a config valid on a small
+        machine stays valid on a big one (a shard gets queue.max_size / workers)."""
+        if self.server.workers != "auto":
+            return self.server.workers
+        fit = self.queue.max_size // (4 * self.server.max_body_size)
+        return max(1, min(cores.usable(), MAX_WORKERS, fit))
 
     def source_sinks(self, name: str) -> list[str]:
         chosen = self.sources[name].sinks
@@ -325,10 +332,10 @@ def check(config: Config) -> None:
         fail("server.max_body_memory", "must be at least server.max_body_size")
     if config.server.max_body_size > 512 * 2**20:
         fail("server.max_body_size", "must be at most 512MiB")
-    if config.queue.max_size < 4 * config.server.max_body_size * config.server.worker_count:
+    if config.queue.max_size < 4 * config.server.max_body_size * config.worker_count:
         fail("queue.max_size", "must hold at least four bodies of server.max_body_size"
              + (" per worker (each worker's shard gets max_size / server.workers)"
-                if config.server.worker_count > 1 else ""))
+                if config.worker_count > 1 else ""))
 
 
 # ---- what a reload changes ------------------------------------------------------------------

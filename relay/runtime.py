@@ -47,7 +47,7 @@ from relay.store.counts import Counts, SinkCount
 from relay.store.deadletters import DeadLetters
 from relay.store.layout import SinkSnapshot
 from relay.store.outbox import Outbox
-from relay.store.queue import DiskQueue
+from relay.store.queue import SQLITE_MEMORY, DiskQueue
 from relay.store.rejected import RejectedStore, stored_items
 from relay.telemetry import Metrics, setup_logging
 
@@ -125,7 +125,8 @@ class Runtime:
         self.queue = DiskQueue(shards.shard_path(config.queue.path, worker),
                                max_size=shards.share(config.queue.max_size, workers), sync=config.queue.sync,
                                min_free_space=config.queue.min_free_space,
-                               on_unreadable=config.queue.on_unreadable)
+                               on_unreadable=config.queue.on_unreadable,
+                               sqlite_memory=shards.share(SQLITE_MEMORY, workers))
         self.outboxes: dict[str, Outbox] = {}
         self.dispatchers: dict[str, SinkDispatcher] = {}
         self.sessions: dict[str, aiohttp.ClientSession] = {}
@@ -322,6 +323,11 @@ class Runtime:
                 if key in RESTART_ONLY:
                     raise ConfigError("changes only on restart; reload refused (restart the relay, or put "
                                       "the old value back)", key=key, file=new.file)
+            if new.queue.max_size < 4 * new.server.max_body_size * self.workers:
+                # "auto" resolves against the new max_size, but the running worker count stays until restart
+                raise ConfigError(f"must hold at least four bodies of server.max_body_size for each of the "
+                                  f"{self.workers} running workers; reload refused", key="queue.max_size",
+                                  file=new.file)
             outboxes = dict(self.outboxes)
             added = [name for name in new.sinks if name not in old.sinks]
             for name in added:

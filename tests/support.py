@@ -58,6 +58,20 @@ def fluent_bit_binary() -> Path | None:
     return None
 
 
+def process_tree(pid: int) -> list[int]:
+    """pid and its descendants: the supervisor and every worker (the kernel's own children lists)."""
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                todo.extend(int(child) for child in task.read_text().split())
+            except OSError:  # exited meanwhile
+                pass
+    return pids
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from relay.config import DEFAULT_CONFIG_PATH, load
+from relay import cores
+from relay.config import DEFAULT_CONFIG_PATH, MAX_WORKERS, Config, load
 from relay.errors import ConfigError
 from relay.mapping import MappingLibrary
 from relay.runtime import compile_routes
@@ -52,14 +53,29 @@ def plan(config_path: str) -> tuple[list[str], list[str]]:
         lines.append(f"sink {name}: POST {sink.url}, batches of <= {sink.batch_max_entries} entries or "
                      f"{sink.batch_timeout:g}s, {sink.compression}, {sink.concurrency} in flight")
     lines.append(f"queue: {config.queue.path}, at most {config.queue.max_size} bytes, sync = {config.queue.sync}")
-    count = config.server.worker_count
-    if count > 1:
-        lines.append(f"workers: {count} processes on {config.server.address} (SO_REUSEPORT), each with its own queue "
-                     f"shard of at most {config.queue.max_size // count} bytes (shard 0: queue.path, shard i: "
-                     "queue.path/shard-<i>)")
+    lines.append(workers_line(config))
     q = config.queue
     warnings += disk_usage.capacity_problems(q.path, q.max_size, q.min_free_space, 4 * config.server.max_body_size)
     return lines, warnings
+
+
+def workers_line(config: Config) -> str:
+    """How many processes `relay serve` starts, and for "auto" what it counted."""
+    count = config.worker_count
+    why = ""
+    if config.server.workers == "auto":
+        usable = cores.usable()
+        why = f" (auto: {usable} usable core{'s' if usable != 1 else ''}"
+        if count < min(usable, MAX_WORKERS):
+            why += ", fewer so that each queue shard holds four bodies of server.max_body_size"
+        elif count < usable:
+            why += f", at most {MAX_WORKERS}"
+        why += ")"
+    if count == 1:
+        return f"workers: 1 process on {config.server.address}{why}"
+    return (f"workers: {count} processes on {config.server.address}{why} (SO_REUSEPORT), each with its own queue "
+            f"shard of at most {config.queue.max_size // count} bytes (shard 0: queue.path, shard i: "
+            "queue.path/shard-<i>)")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             die_with_parent()
             telemetry.WORKER = args.worker
         setup_logging(args.log_level or config.log.level, args.log_format or config.log.format)
-        if args.worker is None and config.server.worker_count > 1:
+        if args.worker is None and config.worker_count > 1:
             return Supervisor(config, _worker_argv(args)).run()
         # here, not at the top: the supervisor never loads aiohttp, uvloop, the mappings...
         import asyncio

@@ -59,7 +59,7 @@ class Supervisor:
     def __init__(self, config: Config, argv: list[str]) -> None:
         """`argv`: the `relay serve` options each worker is started with (config, log overrides)."""
         self.config = config
-        self.count = config.server.worker_count
+        self.count = config.worker_count
         self.argv = argv
         self.workers = [Worker(i) for i in range(self.count)]
         self.stopping_since: float | None = None
@@ -113,7 +113,8 @@ class Supervisor:
         # Signals wait here until sigtimedwait takes them: no handler runs between two checks.
         # Workers unblock them first thing (serve.run).
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
-        log.info("relay supervisor: %d workers on %s, queue shards under %s", self.count,
+        log.info("relay supervisor: %d workers%s on %s, queue shards under %s", self.count,
+                 " (server.workers = \"auto\": one per usable core)" if self.config.server.workers == "auto" else "",
                  self.config.server.address, self.config.queue.path)
         for worker in self.workers:
             self._start(worker)

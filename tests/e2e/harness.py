@@ -40,7 +40,9 @@ class Relay(Process):
     def __init__(self, tmp_dir: Path, sinks: str, *, sync: str = "normal", extra: str = "",
                  name: str = "relay", env: Mapping[str, str] | None = None, **config: Any) -> None:
         """`config`: the further local_config.relay_toml options: `sources` replaces the default
-        fluentbit + custom sources; `queue_max_size` / `max_body_size` shrink the limits."""
+        fluentbit + custom sources; `queue_max_size` / `max_body_size` shrink the limits; `workers`
+        is 1 unless given (the product's default, "auto", would start one per core in every test)."""
+        config.setdefault("workers", 1)
         self.port = free_port()
         self.config_path = Path(tmp_dir) / f"{name}.toml"
         self.config_path.write_text(local_config.relay_toml(

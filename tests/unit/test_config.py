@@ -161,16 +161,33 @@ format = "json"
         "sources.a removed", "sources.b added"]
 
 
-def test_workers_default_to_one_and_auto_means_one_per_core(tmp_path: Path) -> None:
-    import os
-
+def test_workers_default_to_auto_one_per_usable_core(tmp_path: Path) -> None:
+    from relay import cores
     from relay.config import RESTART_ONLY
 
-    assert load(write(tmp_path, MINIMAL), env={"KEY": "k"}).server.worker_count == 1
+    default = load(write(tmp_path, MINIMAL), env={"KEY": "k"})
+    assert default.server.workers == "auto"
+    assert default.worker_count == min(cores.usable(), 64) >= 1
     auto = load(write(tmp_path, '[server]\nworkers = "auto"\n' + MINIMAL), env={"KEY": "k"})
-    assert auto.server.worker_count == max(1, os.cpu_count() or 1)
-    assert load(write(tmp_path, "[server]\nworkers = 3\n" + MINIMAL), env={"KEY": "k"}).server.worker_count == 3
+    assert auto.worker_count == default.worker_count
+    assert load(write(tmp_path, "[server]\nworkers = 1\n" + MINIMAL), env={"KEY": "k"}).worker_count == 1
+    assert load(write(tmp_path, "[server]\nworkers = 3\n" + MINIMAL), env={"KEY": "k"}).worker_count == 3
     assert "server.workers" in RESTART_ONLY
+
+
+def test_auto_workers_never_exceed_what_the_queue_can_shard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config valid on a small machine stays valid on a big one: auto starts fewer workers
+    rather than give a shard less than four bodies, and never more than 64."""
+    from relay import cores
+
+    monkeypatch.setattr(cores, "usable", lambda: 128)
+    assert load(write(tmp_path, MINIMAL), env={"KEY": "k"}).worker_count == 64  # 4GiB / 64 = 4 x 16MiB
+    small = '[server]\nmax_body_size = "1MiB"\n[queue]\nmax_size = "10MiB"\n' + MINIMAL
+    assert load(write(tmp_path, small), env={"KEY": "k"}).worker_count == 2
+    tiny = '[server]\nmax_body_size = "1MiB"\n[queue]\nmax_size = "4MiB"\n' + MINIMAL
+    assert load(write(tmp_path, tiny), env={"KEY": "k"}).worker_count == 1
+    monkeypatch.setattr(cores, "usable", lambda: 3)
+    assert load(write(tmp_path, MINIMAL), env={"KEY": "k"}).worker_count == 3
 
 
 @pytest.mark.parametrize(("value", "says"), [("0", "must be 1..64"), ('"many"', "server.workers"),

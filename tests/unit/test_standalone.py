@@ -111,7 +111,7 @@ def test_a_copy_of_the_tracked_files_alone_runs_fixture_tests_and_bench(tmp_path
     assert harness.stdout.strip() == "200", harness.stderr
 
     bench = subprocess.run([sys.executable, "-m", "relay", "bench", "--json", "--quiet", "--workload", "single",
-                            "--duration", "1s", "--rate", "300"],
+                            "--duration", "1s", "--rate", "300", "--workers", "1"],
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert bench.returncode == 0, bench.stdout[-2000:] + bench.stderr[-3000:]
     result = json.loads(bench.stdout)

@@ -148,7 +148,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
              "upstream-form JSON arrays, gzip; ndjson: the same as NDJSON; single: 1 entry per request, "
              "64 clients. All from 100,000 generated access-log records (default %(default)s)")
     add("--sync", choices=["full", "normal"], default="normal", help="the queue's sync mode (default %(default)s)")
-    add("--workers", default="1", help="the relay's server.workers: a number, or auto (default %(default)s)")
+    add("--workers", default="auto", help="the relay's server.workers: a number, or auto, one per usable core "
+        "(default %(default)s, as the relay's own default; the table says how many ran)")
     add("--duration", type=_duration, default=10.0, help="how long to send, e.g. 10s (default 10s)")
     add("--rate", type=float, help="cap the load at this many entries/s (default: as fast as it goes)")
     add("--concurrency", type=int, help="concurrent clients (default 8, or 64 for single)")

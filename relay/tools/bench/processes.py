@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from relay.config import load
 from relay.tools.bench.procfs import cpu_seconds, machine_busy_seconds, read_bytes
 from relay.tools.bench.workloads import PROTOCOL_SOURCES, workload
 from relay.tools.local_config import DEFAULT_SOURCES, relay_toml, sink_toml
@@ -152,6 +153,7 @@ class Run:
     upstream_base: str = ""
     relay_base: str = ""  # the ingest of the process under test: the relay, or a peer in its place
     subject: str = "relay"  # which child is under test: "relay", or a peer's name (`--peer`)
+    worker_count: int = 1  # the relay's server.workers as it ran ("auto" resolved)
 
     def sample(self, acked: int = 0) -> Sample:
         relay, upstream = self.children[self.subject], self.children["upstream"]
@@ -192,11 +194,11 @@ def start_relay(run: Run) -> None:
     config = workdir / "relay.toml"
     sink = sink_toml("upstream", run.upstream_base + "/v1/logs/custom", API_KEY)
     sink += "".join(f"{line}\n" for line in args.sink_option)  # `--sink-option`s, already TOML lines
-    workers = getattr(args, "workers", 1)
     config.write_text(relay_toml(port=port, queue_dir=workdir / "queue", sinks=sink, now=PINNED_NOW, sync=args.sync,
                                  queue_max_size="16GiB", max_body_size="64MiB", shutdown_grace="20s",
-                                 workers=None if workers == 1 else workers,
+                                 workers=getattr(args, "workers", "auto"),
                                  sources=DEFAULT_SOURCES + PROTOCOL_SOURCES))
+    run.worker_count = load(config).worker_count  # what "auto" comes to here, for the report
     relay = run.children["relay"] = Child("relay", ["-m", "relay", "serve", "-c", str(config)], workdir)
     run.relay_base = f"http://127.0.0.1:{port}"
     # /readyz answers 200 once every worker does: keep-alive clients connecting before a worker

@@ -74,7 +74,8 @@ def report(run: Run, result: dict[str, Any], first: Sample, stopped: Sample, end
     else:  # counts only
         duplicates, losses = max(delivered - acked, 0), max(acked - delivered, 0)
     return {
-        "workload": args.workload, "sync": args.sync, "workers": getattr(args, "workers", 1),
+        "workload": args.workload, "sync": args.sync, "workers": run.worker_count,
+        "workers_setting": getattr(args, "workers", "auto"),
         "records_per_request": result["per_body"],
         "duration_s": round(window, 2), "concurrency": args.concurrency or CONCURRENCY[args.workload],
         "rate_cap": args.rate, "upstream": args.upstream,
@@ -112,7 +113,7 @@ def table(r: dict[str, Any]) -> str:
     e2e = f"{r['end_to_end_per_s']:,.0f}" if r["end_to_end_per_s"] else "did not drain"
     rows = [
         ("workload", f"{r['workload']} ({r['records_per_request']} entries/request), sync={r['sync']}, "
-                     f"workers={r.get('workers', 1)}, "
+                     f"workers={r.get('workers', 1)}{' (auto)' if r.get('workers_setting') == 'auto' else ''}, "
                      f"{r['concurrency']} clients, upstream={r['upstream']}"),
         ("entries acknowledged", f"{r['entries_acked']:,} in {r['requests_acked']:,} requests over {r['duration_s']}s"),
         ("entries/s acknowledged", f"{r['acked_per_s']:,.0f}  ({r['requests_per_s']:,.0f} requests/s)"),

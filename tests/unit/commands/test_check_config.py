@@ -55,8 +55,23 @@ def test_check_config_says_how_many_workers_and_their_shards(tmp_path: Path, mon
     path.write_text(text)
     lines, _ = plan(str(path))
     assert [line for line in lines if line.startswith("workers: 2 processes on ")]
-    one, _ = plan(str(DEFAULT))
-    assert not [line for line in one if line.startswith("workers:")]
+    path.write_text(DEFAULT.read_text().replace("[server]\n", "[server]\nworkers = 1\n", 1))
+    one, _ = plan(str(path))
+    assert [line for line in one if line.startswith("workers: 1 process on ")]
+
+
+def test_check_config_resolves_the_default_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default config leaves `workers` out: "auto", and check-config says what it comes to here."""
+    from relay import cores
+
+    monkeypatch.setenv("PROFOUND_API_KEY", "k")
+    assert "\nworkers" not in DEFAULT.read_text()
+    monkeypatch.setattr(cores, "usable", lambda: 3)
+    lines, _ = plan(str(DEFAULT))
+    assert [line for line in lines if line.startswith("workers: 3 processes on ") and "(auto: 3 usable cores)" in line]
+    monkeypatch.setattr(cores, "usable", lambda: 1)
+    lines, _ = plan(str(DEFAULT))
+    assert "workers: 1 process on 0.0.0.0:8080 (auto: 1 usable core)" in lines
 
 
 def test_a_protocol_source_says_where_it_is_served_and_an_unbuilt_protocol_names_the_key(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from isal import igzip
 
+from relay import cores
 from relay.stages.protocols import decoder, loki, otlp
 from relay.tools.bench.records import (
     base_records,
@@ -30,7 +31,7 @@ from relay.tools.bench.workloads import PROTOCOL_WORKLOADS, WORKLOADS, build_bod
 from tests.support import FIXTURES, REPO_ROOT
 
 KEYS = {
-    "workload", "sync", "workers", "records_per_request", "duration_s", "concurrency", "rate_cap", "upstream",
+    "workload", "sync", "workers", "workers_setting", "records_per_request", "duration_s", "concurrency", "rate_cap", "upstream",
     "requests_acked", "entries_acked", "entries_delivered", "requests_per_s", "acked_per_s",
     "delivered_per_s", "end_to_end_per_s", "backlog_at_stop", "keeps_up", "drain_s", "latency_ms",
     "relay_cpu_s_per_million", "relay_cpu_cores", "relay_peak_rss_mb", "bytes_in", "bytes_upstream",
@@ -48,13 +49,14 @@ def bench(*args: str, keep: Path | None = None) -> tuple[int, dict[str, Any], st
     return done.returncode, json.loads(done.stdout), done.stderr
 
 
+# One worker each, but for the first: the default, "auto" (one per core), which the table resolves.
 @pytest.mark.parametrize("load,extra", [
     ("fluentbit", ["--rate", "60000"]),
-    ("passthrough", ["--rate", "60000", "--sync", "full"]),
-    ("ndjson", ["--rate", "60000", "--upstream", "sink"]),  # the lean sink reads the ids too
-    ("single", ["--sync", "full"]),
-    ("otlp", ["--rate", "20000"]),
-    ("loki", ["--rate", "20000", "--upstream", "sink"]),
+    ("passthrough", ["--rate", "60000", "--sync", "full", "--workers", "1"]),
+    ("ndjson", ["--rate", "60000", "--upstream", "sink", "--workers", "1"]),  # the lean sink reads the ids too
+    ("single", ["--sync", "full", "--workers", "1"]),
+    ("otlp", ["--rate", "20000", "--workers", "1"]),
+    ("loki", ["--rate", "20000", "--upstream", "sink", "--workers", "1"]),
 ])
 def test_short_run_delivers_every_entry_once(load: str, extra: list[str], tmp_path: Path) -> None:
     status, result, progress = bench("--workload", load, "--duration", "2s", *extra, keep=tmp_path)
@@ -72,6 +74,12 @@ def test_short_run_delivers_every_entry_once(load: str, extra: list[str], tmp_pa
     assert "bench     1s: acked" in progress
     assert (tmp_path / "relay.toml").is_file() and (tmp_path / "relay.log").is_file()
     assert "duplicates / losses     0 / 0" in table(result)
+    if "--workers" in extra:
+        assert (result["workers"], result["workers_setting"]) == (1, 1) and "workers=1," in table(result)
+    else:  # the bench's config: 16GiB of queue, 64MiB bodies, so "auto" is every usable core up to 64
+        count = min(cores.usable(), 64)
+        assert (result["workers"], result["workers_setting"]) == (count, "auto")
+        assert f"workers={count} (auto)," in table(result)
 
 
 def test_two_workers_deliver_every_entry_once(tmp_path: Path) -> None:
