@@ -161,11 +161,8 @@ def _kvs(pairs: Iterable[KeyValue], depth: int) -> dict[str, Any]:
         if text:
             out[pair.key] = text
             continue
-        kind = value.WhichOneof("value")
-        if kind == "int_value":
-            out[pair.key] = value.int_value
-        else:
-            out[pair.key] = _any(value, depth)
+        number = value.int_value  # the same holds for a non-zero int_value (statuses, sizes)
+        out[pair.key] = number if number else _any(value, depth)
     return out
 
 

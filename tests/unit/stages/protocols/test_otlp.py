@@ -176,10 +176,16 @@ def test_attributes_of_every_kind_and_repeated_keys() -> None:
         attributes.add(key="http.request.method").value.string_value = "POST"  # the last of a key wins
         attributes.add(key="empty").value.string_value = ""  # set to "": not the same as unset
         attributes.add(key="unset")
+        attributes.add(key="zero").value.int_value = 0  # the same for 0 (strings and ints are read first)
+        attributes.add(key="status").value.int_value = 200
+        attributes.add(key="seconds").value.double_value = 0.25
+        attributes.add(key="no").value.bool_value = False
     records = otlp.decode(request.SerializeToString(), content_type="application/x-protobuf").records
     assert [r["attributes"] for r in records] == [{"http.request.method": "POST", "tags": ["a"], "map": {"k": 1},
-                                                   "empty": "", "unset": None}] * 3
-    assert list(records[0]["attributes"]) == ["http.request.method", "tags", "map", "empty", "unset"]
+                                                   "empty": "", "unset": None, "zero": 0, "status": 200,
+                                                   "seconds": 0.25, "no": False}] * 3
+    assert list(records[0]["attributes"])[:5] == ["http.request.method", "tags", "map", "empty", "unset"]
+    assert records[0]["attributes"]["no"] is False and type(records[0]["attributes"]["zero"]) is int
     assert records[0]["attributes"]["tags"] is not records[1]["attributes"]["tags"]  # never shared between records
 
 
