@@ -165,6 +165,41 @@ def test_deep_protobuf_nesting_is_400_not_a_crash() -> None:
         otlp.decode(request.SerializeToString(), content_type="application/x-protobuf")
 
 
+def test_attributes_of_every_kind_and_repeated_keys() -> None:
+    request = ExportLogsServiceRequest()
+    logs = request.resource_logs.add().scope_logs.add().log_records
+    for _ in range(3):
+        attributes = logs.add().attributes
+        attributes.add(key="http.request.method").value.string_value = "GET"
+        attributes.add(key="tags").value.array_value.values.add().string_value = "a"
+        attributes.add(key="map").value.kvlist_value.values.add(key="k").value.int_value = 1
+        attributes.add(key="http.request.method").value.string_value = "POST"  # the last of a key wins
+        attributes.add(key="empty").value.string_value = ""  # set to "": not the same as unset
+        attributes.add(key="unset")
+        attributes.add(key="zero").value.int_value = 0  # the same for 0 (strings and ints are read first)
+        attributes.add(key="status").value.int_value = 200
+        attributes.add(key="seconds").value.double_value = 0.25
+        attributes.add(key="no").value.bool_value = False
+    records = otlp.decode(request.SerializeToString(), content_type="application/x-protobuf").records
+    assert [r["attributes"] for r in records] == [{"http.request.method": "POST", "tags": ["a"], "map": {"k": 1},
+                                                   "empty": "", "unset": None, "zero": 0, "status": 200,
+                                                   "seconds": 0.25, "no": False}] * 3
+    assert list(records[0]["attributes"])[:5] == ["http.request.method", "tags", "map", "empty", "unset"]
+    assert records[0]["attributes"]["no"] is False and type(records[0]["attributes"]["zero"]) is int
+    assert records[0]["attributes"]["tags"] is not records[1]["attributes"]["tags"]  # never shared between records
+
+
+def test_a_record_with_attributes_nested_too_deep_is_rejected_alone() -> None:
+    request = ExportLogsServiceRequest()
+    logs = request.resource_logs.add().scope_logs.add().log_records
+    logs.add().attributes.add(key="deep").value.CopyFrom(_nested(otlp.MAX_DEPTH + 1))
+    logs.add().attributes.add(key="deep").value.CopyFrom(_nested(otlp.MAX_DEPTH - 1))
+    logs.add().attributes.add(key="deep").value.CopyFrom(_nested(otlp.MAX_DEPTH + 1))
+    decoded = otlp.decode(request.SerializeToString(), content_type="application/x-protobuf")
+    assert [(e.index, e.reason) for e in decoded.errors] == [(0, "too_deep"), (2, "too_deep")]
+    assert decoded.indexes == [1]
+
+
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-ndjson", "image/png"])
 def test_wrong_content_type_is_415(content_type: str) -> None:
     with pytest.raises(UnsupportedMedia, match="not OTLP"):
