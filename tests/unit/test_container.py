@@ -325,7 +325,10 @@ def test_image_entrypoint_serves_delivers_and_exits_0_on_sigterm(
         wait_until(lambda: relay._alive_or_fail() and http_request(base + "/healthz").status == 200,
                    timeout=30, ignore=(OSError,), message=lambda: f"/healthz\n{relay.log_tail()}")
         assert http_request(base + "/healthz").json() == {"status": "ok"}
-        assert http_request(base + "/readyz").status == 200
+        # One worker per core by default: /readyz answers for all of them, so it turns 200 once the
+        # last one is up, which can be a moment after the first worker's /healthz.
+        wait_until(lambda: http_request(base + "/readyz").status == 200, timeout=30,
+                   message=lambda: f"/readyz\n{relay.log_tail()}")
         for page in ("/-/console", "/-/console/console.js", "/-/console/console.css"):  # package data, installed
             assert http_request(base + page).status == 200, page
         entry = {"timestamp": int(time.time()), "method": "GET", "host": "image.example.com",
