@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -45,8 +46,13 @@ def _presented_tokens(request: web.Request) -> list[bytes]:
 def loopback_client(request: web.Request) -> bool:
     """The peer of the TCP connection is this machine's loopback (127.0.0.0/8, ::1, ::ffff:127.x).
     Headers such as X-Forwarded-For are not trusted: anyone can send them."""
+    return _is_loopback(request.remote or "")
+
+
+@functools.lru_cache(maxsize=4096)  # parsing with ipaddress costs ~20 µs; the same peers come back
+def _is_loopback(address: str) -> bool:
     try:
-        peer = ipaddress.ip_address(request.remote or "")
+        peer = ipaddress.ip_address(address)
     except ValueError:
         return False
     if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped is not None:

@@ -169,6 +169,8 @@ async def commit(route: Route, prepared: Prepared, queue: DiskQueue, also: Also 
         return
     outboxes = route.outboxes
     for outbox in outboxes:
+        if outbox.has_room:  # the usual case, without a wait_for's task and timer per request
+            continue
         try:
             await asyncio.wait_for(outbox.wait_for_room(), ROOM_WAIT)
         except TimeoutError:

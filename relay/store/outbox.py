@@ -65,6 +65,10 @@ class Outbox:
         if self.unsealed >= UNSEALED_HIGH_WATER:
             self._room.clear()
 
+    @property
+    def has_room(self) -> bool:
+        return self._room.is_set()
+
     async def wait_for_room(self) -> None:
         """Hold a new request while the batcher is far behind (CPU-starved, not an outage:
         sealing goes on while a sink is down), so ingest cannot starve delivery."""
