@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import secrets
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.e2e.harness import PINNED_NOW, Relay, entries, gz_json, post_all, sink_toml
 from tests.e2e.test_upstream_faults import JSON_GZ, KEY, wait_delivered
@@ -48,19 +43,6 @@ def test_queue_full_answers_503_and_keeps_everything_acknowledged(tmp_path: Path
             wait_delivered(upstream, relay, acked, timeout=60)
             _more, statuses = post_until_refused(relay, 10_000_000, limit=3)
             assert statuses == {200: 3}  # room again once delivered
-
-
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("needs root to mount a small tmpfs")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def on_tiny_disk(tmp_path: Path, disk: Path, upstream: MockUpstream, min_free_space: str) -> Relay:

@@ -175,6 +175,22 @@ def kill_and_restart(relay: Relay, acknowledged: Callable[[], int], in_flight: t
     return at_kill
 
 
+def across_a_kill(relay: Relay, lines: list[dict[str, Any]], send: Callable[[list[dict[str, Any]]], None],
+                  retryable: tuple[type[BaseException], ...]) -> Sent:
+    """Every line sent in chunks through `send` (a chunk resent after `retryable`, as shippers do)
+    while the relay is killed -9 mid-stream and restarted."""
+    client = ChunkClient([lines[i:i + CHUNK] for i in range(0, RECORDS, CHUNK)], send, retryable)
+    try:
+        client.start()
+        at_kill = kill_and_restart(relay, lambda: client.acked, client.in_flight)
+        sent = client.finish(60)
+    finally:
+        client.halt.set()
+    assert at_kill < RECORDS // CHUNK and sent.failures, "the kill did not land mid-stream"
+    assert len(sent.acknowledged) == RECORDS
+    return sent
+
+
 def check(upstream: MockUpstream, relay: Relay, want: dict[str, dict[str, Any]], sent: Sent) -> None:
     """Everything acknowledged arrived exactly as mapped; duplicates only where allowed."""
     queue_empty = 'relay_queue_entries{sink="up"} 0.0'
@@ -213,17 +229,10 @@ def test_elasticsearch_bulk_helper_across_a_kill_9(stack: tuple[MockUpstream, Re
                                   chunk_size=len(chunk), max_retries=0, raise_on_error=False)
         assert (ok, errors) == (len(chunk), []), errors
 
-    client = ChunkClient([lines[i:i + CHUNK] for i in range(0, RECORDS, CHUNK)], send,
-                         (ConnectionError, ConnectionTimeout))
     try:
-        client.start()
-        at_kill = kill_and_restart(relay, lambda: client.acked, client.in_flight)
-        sent = client.finish(60)
+        sent = across_a_kill(relay, lines, send, (ConnectionError, ConnectionTimeout))
     finally:
-        client.halt.set()
         es.close()
-    assert at_kill < RECORDS // CHUNK and sent.failures, "the kill did not land mid-stream"
-    assert len(sent.acknowledged) == RECORDS
     check(upstream, relay, mapped("nginx-json", lines), sent)
 
 
@@ -240,17 +249,10 @@ def test_plain_hec_requests_across_a_kill_9(stack: tuple[MockUpstream, Relay]) -
                               headers={"Authorization": f"Splunk {TOKEN}-hec", "Content-Encoding": "gzip"})
         assert (answer.status_code, answer.json()) == (200, {"text": "Success", "code": 0}), answer.text
 
-    client = ChunkClient([lines[i:i + CHUNK] for i in range(0, RECORDS, CHUNK)], send,
-                         (requests.ConnectionError, requests.Timeout))
     try:
-        client.start()
-        at_kill = kill_and_restart(relay, lambda: client.acked, client.in_flight)
-        sent = client.finish(60)
+        sent = across_a_kill(relay, lines, send, (requests.ConnectionError, requests.Timeout))
     finally:
-        client.halt.set()
         session.close()
-    assert at_kill < RECORDS // CHUNK and sent.failures, "the kill did not land mid-stream"
-    assert len(sent.acknowledged) == RECORDS
     # the record a HEC mapping reads: the event, with the envelope under `hec` (README)
     check(upstream, relay, mapped("hec-nginx", [{**record, "hec": ENVELOPE} for record in lines]), sent)
 

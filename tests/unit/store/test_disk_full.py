@@ -2,10 +2,7 @@
 is queued can always be sealed, delivered and deleted (a real 16 MiB tmpfs; needs root)."""
 
 import asyncio
-import os
 import secrets
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,19 +11,6 @@ from relay.errors import QueueFull
 from relay.store.outbox import Outbox
 from relay.store.queue import DiskQueue
 from tests.unit.store.test_queue import batcher, drain_batches
-
-
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("needs root to mount a small tmpfs")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def incompressible(start: int, n: int) -> bytes:
