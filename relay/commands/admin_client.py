@@ -2,18 +2,45 @@
 
 `relay dead-letter` and `relay rejected` work on the queue directory when the
 relay is stopped and go through its admin endpoints (with `server.admin_token`)
-when it holds the directory; this is the online half they share.
+when it holds the directory; this is the choice between the two and the online half they share.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from relay.config import Config
+from relay.config import Config, load
+from relay.errors import ConfigError
+from relay.store.queue import DiskQueue
+
+
+def load_config(path: str) -> Config | None:
+    """The config, or None after printing the error in one line (the command then exits 2)."""
+    try:
+        return load(path)
+    except ConfigError as exc:
+        print(f"relay: config error: {exc}", file=sys.stderr)
+        return None
+
+
+def offline_or_online(config: Config, offline: Callable[[], Coroutine[Any, Any, Any]],
+                      online: Callable[[], Any]) -> Any:
+    """offline() on the queue directory when no relay holds it (its lock taken meanwhile), else
+    online(): through the running relay's admin endpoints."""
+    probe = DiskQueue(config.queue.path, max_size=config.queue.max_size)
+    if not probe.lock():
+        return online()
+    try:
+        return asyncio.run(offline())
+    finally:
+        probe.close()
 
 
 def call(config: Config, path: str, query: dict[str, str], *, post: bool, timeout: float) -> Any:

@@ -10,7 +10,6 @@ shard is read; online, the relay answers for all of them.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import time
@@ -19,8 +18,7 @@ from typing import Any
 import msgspec
 
 from relay.commands import admin_client
-from relay.config import DEFAULT_CONFIG_PATH, Config, load
-from relay.errors import ConfigError
+from relay.config import DEFAULT_CONFIG_PATH, Config
 from relay.rejections.remap import add_up, remap
 from relay.runtime import compile_routes
 from relay.store import shards
@@ -100,22 +98,16 @@ def _print_list(answer: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = load(args.config)
-    except ConfigError as exc:
-        print(f"relay: config error: {exc}", file=sys.stderr)
+    config = admin_client.load_config(args.config)
+    if config is None:
         return 2
-    probe = DiskQueue(config.queue.path, max_size=config.queue.max_size)
-    if probe.lock():
-        try:
-            answer = asyncio.run(_offline(config, args.action, args.sink, args.remap))
-        except KeyError as exc:
-            print(f"relay: {exc.args[0]}", file=sys.stderr)
-            return 2
-        finally:
-            probe.close()
-    else:
-        answer = _online(config, args.action, args.sink, args.remap)
+    try:
+        answer = admin_client.offline_or_online(
+            config, lambda: _offline(config, args.action, args.sink, args.remap),
+            lambda: _online(config, args.action, args.sink, args.remap))
+    except KeyError as exc:
+        print(f"relay: {exc.args[0]}", file=sys.stderr)
+        return 2
     if args.action == "list" and not args.json:
         _print_list(answer)
     else:

@@ -10,7 +10,6 @@ several workers (`server.workers`) has a store per shard: offline, every shard o
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import io
 import json
@@ -21,7 +20,7 @@ from typing import Any
 import msgspec
 
 from relay.commands import admin_client
-from relay.config import DEFAULT_CONFIG_PATH, Config, load
+from relay.config import DEFAULT_CONFIG_PATH, Config
 from relay.errors import ConfigError, IngestError
 from relay.models import Rejection
 from relay.rejections.merge import merge_listings, merge_replays
@@ -107,25 +106,19 @@ def _print_list(answer: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = load(args.config)
-    except ConfigError as exc:
-        print(f"relay: config error: {exc}", file=sys.stderr)
+    config = admin_client.load_config(args.config)
+    if config is None:
         return 2
-    probe = DiskQueue(config.queue.path, max_size=config.queue.max_size)
-    if probe.lock():
-        try:
-            answer = asyncio.run(_offline(config, args.action, args.source, args.limit))
-        except (KeyError, ConfigError) as exc:
-            print(f"relay: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
-            return 2
-        except IngestError as exc:
-            print(f"relay: {exc.message}", file=sys.stderr)
-            return 1
-        finally:
-            probe.close()
-    else:
-        answer = _online(config, args.action, args.source, args.limit)
+    try:
+        answer = admin_client.offline_or_online(
+            config, lambda: _offline(config, args.action, args.source, args.limit),
+            lambda: _online(config, args.action, args.source, args.limit))
+    except (KeyError, ConfigError) as exc:
+        print(f"relay: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+        return 2
+    except IngestError as exc:
+        print(f"relay: {exc.message}", file=sys.stderr)
+        return 1
     if args.action == "list" and not args.json:
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
