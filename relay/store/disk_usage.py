@@ -96,6 +96,32 @@ def fits(on_disk: int, free_pages: int, pending: int, max_size: int) -> bool:
     return projected(on_disk, free_pages, pending) + reserve(max_size) <= max_size
 
 
+def admit(sizes: list[int], *, path: str, on_disk: int, free_pages: int, max_size: int,
+          min_free_space: int) -> list[str | None]:
+    """For each write of a commit group (value bytes, in order): None when it is taken, else why
+    not (the queue's budget, or the disk reserve), measured once for the whole group."""
+    # Keep min_free_space on the filesystem for what frees space later: sealing and deleting
+    # delivered batches also write (to SQLite's WAL) before space comes back. The WAL's whole
+    # limit is kept too (wal_reserve says why).
+    wal = wal_reserve(max_size)
+    disk = free_space(path) - min_free_space - wal
+    pending = 0
+    answers: list[str | None] = []
+    for nbytes in sizes:
+        if not fits(on_disk, free_pages, pending + nbytes, max_size):
+            answers.append(f"the queue is full ({on_disk} of {max_size} bytes on disk, "
+                           f"{reserve(max_size)} of them kept for delivery)")
+        elif nbytes * 2 > disk:
+            answers.append(f"the disk reserve: the filesystem holding {path} has {disk + min_free_space + wal} "
+                           f"bytes free and queue.min_free_space keeps {min_free_space} of them for delivery "
+                           f"(and {wal} for the queue's WAL)")
+        else:
+            pending += nbytes
+            disk -= nbytes * 2
+            answers.append(None)
+    return answers
+
+
 def _filesystem(path: str) -> tuple[int, int]:
     """(free bytes for us, total bytes) of the filesystem that holds (or will hold) path."""
     probe = os.path.abspath(path)

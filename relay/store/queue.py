@@ -206,23 +206,11 @@ class DiskQueue:
             cache = self._cache
             assert cache is not None
             free_pages = 0
-        pending = 0
-        # Keep min_free_space on the filesystem for what frees space later: sealing and
-        # deleting delivered batches also write (to SQLite's WAL) before space comes back.
-        # The WAL's whole limit is kept too (disk_usage.wal_reserve says why).
-        wal_room = disk_usage.wal_reserve(self.max_size)
-        disk = disk_usage.free_space(self.path) - self.min_free_space - wal_room
-        for job in appends:
-            if not disk_usage.fits(on_disk, free_pages, pending + job.nbytes, self.max_size):
-                why = (f"the queue is full ({on_disk} of {self.max_size} bytes on disk, "
-                       f"{disk_usage.reserve(self.max_size)} of them kept for delivery)")
-            elif job.nbytes * 2 > disk:
-                why = (f"the disk reserve: the filesystem holding {self.path} has "
-                       f"{disk + self.min_free_space + wal_room} bytes free and queue.min_free_space keeps "
-                       f"{self.min_free_space} of them for delivery (and {wal_room} for the queue's WAL)")
-            else:
-                pending += job.nbytes
-                disk -= job.nbytes * 2
+        refusals = disk_usage.admit([job.nbytes for job in appends], path=self.path, on_disk=on_disk,
+                                    free_pages=free_pages, max_size=self.max_size,
+                                    min_free_space=self.min_free_space)
+        for job, why in zip(appends, refusals, strict=True):
+            if why is None:
                 admitted.append(job)
                 continue
             self._warn_full(why)
