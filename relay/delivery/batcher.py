@@ -14,22 +14,13 @@ import logging
 import time
 
 import msgspec
-from isal import igzip
 
-from relay.store import originals
+from relay.store import bodies, originals
 from relay.store.layout import Cursor, InboxItem, InboxRef, SealedBatch, checksum
 from relay.store.outbox import Outbox
 from relay.store.queue import DiskQueue
 
 log = logging.getLogger("relay.batcher")
-
-
-def build_body(lines: list[bytes], compression: str, level: int) -> tuple[bytes, str | None]:
-    """The upstream request body: a JSON array of the entries, gzip-compressed."""
-    raw = b"[" + b",".join(lines) + b"]"
-    if compression == "gzip":
-        return igzip.compress(raw, compresslevel=min(level, 3)), "gzip"
-    return raw, None
 
 
 Kept = list[msgspec.Raw | None] | None  # per entry: its original record, when kept
@@ -113,15 +104,15 @@ class Batcher:
                 self._partial = (ref.seq, entries, created, item_kept)
             if len(lines) >= self.max_entries:
                 break
-        batch_id = cursor.next_batch
-        cursor.next_batch += 1
+        batch_id = outbox.reserve_batch()  # shared with requests sealed as they commit
+        cursor.next_batch = outbox.next_batch_id
         batch: SealedBatch | None = None
         if lines:
-            body, encoding = await asyncio.to_thread(build_body, lines, self.compression, self.level)
+            body, encoding = await asyncio.to_thread(bodies.from_lines, lines, self.compression, self.level)
             kept_blob = await asyncio.to_thread(originals.sealed, kept) if kept is not None else None
             batch = SealedBatch(len(lines), body, encoding, checksum(body), oldest, kept_blob)
         sealed = await queue.seal(sink, batch, cursor, batch_id, consumed)
-        outbox.sealed(sealed, len(lines) + skipped, cursor, consumed)
+        outbox.sealed(sealed, len(lines) + skipped, cursor, consumed, batch)
         if self._partial and self._partial[0] != cursor.seq:
             self._partial = None
 

@@ -21,11 +21,12 @@ import msgspec
 from isal import igzip
 
 from relay.config import SinkConfig
-from relay.delivery.batcher import Batcher, build_body
+from relay.delivery.batcher import Batcher
 from relay.delivery.health import SinkHealth
 from relay.delivery.retry import Outcome, classify, parse_retry_after
 from relay.delivery.sender import Delivery, Sender
-from relay.store import originals
+from relay.store import bodies, originals
+from relay.store.bodies import BatchShape
 from relay.store.layout import BatchRef, DeadLetter, SealedBatch, checksum
 from relay.store.outbox import Outbox
 from relay.store.queue import DiskQueue
@@ -70,6 +71,8 @@ class SinkDispatcher:
         self._undeleted: list[BatchRef] = []  # delivered batches whose delete the disk refused
 
     def start(self) -> None:
+        config = self.config
+        self.outbox.shape = BatchShape(config.batch_max_entries, config.compression, config.compression_level)
         self._tasks.append(asyncio.create_task(self.batcher.run(), name=f"batcher:{self.name}"))
         for i in range(self.config.concurrency):
             self._tasks.append(asyncio.create_task(self._send_loop(), name=f"sender:{self.name}:{i}"))
@@ -77,6 +80,7 @@ class SinkDispatcher:
     async def stop(self, timeout: float) -> None:
         """Stop after the current seal and send attempts; everything else stays on disk."""
         self._stop.set()
+        self.outbox.shape = None  # requests go to the inbox until the sink runs again
         self._wake.set()
         self._notify()
         self.batcher.stopping = True
@@ -169,7 +173,7 @@ class SinkDispatcher:
     async def _deliver(self, ref: BatchRef, probe: bool) -> None:
         """One attempt at one batch; a batch not delivered goes back to its place in the queue."""
         queue = self.queue
-        batch = await queue.load_batch(ref)
+        batch = self.outbox.fresh.pop(ref.key, None) or await queue.load_batch(ref)
         if batch is None:  # quarantined by the queue (logged, counted there)
             self.outbox.finished(ref)
             if probe:
@@ -277,7 +281,7 @@ class SinkDispatcher:
         else:
             half = len(entries) // 2
             for suffix, part, part_kept in (("L", entries[:half], kept[:half]), ("R", entries[half:], kept[half:])):
-                body, encoding = build_body(part, self.config.compression, self.config.compression_level)
+                body, encoding = bodies.from_lines(part, self.config.compression, self.config.compression_level)
                 retry.append((stem + suffix, SealedBatch(len(part), body, encoding, checksum(body), batch.oldest,
                                                          originals.sealed(part_kept))))
             self.metrics.retries.labels(self.name, "split").inc()

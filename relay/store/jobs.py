@@ -1,7 +1,9 @@
 """The queue's DB thread: runs jobs in arrival order and hands each result back to the event loop.
 
 Appends that arrive together are handed to one `commit_appends` call (group
-commit: one transaction, one fsync); every other job runs alone, after them.
+commit: one transaction, one fsync), and the folded jobs among them (deletes of
+delivered batches, which need no fsync of their own) in one more; every other job
+runs alone, after them.
 When nothing has been written for `quiet` seconds after some write, `idle` runs
 once (the queue checkpoints its WAL then); under continuous writes it runs
 between groups at the latest `longest` seconds after the first write it has
@@ -29,12 +31,16 @@ LONGEST = 1.0  # seconds after the first write not yet folded by `idle`, at the 
 
 
 class Job:
-    __slots__ = ("fn", "future", "is_append", "loop", "nbytes", "on_commit", "pack")
+    __slots__ = ("fn", "folds", "future", "is_append", "loop", "nbytes", "on_commit", "pack")
 
     def __init__(self, fn: Callable[[], Any], future: asyncio.Future[Any] | None,
-                 loop: asyncio.AbstractEventLoop | None, nbytes: int = 0, is_append: bool = False) -> None:
+                 loop: asyncio.AbstractEventLoop | None, nbytes: int = 0, is_append: bool = False,
+                 folds: bool = False) -> None:
         self.fn, self.future, self.loop = fn, future, loop
         self.nbytes, self.is_append = nbytes, is_append
+        # runs with the group, in a transaction of its own without an fsync (the next group's covers
+        # it): a write whose loss in a crash costs a duplicate at most (a delivered batch sent again)
+        self.folds = folds
         self.on_commit: Callable[[Any], None] | None = None
         self.pack: Callable[[], int] | None = None  # runs before the transaction; returns the bytes to write
 
@@ -63,7 +69,7 @@ def resolve(job: Job, *, result: Any = None, error: BaseException | None = None)
 class DbThread:
     """One thread owning every call on the Cache: SQLite serialises writers anyway."""
 
-    def __init__(self, commit_appends: Callable[[list[Job]], None],
+    def __init__(self, commit_appends: Callable[[list[Job], list[Job]], None],
                  recover: Callable[[BaseException], bool] = lambda exc: False,
                  idle: Callable[[], None] = lambda: None, quiet: float = QUIET,
                  changes: Callable[[], int] = lambda: 0, longest: float = LONGEST) -> None:
@@ -89,11 +95,11 @@ class DbThread:
     def put(self, job: Job) -> None:
         self._jobs.put(job)
 
-    async def call(self, fn: Callable[[], T]) -> T:
-        """Run fn on the DB thread and wait for its result."""
+    async def call(self, fn: Callable[[], T], *, folds: bool = False) -> T:
+        """Run fn on the DB thread and wait for its result (`folds`: see Job)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put(Job(fn, future, loop))
+        self._jobs.put(Job(fn, future, loop, folds=folds))
         return await future
 
     def _run(self) -> None:
@@ -129,10 +135,11 @@ class DbThread:
                     break
                 group.append(more)
             appends = [j for j in group if j.is_append]
-            if appends:
-                self._commit_appends(appends)
+            folded = [j for j in group if j.folds]
+            if appends or folded:
+                self._commit_appends(appends, folded)
             for other in group:
-                if not other.is_append:
+                if not other.is_append and not other.folds:
                     self._run_one(other)
             now = self._changes()
             if now != changes:

@@ -107,6 +107,11 @@ def batch_key(sink: str, batch_id: int, count: int, nbytes: int) -> str:
     return f"b/{sink}/{batch_id:020d}.{count}.{nbytes}"
 
 
+def batch_id(key: str) -> int:
+    """The id in a batch or dead-letter key ("b/<sink>/<id>[LR...].<count>.<bytes>")."""
+    return int(key.rsplit("/", 1)[1].split(".")[0].rstrip("LR"))
+
+
 def dead_key(stem: str, count: int, nbytes: int) -> str:
     """stem: the refused batch's key without its counts, "b/<sink>/<id>" -> "d/<sink>/<id>..."."""
     return f"d/{stem[2:]}.{count}.{nbytes}"
@@ -168,7 +173,7 @@ def _rebuilt_cursor(found: SinkSnapshot) -> Cursor:
     Entries of a partly sealed item may then go out twice; none is skipped, and batch ids
     continue past every batch on disk so none is overwritten."""
     seq = min((ref.seq for ref in found.inbox), default=0)
-    ids = [int(ref.key.split("/")[-1].split(".")[0].rstrip("LR")) for ref in (*found.batches, *found.dead)]
+    ids = [batch_id(ref.key) for ref in (*found.batches, *found.dead)]
     cursor = Cursor(seq, 0, max(ids, default=-1) + 1)
     log.error("queue: rebuilt a damaged cursor from the inbox: it resumes at item %d (entries of that "
               "item sealed before may be delivered twice; none is lost)", seq)

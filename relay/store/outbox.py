@@ -4,6 +4,11 @@ The disk is the truth; an Outbox only remembers what is where so that the
 batcher and the senders need not scan: the inbox items not yet sealed (in
 commit order), the sealed batches waiting to be sent, and which are in flight.
 It is rebuilt from the key index at start-up (`queue.SinkSnapshot`).
+
+A request that fills whole batches (1,000 entries to a sink that sends 1,000 at
+a time) skips the inbox: its batches are sealed in the request's own commit, and
+only what is left over goes to the inbox for the batcher. That saves writing,
+reading, splitting, joining, compressing again and deleting every entry once.
 """
 
 from __future__ import annotations
@@ -12,11 +17,20 @@ import asyncio
 import time
 from collections import deque
 
-from relay.store.layout import BatchRef, Cursor, InboxRef, SinkSnapshot
-from relay.store.queue import Also, DiskQueue
+from relay.store import bodies
+from relay.store.bodies import BatchShape
+from relay.store.layout import BatchRef, Cursor, InboxRef, SealedBatch, SinkSnapshot, batch_id
+from relay.store.queue import Also, DiskQueue, Write
 
 # Entries accepted but not yet cut into batches, per sink, past which new requests wait.
 UNSEALED_HIGH_WATER = 50_000
+# Sealed batches kept in memory for the senders (the bytes just written), so that the usual
+# batch is sent without reading it back; the rest are read from disk as before.
+FRESH_BATCHES = 16
+# Entries in sealed batches no sender has taken yet, past which a request that fills whole batches
+# goes through the inbox after all: the senders are behind (an outage, a slow upstream, or a CPU
+# spent on ingest), and the inbox's own high-water mark then paces ingest as it did before.
+SENDERS_BEHIND = 20_000
 
 
 class Outbox:
@@ -36,7 +50,13 @@ class Outbox:
         self.started = time.time()
         self.batch_entries = sum(ref.count for ref in self.ready)
         self.batch_bytes = sum(ref.nbytes for ref in self.ready)
+        self.ready_entries = self.batch_entries  # in batches no sender has taken
         self.dead = list(snapshot.dead)
+        # Batch ids are taken by the batcher and by commits that seal whole batches; past every
+        # batch and dead letter on disk, whatever the cursor says (a commit does not write it).
+        self.next_batch_id = max([self.cursor.next_batch] + [batch_id(ref.key) + 1 for ref in (*self.ready, *self.dead)])
+        self.shape: BatchShape | None = None  # set while the sink's dispatcher runs
+        self.fresh: dict[str, SealedBatch] = {}  # FRESH_BATCHES at most, by key
         self.oldest_ready: float | None = None  # arrival time of the oldest entry in a sealed batch
         self._data = asyncio.Event()  # new inbox items
         self._room = asyncio.Event()  # unsealed entries below UNSEALED_HIGH_WATER
@@ -54,6 +74,12 @@ class Outbox:
         seq = self.next_seq
         self.next_seq += n
         return seq
+
+    def reserve_batch(self, n: int = 1) -> int:
+        """The first of `n` batch ids, taken for this caller alone."""
+        first = self.next_batch_id
+        self.next_batch_id += n
+        return first
 
     def committed(self, ref: InboxRef) -> None:
         if not self.unsealed:
@@ -97,7 +123,8 @@ class Outbox:
                 break
         return refs
 
-    def sealed(self, ref: BatchRef | None, count: int, cursor: Cursor, consumed: list[InboxRef]) -> None:
+    def sealed(self, ref: BatchRef | None, count: int, cursor: Cursor, consumed: list[InboxRef],
+               batch: SealedBatch | None = None) -> None:
         self.cursor = cursor
         for done in consumed:
             if self.inbox and self.inbox[0].seq == done.seq:
@@ -112,10 +139,17 @@ class Outbox:
             self._data.clear()
         else:
             self.unsealed_since = time.monotonic()
-        if ref is not None:
+        if ref is not None and batch is not None:
+            self.add_fresh(ref, batch)
+        elif ref is not None:
             self.add_ready(ref)
 
     # ---- sender side ------------------------------------------------------------------
+
+    def add_fresh(self, ref: BatchRef, batch: SealedBatch) -> None:
+        if len(self.fresh) < FRESH_BATCHES:
+            self.fresh[ref.key] = batch
+        self.add_ready(ref)
 
     def add_ready(self, ref: BatchRef, *, front: bool = False) -> None:
         if front:
@@ -124,6 +158,7 @@ class Outbox:
             self.ready.append(ref)
         self.batch_entries += ref.count
         self.batch_bytes += ref.nbytes
+        self.ready_entries += ref.count
         self._batches.set()
 
     async def next_batch(self) -> BatchRef:
@@ -131,6 +166,7 @@ class Outbox:
             self._batches.clear()
             await self._batches.wait()
         ref = self.ready.popleft()
+        self.ready_entries -= ref.count
         self.inflight[ref.key] = ref
         return ref
 
@@ -144,11 +180,13 @@ class Outbox:
         while at < len(ready) and ready[at].key < ref.key:  # requeued batches are old: a short walk
             at += 1
         ready.insert(at, ref)
+        self.ready_entries += ref.count
         self._batches.set()
 
     def finished(self, ref: BatchRef) -> None:
         """The batch left the disk (delivered, dead-lettered or split)."""
         self.inflight.pop(ref.key, None)
+        self.fresh.pop(ref.key, None)
         self.batch_entries -= ref.count
         self.batch_bytes -= ref.nbytes
 
@@ -172,13 +210,31 @@ class Outbox:
 
 async def commit(queue: DiskQueue, outboxes: list[Outbox], count: int, lines: bytes, also: Also | None = None,
                  originals: bytes | None = None) -> None:
-    """Append one request's `count` entries (`lines`) to each outbox's inbox, in one transaction.
+    """Append one request's `count` entries (`lines`) to each outbox, in one transaction: as
+    sealed batches as far as they fill whole ones, the rest to the inbox.
 
     Raises QueueFull when the disk budget cannot hold them; then none is kept."""
-    writes = [(outbox.name, outbox.reserve(), count, lines) for outbox in outboxes]
+    writes: list[Write] = []
+    for outbox in outboxes:
+        shape = outbox.shape
+        rest, left = lines, count
+        # kept records ride in inbox items only (the batcher carries them into batches)
+        if (shape is not None and originals is None and count >= shape.max_entries
+                and outbox.ready_entries < SENDERS_BEHIND):
+            runs, rest = bodies.cut(lines, count, shape.max_entries)
+            first = outbox.reserve_batch(len(runs))
+            writes += [Write(outbox.name, first + i, shape.max_entries, run, shape) for i, run in enumerate(runs)]
+            left = count - len(runs) * shape.max_entries
+        if left:
+            writes.append(Write(outbox.name, outbox.reserve(), left, rest))
+    by_name = {outbox.name: outbox for outbox in outboxes}
 
-    def on_commit(refs: list[InboxRef]) -> None:
-        for outbox, ref in zip(outboxes, refs, strict=True):
-            outbox.committed(ref)
+    def on_commit(refs: list[InboxRef | tuple[BatchRef, SealedBatch]]) -> None:
+        for write, ref in zip(writes, refs, strict=True):
+            outbox = by_name[write.sink]
+            if isinstance(ref, InboxRef):
+                outbox.committed(ref)
+            else:
+                outbox.add_fresh(*ref)
 
     await queue.append(writes, on_commit, also, originals)

@@ -28,7 +28,8 @@ import msgspec
 from isal import igzip
 
 from relay.errors import CorruptItem, QueueError, QueueFull
-from relay.store import disk_usage, salvage
+from relay.store import bodies, disk_usage, salvage
+from relay.store.bodies import BatchShape
 from relay.store.damage import Damage
 from relay.store.jobs import DbThread, Job, resolve
 from relay.store.layout import (
@@ -55,6 +56,19 @@ T = TypeVar("T")
 # further writes an append makes in its own transaction (on the DB thread, given the Cache)
 Cache: TypeAlias = diskcache.Cache  # for stores of their own keys (store/rejected.py), which import no diskcache
 Also = Callable[[Cache], None]
+
+
+
+class Write(msgspec.Struct, frozen=True, gc=False):
+    """Entries of one request for one sink: an inbox item (`seq`), or, with `shape`, a sealed
+    batch (`seq` is then its batch id) of a request that filled it."""
+
+    sink: str
+    seq: int
+    count: int
+    lines: bytes  # encoded entries, each ending in "\n"
+    shape: BatchShape | None = None
+
 
 _VALUES_IN_SQLITE = 2**40  # never spill values to unsynced side files
 _COMPRESS_FROM = 4096  # bytes of entries from which inbox items are stored compressed
@@ -189,7 +203,15 @@ class DiskQueue:
 
     # ---- group commit (DB thread) --------------------------------------------------------
 
-    def _commit_appends(self, appends: list[Job]) -> None:
+    def _commit_appends(self, appends: list[Job], folded: list[Job]) -> None:
+        """DB thread: a group's appends in one transaction (those the disk budget admits), then
+        its folded jobs (deletes of delivered batches) in another, which needs no fsync."""
+        if appends:
+            self._commit_group(self._admit(appends))
+        self._commit_group(folded, durable=False)
+
+    def _admit(self, appends: list[Job]) -> list[Job]:
+        """DB thread: the appends the disk budget takes; the others are refused (503) here."""
         cache = self._cache
         assert cache is not None
         admitted: list[Job] = []
@@ -215,29 +237,44 @@ class DiskQueue:
                 continue
             self._warn_full(why)
             resolve(job, error=QueueFull(f"{why}; retry later", retry_after=5.0))
-        if not admitted:
+        return admitted
+
+    def _commit_group(self, group: list[Job], *, durable: bool = True) -> None:
+        """DB thread: the jobs of a group in one transaction. Not `durable`: without an fsync of its
+        own (the next durable commit's covers it): for writes whose loss costs a duplicate at most."""
+        if not group:
             return
+        lazy = not durable and self.sync == "full"
         results: list[Any] = []
         for attempt in (1, 2):
+            cache = self._cache  # read at each attempt: a salvage replaces it
+            assert cache is not None
             try:
-                with cache.transact(retry=True):
-                    results = [job.fn() for job in admitted]
-                self.commits += 1
+                if lazy:
+                    cache._sql("PRAGMA synchronous = NORMAL")
+                try:
+                    with cache.transact(retry=True):
+                        results = [job.fn() for job in group]
+                finally:
+                    if lazy:
+                        cache._sql("PRAGMA synchronous = FULL")
+                if durable:
+                    self.commits += 1
                 break
             except BaseException as exc:  # disk full, I/O error: nothing of this group was kept
                 if attempt == 1 and self._recover(exc):  # damaged: written again into the salvaged copy
-                    cache = self._cache
-                    assert cache is not None
                     continue
-                log.error("queue: commit of %d requests failed: %s", len(admitted), exc)
+                log.error("queue: commit of %d %s failed: %s", len(group),
+                          "requests" if durable else "deletes", exc)
                 error = QueueFull(f"the queue could not be written ({exc}); retry later", retry_after=5.0)
-                for job in admitted:
+                for job in group:
                     resolve(job, error=error)
                 return
-        for job, result in zip(admitted, results):
-            self.used_bytes += job.nbytes
+        for job, result in zip(group, results, strict=True):
+            self.used_bytes += result if job.folds else job.nbytes
             resolve(job, result=result)
-        self.disk_bytes = disk_usage.allocated_bytes(self.path)
+        if durable:
+            self.disk_bytes = disk_usage.allocated_bytes(self.path)
 
     def _warn_full(self, why: str) -> None:
         now = time.monotonic()
@@ -247,30 +284,37 @@ class DiskQueue:
 
     # ---- operations (each runs on the DB thread) ----------------------------------------
 
-    async def append(self, writes: list[tuple[str, int, int, bytes]],
-                     on_commit: Callable[[list[InboxRef]], None], also: Also | None = None,
+    async def append(self, writes: list[Write], on_commit: Callable[[list[Any]], None], also: Also | None = None,
                      originals: bytes | None = None) -> None:
-        """Commit one request's entries: writes are (sink, seq, count, encoded lines).
+        """Commit one request's entries: inbox items, and sealed batches when it filled some.
 
         Returns once the group holding them is committed; raises QueueFull when the
         disk budget cannot hold them (then nothing of this request is kept).
-        `on_commit` runs on the event loop in commit order, even if the caller was
-        cancelled meanwhile, so the outboxes learn of every item that reached disk.
+        `on_commit` gets, per write, its InboxRef or (BatchRef, SealedBatch); it runs on the event
+        loop in commit order, even if the caller was cancelled meanwhile, so the outboxes learn
+        of every item that reached disk.
         `originals`: the entries' records (store/originals.py), stored in each item beside them."""
         now = time.time()
-        packed: list[tuple[str, int, int, bytes]] = []
+        packed: list[tuple[Write, str, bytes, SealedBatch | None]] = []
 
         def pack() -> int:
             # Stored gzip-compressed (isal, level 1): about a tenth of the bytes to write and
             # fsync, and isal runs without the GIL, so this thread overlaps the event loop.
             # Small items (single-entry requests) are not worth the call.
-            bodies: dict[int, bytes] = {}
+            stored: dict[int, bytes] = {}
             kept: bytes | None = None
-            for sink, seq, count, lines in writes:
+            for write in writes:
+                sink, seq, count, lines, shape = write.sink, write.seq, write.count, write.lines, write.shape
+                if shape is not None:
+                    raw, encoding = bodies.from_ndjson(lines, shape.compression, shape.level)
+                    batch = SealedBatch(count, raw, encoding, checksum(raw), now)
+                    value = encode(batch)
+                    packed.append((write, batch_key(sink, seq, count, len(value)), value, batch))
+                    continue
                 small = len(lines) < _COMPRESS_FROM
-                body = bodies.get(id(lines))
+                body = stored.get(id(lines))
                 if body is None:
-                    body = bodies[id(lines)] = lines if small else igzip.compress(lines, compresslevel=1)
+                    body = stored[id(lines)] = lines if small else igzip.compress(lines, compresslevel=1)
                 if originals is None:
                     item = InboxItem(count, body, checksum(body), now, None if small else "gzip")
                 else:
@@ -278,16 +322,20 @@ class DiskQueue:
                         kept = originals if small else igzip.compress(originals, compresslevel=1)
                     item = InboxItem(count, body, 0, now, None if small else "gzip", kept)
                     item.crc = item_checksum(item)
-                packed.append((sink, seq, count, encode(item)))
-            return sum(len(value) for *_, value in packed)
+                value = encode(item)
+                packed.append((write, inbox_key(sink, seq, count, len(value)), value, None))
+            return sum(len(value) for _, _, value, _ in packed)
 
-        def write() -> list[InboxRef]:
+        def write() -> list[Any]:
             cache = self._cache  # read at each attempt: a salvage replaces it
             assert cache is not None
-            refs = []
-            for sink, seq, count, value in packed:
-                cache.set(inbox_key(sink, seq, count, len(value)), value)
-                refs.append(InboxRef(seq, count, len(value), now))
+            refs: list[Any] = []
+            for entry, key, value, batch in packed:
+                cache.set(key, value)
+                if batch is None:
+                    refs.append(InboxRef(entry.seq, entry.count, len(value), now))
+                else:
+                    refs.append((BatchRef(key, entry.count, len(value), now), batch))
             if also is not None:
                 also(cache)
             return refs
@@ -363,12 +411,12 @@ class DiskQueue:
             self._quarantine(key, raw, str(exc))
             return None
 
-    def _delete_batch(self, ref: BatchRef) -> None:
-        """DB thread: a delivered batch leaves the disk."""
+    def _delete_batch(self, ref: BatchRef) -> int:
+        """DB thread, in a group's transaction: a delivered batch leaves the disk; the bytes it
+        took off the queue's count, as a change (counted once the transaction holds)."""
         cache = self._cache
         assert cache is not None
-        if cache.delete(ref.key):
-            self.used_bytes -= ref.nbytes
+        return -ref.nbytes if cache.delete(ref.key) else 0
 
     def _replace_batch(self, ref: BatchRef, dead: list[tuple[str, DeadLetter]],
                       retry: list[tuple[str, SealedBatch]]) -> tuple[list[BatchRef], list[BatchRef]]:
@@ -422,7 +470,7 @@ class DiskQueue:
         return await self._worker.call(lambda: self._load_batch(ref))
 
     async def delete_batch(self, ref: BatchRef) -> None:
-        await self._worker.call(lambda: self._delete_batch(ref))
+        await self._worker.call(lambda: self._delete_batch(ref), folds=True)
 
     async def replace_batch(self, ref: BatchRef, dead: list[tuple[str, DeadLetter]],
                             retry: list[tuple[str, SealedBatch]]) -> tuple[list[BatchRef], list[BatchRef]]:

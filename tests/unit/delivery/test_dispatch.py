@@ -74,12 +74,12 @@ def test_a_delivered_batch_that_cannot_be_deleted_does_not_stop_the_sink(tmp_pat
         failures: list[str] = []
         transport = Scripted(*[Reply(200, b"{}")] * 3)
 
-        def failing_delete(ref: BatchRef) -> None:  # runs on the DB thread, as the real delete does
+        def failing_delete(ref: BatchRef) -> int:  # runs on the DB thread, as the real delete does
             # The first batch cannot be deleted until the last one has been sent (by the one send loop).
             if (not failures or ref.key == failures[0]) and len(transport.requests) < 3:
                 failures.append(ref.key)
                 raise sqlite3.DatabaseError("disk I/O error")
-            delete(ref)
+            return delete(ref)
 
         queue._delete_batch = failing_delete  # type: ignore[method-assign]
         queue, _outbox = await run(tmp_path, transport, 3, queue, batch_max_entries=1, concurrency=1)

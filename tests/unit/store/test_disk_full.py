@@ -9,7 +9,7 @@ import pytest
 
 from relay.errors import QueueFull
 from relay.store.outbox import Outbox
-from relay.store.queue import DiskQueue
+from relay.store.queue import DiskQueue, Write
 from tests.unit.store.test_queue import batcher, drain_batches
 
 
@@ -23,7 +23,7 @@ async def fill(queue: DiskQueue, outbox: Outbox, start: int, n: int) -> int:
     while True:
         body = incompressible(start + taken, n)
         try:
-            await queue.append([("up", outbox.reserve(), n, body)], lambda refs: outbox.committed(refs[0]))
+            await queue.append([Write("up", outbox.reserve(), n, body)], lambda refs: outbox.committed(refs[0]))
         except QueueFull as exc:
             assert "disk reserve" in str(exc), exc
             return taken

@@ -23,7 +23,7 @@ class Writes:
 def test_idle_runs_once_after_a_burst_of_writes_and_again_only_after_more_writes() -> None:
     ran: list[int] = []
     writes = Writes()
-    thread = DbThread(lambda appends: None, idle=lambda: ran.append(len(ran)), quiet=0.05, changes=lambda: writes.n)
+    thread = DbThread(lambda appends, folded: None, idle=lambda: ran.append(len(ran)), quiet=0.05, changes=lambda: writes.n)
     thread.start()
 
     async def burst(n: int, fn: Callable[[], None]) -> None:
@@ -45,7 +45,7 @@ def test_a_stream_of_reads_does_not_put_idle_off() -> None:
     # Senders retrying against a down upstream read all the time; the WAL must still be emptied.
     ran: list[int] = []
     writes = Writes()
-    thread = DbThread(lambda appends: None, idle=lambda: ran.append(1), quiet=0.05, changes=lambda: writes.n)
+    thread = DbThread(lambda appends, folded: None, idle=lambda: ran.append(1), quiet=0.05, changes=lambda: writes.n)
     thread.start()
 
     async def main() -> bool:
@@ -65,7 +65,7 @@ def test_a_stream_of_reads_does_not_put_idle_off() -> None:
 def test_under_continuous_writes_idle_still_runs_within_longest() -> None:
     ran: list[int] = []
     writes = Writes()
-    thread = DbThread(lambda appends: None, idle=lambda: ran.append(writes.n), quiet=10.0, longest=0.05,
+    thread = DbThread(lambda appends, folded: None, idle=lambda: ran.append(writes.n), quiet=10.0, longest=0.05,
                       changes=lambda: writes.n)
     thread.start()
 
@@ -84,7 +84,7 @@ def test_idle_failing_never_ends_the_thread() -> None:
     def fail() -> None:
         raise OSError("disk gone")
 
-    thread = DbThread(lambda appends: None, idle=fail, quiet=0.01)
+    thread = DbThread(lambda appends, folded: None, idle=fail, quiet=0.01)
     thread.start()
     try:
         asyncio.run(thread.call(lambda: None))

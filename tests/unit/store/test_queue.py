@@ -14,7 +14,7 @@ from relay.errors import QueueFull
 from relay.store import disk_usage
 from relay.store.layout import InboxItem
 from relay.store.outbox import Outbox
-from relay.store.queue import DiskQueue
+from relay.store.queue import DiskQueue, Write
 
 
 def lines(start: int, n: int) -> bytes:
@@ -29,7 +29,7 @@ def open_queue(path: Path, max_size: int = 2**30) -> tuple[DiskQueue, Outbox]:
 
 
 async def append(queue: DiskQueue, outbox: Outbox, start: int, n: int) -> None:
-    await queue.append([("up", outbox.reserve(), n, lines(start, n))], lambda refs: outbox.committed(refs[0]))
+    await queue.append([Write("up", outbox.reserve(), n, lines(start, n))], lambda refs: outbox.committed(refs[0]))
 
 
 def batcher(queue: DiskQueue, outbox: Outbox, max_entries: int = 1000) -> Batcher:

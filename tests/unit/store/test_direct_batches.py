@@ -1,0 +1,169 @@
+"""Requests that fill whole batches are sealed in their own commit (store/outbox.commit), on a
+real diskcache in a temp dir: same bytes as the batcher's, ids never reused, the inbox when the
+senders are behind, and a delete folded into a group that cannot hurt the group's appends."""
+
+import asyncio
+import json
+import secrets
+import sqlite3
+import threading
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+from isal import igzip
+
+from relay.store import bodies
+from relay.store.bodies import BatchShape
+from relay.store.layout import BatchRef, batch_id
+from relay.store.outbox import SENDERS_BEHIND, Outbox, commit
+from relay.store.queue import DiskQueue
+
+SHAPE = BatchShape(1000, "gzip", 1)
+
+
+def lines(start: int, n: int) -> bytes:
+    return b"".join(json.dumps({"n": i, "r": secrets.token_hex(8)}).encode() + b"\n" for i in range(start, start + n))
+
+
+def opened(path: Path, shape: BatchShape | None = SHAPE) -> tuple[DiskQueue, Outbox]:
+    queue = DiskQueue(str(path), max_size=2**30, sync="full")
+    outbox = Outbox("up", queue.open().get("up"))
+    outbox.shape = shape
+    return queue, outbox
+
+
+def numbers(body: bytes) -> list[int]:
+    return [entry["n"] for entry in json.loads(igzip.decompress(body))]
+
+
+@given(st.lists(st.integers(0, 40), max_size=60), st.integers(1, 25))
+def test_cut_gives_whole_runs_and_the_rest(sizes: list[int], size: int) -> None:
+    data = b"".join(json.dumps({"k": "x" * n, "nl": "a\nb"}).encode() + b"\n" for n in sizes)
+    runs, rest = bodies.cut(data, len(sizes), size)
+    assert b"".join(runs) + rest == data
+    assert len(runs) == len(sizes) // size
+    assert all(run.count(b"\n") == size for run in runs) and rest.count(b"\n") == len(sizes) % size
+
+
+def test_a_request_that_fills_batches_is_sealed_as_it_commits(tmp_path: Path) -> None:
+    async def main() -> None:
+        queue, outbox = opened(tmp_path)
+        data = lines(0, 2500)
+        await commit(queue, [outbox], 2500, data)
+        # two whole batches ready to send, the last 500 entries in the inbox for the batcher
+        assert [ref.count for ref in outbox.ready] == [1000, 1000]
+        assert outbox.unsealed == 500 and [ref.count for ref in outbox.inbox] == [500]
+        assert outbox.queued_entries == 2500
+        first = outbox.ready[0]
+        assert first.key in outbox.fresh  # sent without reading it back
+        stored = await queue.load_batch(first)
+        assert stored is not None and stored.body == outbox.fresh[first.key].body
+        # the bytes the batcher makes of the same entries
+        expected, _ = bodies.from_lines(data.split(b"\n")[:1000], "gzip", 1)
+        assert igzip.decompress(stored.body) == igzip.decompress(expected)
+        assert numbers(stored.body) == list(range(1000))
+        assert queue.used_bytes == sum(ref.nbytes for ref in outbox.ready) + outbox.inbox_bytes
+        queue.close()
+
+    asyncio.run(main())
+
+
+def test_batch_ids_are_never_reused_after_a_restart(tmp_path: Path) -> None:
+    """A commit does not write the cursor: ids on disk, not the cursor, decide the next one."""
+    async def phase1() -> list[str]:
+        queue, outbox = opened(tmp_path)
+        for start in (0, 1000, 2000):
+            await commit(queue, [outbox], 1000, lines(start, 1000))
+        keys = [ref.key for ref in outbox.ready]
+        queue.close()
+        return keys
+
+    async def phase2(before: list[str]) -> None:
+        queue, outbox = opened(tmp_path)
+        assert outbox.cursor.next_batch == 0  # nothing was sealed by the batcher
+        assert sorted(ref.key for ref in outbox.ready) == before
+        await commit(queue, [outbox], 1000, lines(3000, 1000))
+        new = outbox.ready[-1]
+        assert batch_id(new.key) == max(batch_id(key) for key in before) + 1
+        got = []
+        while outbox.ready:
+            ref = await outbox.next_batch()
+            batch = await queue.load_batch(ref)
+            assert batch is not None
+            got += numbers(batch.body)
+        assert sorted(got) == list(range(4000))
+        queue.close()
+
+    before = asyncio.run(phase1())
+    assert len(set(before)) == 3
+    asyncio.run(phase2(before))
+
+
+def test_requests_go_to_the_inbox_when_the_senders_are_behind_or_stopped(tmp_path: Path) -> None:
+    async def main() -> None:
+        queue, outbox = opened(tmp_path)
+        n = SENDERS_BEHIND // 1000
+        for i in range(n):  # nobody sends: the ready batches pile up
+            await commit(queue, [outbox], 1000, lines(i * 1000, 1000))
+        assert len(outbox.ready) == n and outbox.unsealed == 0
+        await commit(queue, [outbox], 1000, lines(n * 1000, 1000))
+        assert len(outbox.ready) == n and outbox.unsealed == 1000  # the batcher's path, as before
+        ref = await outbox.next_batch()  # a sender takes one: below the mark again
+        await commit(queue, [outbox], 1000, lines((n + 1) * 1000, 1000))
+        assert len(outbox.ready) == n and outbox.unsealed == 1000
+        outbox.requeue(ref)
+        outbox.shape = None  # the sink's dispatcher is stopped
+        queue2_entries = outbox.queued_entries
+        await commit(queue, [outbox], 1000, lines((n + 2) * 1000, 1000))
+        assert outbox.unsealed == 2000 and outbox.queued_entries == queue2_entries + 1000
+        queue.close()
+
+    asyncio.run(main())
+
+
+def test_kept_records_go_through_the_inbox(tmp_path: Path) -> None:
+    async def main() -> None:
+        queue, outbox = opened(tmp_path)
+        await commit(queue, [outbox], 1000, lines(0, 1000), originals=b"x" * 5000)
+        assert not outbox.ready and outbox.unsealed == 1000
+        queue.close()
+
+    asyncio.run(main())
+
+
+def test_a_failing_delete_in_a_group_does_not_fail_its_appends(tmp_path: Path) -> None:
+    """Deletes ride with a group of appends, in a transaction of their own."""
+    async def main() -> None:
+        queue, outbox = opened(tmp_path)
+        await commit(queue, [outbox], 1000, lines(0, 1000))
+        ref = await outbox.next_batch()
+        real = queue._delete_batch
+
+        def failing(target: BatchRef) -> int:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        queue._delete_batch = failing  # type: ignore[method-assign]
+        # hold the DB thread so that the delete and the append meet in one group
+        started, release = threading.Event(), threading.Event()
+        held = asyncio.ensure_future(queue.call(lambda cache: (started.set(), release.wait(10))))
+        assert await asyncio.to_thread(started.wait, 10)
+        work = asyncio.gather(queue.delete_batch(ref), commit(queue, [outbox], 1000, lines(1000, 1000)),
+                              return_exceptions=True)
+        for _ in range(1000):  # until both jobs wait behind the held one
+            if queue._worker._jobs.qsize() == 2:
+                break
+            await asyncio.sleep(0.001)
+        assert queue._worker._jobs.qsize() == 2
+        release.set()
+        await held
+        outcome = await work
+        assert isinstance(outcome[0], Exception) and outcome[1] is None
+        queue._delete_batch = real  # type: ignore[method-assign]
+        await queue.delete_batch(ref)
+        outbox.finished(ref)
+        assert [ref.count for ref in outbox.ready] == [1000]
+        assert queue.used_bytes == outbox.batch_bytes
+        queue.close()
+
+    asyncio.run(main())
