@@ -286,6 +286,9 @@ def calibrate_fixture(relay: Relay, sinks: dict[str, Delivered], ledger: Ledger,
 # The sinks of a crash run: a slow one (sends in flight at every kill) and a flaky one
 # (500s and dropped connections: batches being retried at a kill). Each has its own upstream.
 SINK_FAULTS = {"slow": {"latency": SEND_LATENCY}, "flaky": {"error_rate": 0.2, "drop_rate": 0.05}}
+# The bodies are 100 entries: "flaky" takes them as whole batches sealed in the request's own commit
+# (beside the other sink's inbox item, in one transaction), "slow" through its inbox and batcher.
+SINK_BATCH = {"slow": 1000, "flaky": 100}
 
 
 def run_crash_load(tmp_path: Path, plan: CrashPlan, seed: int) -> Figures:
@@ -299,7 +302,8 @@ def run_crash_load(tmp_path: Path, plan: CrashPlan, seed: int) -> Figures:
             tmp_path, name=f"upstream-{name}", api_keys=[KEY], extra_args=["--now", PINNED_NOW],
             verbose=False, faults=faults)) for name, faults in SINK_FAULTS.items()}
         sinks_toml = "\n".join(sink_toml(name, upstream.url, KEY, batch_timeout="100ms", concurrency=4,
-                                         retry_initial_backoff="20ms", retry_max_backoff="500ms")
+                                         retry_initial_backoff="20ms", retry_max_backoff="500ms",
+                                         batch_max_entries=SINK_BATCH[name])
                                for name, upstream in upstreams.items())
         relay = Relay(tmp_path, sinks_toml, sync=plan.sync, workers=plan.workers)
         relay.new_session = plan.workers > 1
@@ -424,10 +428,13 @@ def queue_with_backlog(tmp_path: Path, upstream: MockUpstream, inbox: int = 3,
     relay = corruption_relay(tmp_path, upstream, "1h").start()
     url = relay.base_url + CUSTOM_PATH
     acked: set[str] = set()
+    # each batch of 100 as two requests of 50, so that the batcher seals it (and writes the cursor);
+    # a request of 100 would be sealed in its own commit
     for n, size in [*((i, 100) for i in range(10)), *((10 + i, 30) for i in range(inbox))]:
         batch = [upstream_entry(f"/crash/{n}/{i}") for i in range(size)]
-        response = http_request(url, "POST", batch)
-        assert response.status == 200, response.body
+        for half in (batch[:50], batch[50:]) if size == 100 else (batch,):
+            response = http_request(url, "POST", half)
+            assert response.status == 200, response.body
         acked.update(e["path"] for e in batch)
     wait_until(lambda: f'relay_queue_batches{{sink="{SINK}"}} 10.0' in relay.metrics(), timeout=15,
                message=lambda: f"batches not sealed\n{relay.metrics()}\n{relay.log_tail()}")
@@ -570,9 +577,10 @@ def test_unreadable_cursor_does_not_overwrite_sealed_batches(tmp_path: Path) -> 
         try:
             relay.start()
             url = relay.base_url + CUSTOM_PATH
-            for n in range(10):  # same shape as the batches on disk: ten sealed batches of 100
+            for n in range(10):  # same shape as the batches on disk: ten batches of 100 the batcher seals
                 batch = [upstream_entry(f"/crasx/{n}/{i}") for i in range(100)]
-                assert http_request(url, "POST", batch).status == 200
+                assert http_request(url, "POST", batch[:50]).status == 200
+                assert http_request(url, "POST", batch[50:]).status == 200
                 acked.update(e["path"] for e in batch)
             wait_until(lambda: f'relay_queue_batches{{sink="{SINK}"}} 20.0' in relay.metrics(), timeout=15,
                        message=lambda: f"batches not sealed\n{relay.metrics()}\n{relay.log_tail()}")

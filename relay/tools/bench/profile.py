@@ -33,7 +33,7 @@ class Profiler:
         relay = self.bench.children["relay"]
         formats = {".txt": "raw", ".json": "speedscope"}  # else a flame graph (SVG)
         self.popen = subprocess.Popen([py_spy, "record", "--pid", str(relay.pid), "--rate", "200",
-                                       "--threads", "-o", self.path,
+                                       "--threads", "--subprocesses", "-o", self.path,
                                        "--duration", str(max(int(self.bench.args.duration), 1)),
                                        "--format", formats.get(Path(self.path).suffix, "flamegraph")],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -49,20 +49,20 @@ class Profiler:
 # Where a sample's time goes: the first frame, from the leaf up, that matches. Library
 # frames not listed (diskcache, sqlite3, isal, msgspec) count for the relay code that called them.
 PROFILE_STAGES: list[tuple[str, str]] = [
-    ("decode: gunzip + JSON", r"relay/(decode|compression)\.py"),
-    ("map + validate", r"<mapping |relay/mapping/|relay/schema\.py"),
-    ("pipeline: encode NDJSON, answer", r"relay/pipeline\.py"),
-    ("queue: commit ingest group", r"DiskQueue\._commit_appends|DiskQueue\.append\.<locals>\.write"),
-    ("queue: append (event loop side)", r"DiskQueue\.append |DiskQueue\.append\.<locals>"),
-    ("queue: read inbox", r"DiskQueue\.read_inbox"),
-    ("queue: seal batch", r"DiskQueue\.seal"),
-    ("queue: load + delete batch", r"DiskQueue\.(load_batch|delete_batch)"),
-    ("queue: hand-off to the event loop", r"relay/queue\.py"),
-    ("batcher: split, join, gzip", r"relay/batcher\.py"),
-    ("sender: dispatch + aiohttp client", r"relay/(sender|dispatch)\.py|aiohttp/(client|connector)"),
+    ("decode: gunzip + JSON", r"relay/stages/(decode|compression|typed)\.py|relay/stages/protocols/"),
+    ("map + validate", r"<mapping |relay/mapping/|relay/stages/(schema|timestamps|values)\.py"),
+    ("pipeline: encode NDJSON, answer", r"relay/stages/pipeline\.py"),
+    ("queue: commit ingest group", r"DiskQueue\._(commit_appends|commit_group|admit)|DiskQueue\.append\.<locals>\.write"),
+    ("queue: pack (gzip) an ingest group", r"DiskQueue\.append\.<locals>\.pack|relay/store/bodies\.py"),
+    ("queue: read inbox", r"DiskQueue\._?read_inbox"),
+    ("queue: seal batch", r"DiskQueue\._?seal"),
+    ("queue: load + delete batch", r"DiskQueue\._?(load_batch|delete_batch|checked)"),
+    ("queue: the rest (DB thread, hand-off)", r"relay/store/"),
+    ("batcher: split, join, gzip", r"relay/delivery/batcher\.py"),
+    ("sender: dispatch + aiohttp client", r"relay/delivery/|aiohttp/(client|connector)"),
     ("metrics", r"prometheus_client/|relay/telemetry\.py"),
     ("aiohttp server", r"aiohttp/"),
-    ("ingest route", r"relay/ingest\.py"),
+    ("ingest route", r"relay/server/"),
     ("thread pool (to_thread)", r"concurrent/futures/"),
     ("event loop: uvloop, socket I/O, callbacks", r"asyncio/|uvloop"),
 ]
@@ -70,7 +70,7 @@ PROFILE_STAGES: list[tuple[str, str]] = [
 
 # Leaf frames where a thread waits for work: py-spy sees them as running (a futex wait on a
 # queue), so they are left out of the percentages.
-_WAITING = re.compile(r"^(DiskQueue\._run \(relay/queue\.py|_worker \(concurrent/futures/thread\.py)")
+_WAITING = re.compile(r"^(DbThread\._run \(relay/store/jobs\.py:11[38]\)|_worker \(concurrent/futures/thread\.py)")
 
 
 def profile_breakdown(collapsed: str) -> str:
@@ -84,8 +84,10 @@ def profile_breakdown(collapsed: str) -> str:
         if not count.isdigit():
             continue
         frames = stack.split(";")
-        thread = frames[0].split(": ", 1)[-1] if frames[0].startswith("thread") else "?"
-        thread = "executor" if thread.startswith(("asyncio_", "ThreadPool")) else thread
+        if frames[0].startswith("process"):  # --subprocesses: the workers of a supervisor
+            frames = frames[1:]
+        thread = frames[0].split(": ", 1)[-1] if frames and frames[0].startswith("thread") else "?"
+        thread = "executor" if thread.startswith(("asyncio_", "uvloop_", "ThreadPool")) else thread
         n = int(count)
         if _WAITING.search(frames[-1]):
             continue
