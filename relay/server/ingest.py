@@ -41,6 +41,12 @@ _sample = Sampler(10.0)  # client errors are logged at most once per source and 
 async def _read_body(request: web.Request, limit: int, timeout: float) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"body of {request.content_length} bytes is over the limit of {limit} bytes")
+    if request.content.is_eof() and request.content_length is not None:
+        # all of it came with the headers (a small body): nothing to wait for, so no timer to arm
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise PayloadTooLarge(f"body is over the limit of {limit} bytes") from None
     try:
         async with asyncio.timeout(timeout):
             return await request.read()
@@ -96,7 +102,8 @@ async def _ingest(runtime: Runtime, request: web.Request, found: protocols.Match
         share = min(request.content_length or server.max_body_size, server.max_body_size)
         async with runtime.body_budget.hold(share, timeout=float(server.read_timeout)):
             body = await _read_body(request, server.max_body_size, server.read_timeout)
-            runtime.metrics.received_bytes.labels(source).inc(len(body))
+            counters = runtime.metrics.source(source)
+            counters.received_bytes.inc(len(body))
             prepared = pipeline.prepare(route, body, content_type=request.headers.get("Content-Type"),
                                         content_encoding=request.headers.get("Content-Encoding"),
                                         headers=request.headers, max_size=server.max_body_size,
@@ -107,7 +114,7 @@ async def _ingest(runtime: Runtime, request: web.Request, found: protocols.Match
         return _failed(runtime, request, found.protocol, source, exc)
     pipeline.count(runtime.metrics, route, prepared)
     runtime.keep_rejected(route, prepared)
-    runtime.metrics.requests.labels(source, "200").inc()
+    counters.ok.inc()
     return found.protocol.accepted(prepared, request)
 
 

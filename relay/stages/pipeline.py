@@ -189,8 +189,9 @@ def answer(prepared: Prepared) -> IngestResult:
 
 def count(metrics: Metrics, route: Route, prepared: Prepared) -> None:
     name = route.name
-    metrics.entries_received.labels(name).inc(prepared.received)
-    metrics.entries_accepted.labels(name).inc(len(prepared.result.entries))
+    counters = metrics.source(name)
+    counters.entries_received.inc(prepared.received)
+    counters.entries_accepted.inc(len(prepared.result.entries))
     if prepared.result.filtered:
         metrics.entries_filtered.labels(name).inc(prepared.result.filtered)
     reasons: dict[str, int] = {}

@@ -39,6 +39,7 @@ OPTIONAL = FIELDS[7:]
 # SPEC §2's length limits, in characters: the fast check, the rules and the repairs all read this table.
 MAX_LENGTH = {"method": 10, "host": 255, "path": 2048, "ip": 45, "user_agent": 1024, "referer": 2048,
               "query_key": 100, "query_value": 1000}
+_CHECKED_MAX = tuple(MAX_LENGTH[f] for f in ("host", "path", "user_agent", "referer"))  # check()'s fast path
 QUERY_KEY_MAX = MAX_LENGTH["query_key"]
 QUERY_VALUE_MAX = MAX_LENGTH["query_value"]
 DEFAULT_MAX_AGE = 30 * 86400.0
@@ -121,9 +122,10 @@ class Validator:
     def begin(self) -> None:
         """Refresh the timestamp window (and rebind `check` to it); mappers call it once per batch."""
         now = self.policy.now if self.policy.now is not None else time.time()
-        self.lo = now - self.policy.max_age
-        self.hi = now + self.policy.max_future
-        self.check = self._make_check(self.lo, self.hi)
+        lo, hi = now - self.policy.max_age, now + self.policy.max_future
+        if lo != self.lo or hi != self.hi:  # a pinned clock keeps its window (and closure)
+            self.lo, self.hi = lo, hi
+            self.check = self._make_check(lo, hi)
 
     # -- hot path -------------------------------------------------------------------------
 
@@ -140,7 +142,7 @@ class Validator:
         through the field-by-field rules of `_slow`."""
         iso_get, ips, slow, methods, unset = self._iso.get, self._ips, self._slow, _METHODS, UNSET
         iso_of, second_get = self._iso_of, self._seconds.get
-        host_max, path_max, ua_max, referer_max = (MAX_LENGTH[f] for f in ("host", "path", "user_agent", "referer"))
+        host_max, path_max, ua_max, referer_max = _CHECKED_MAX
 
         def check(
             index: int, ts: Any, method: Any, host: Any, path: Any, status: Any, ip: Any,
