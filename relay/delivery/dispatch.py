@@ -69,10 +69,11 @@ class SinkDispatcher:
         self._changed = asyncio.Event()  # pulsed when the health state changes: waiting loops look again
         self._tasks: list[asyncio.Task[None]] = []
         self._undeleted: list[BatchRef] = []  # delivered batches whose delete the disk refused
+        # how requests that fill whole batches are sealed as they commit (store/outbox.commit)
+        self._shape = BatchShape(config.batch_max_entries, config.compression, config.compression_level)
 
     def start(self) -> None:
-        config = self.config
-        self.outbox.shape = BatchShape(config.batch_max_entries, config.compression, config.compression_level)
+        self.outbox.shape = self._shape
         self._tasks.append(asyncio.create_task(self.batcher.run(), name=f"batcher:{self.name}"))
         for i in range(self.config.concurrency):
             self._tasks.append(asyncio.create_task(self._send_loop(), name=f"sender:{self.name}:{i}"))
@@ -80,7 +81,8 @@ class SinkDispatcher:
     async def stop(self, timeout: float) -> None:
         """Stop after the current seal and send attempts; everything else stays on disk."""
         self._stop.set()
-        self.outbox.shape = None  # requests go to the inbox until the sink runs again
+        if self.outbox.shape is self._shape:  # requests go to the inbox until the sink runs again
+            self.outbox.shape = None
         self._wake.set()
         self._notify()
         self.batcher.stopping = True
@@ -173,7 +175,9 @@ class SinkDispatcher:
     async def _deliver(self, ref: BatchRef, probe: bool) -> None:
         """One attempt at one batch; a batch not delivered goes back to its place in the queue."""
         queue = self.queue
-        batch = self.outbox.fresh.pop(ref.key, None) or await queue.load_batch(ref)
+        batch = self.outbox.fresh.pop(ref.key, None)  # just sealed: the bytes on disk, in memory
+        if batch is None:
+            batch = await queue.load_batch(ref)
         if batch is None:  # quarantined by the queue (logged, counted there)
             self.outbox.finished(ref)
             if probe:

@@ -20,7 +20,8 @@ from collections import deque
 from relay.store import bodies
 from relay.store.bodies import BatchShape
 from relay.store.layout import BatchRef, Cursor, InboxRef, SealedBatch, SinkSnapshot, batch_id
-from relay.store.queue import Also, DiskQueue, Write
+from relay.store.queue import Also, DiskQueue
+from relay.store.writes import Write
 
 # Entries accepted but not yet cut into batches, per sink, past which new requests wait.
 UNSEALED_HIGH_WATER = 50_000

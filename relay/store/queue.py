@@ -28,8 +28,8 @@ import msgspec
 from isal import igzip
 
 from relay.errors import CorruptItem, QueueError, QueueFull
-from relay.store import bodies, disk_usage, salvage
-from relay.store.bodies import BatchShape
+from relay.store import disk_usage, salvage
+from relay.store import writes as writes_
 from relay.store.damage import Damage
 from relay.store.jobs import DbThread, Job, resolve
 from relay.store.layout import (
@@ -47,9 +47,9 @@ from relay.store.layout import (
     decode_item,
     encode,
     inbox_key,
-    item_checksum,
     scan,
 )
+from relay.store.writes import Write
 
 log = logging.getLogger("relay.queue")
 T = TypeVar("T")
@@ -58,20 +58,7 @@ Cache: TypeAlias = diskcache.Cache  # for stores of their own keys (store/reject
 Also = Callable[[Cache], None]
 
 
-
-class Write(msgspec.Struct, frozen=True, gc=False):
-    """Entries of one request for one sink: an inbox item (`seq`), or, with `shape`, a sealed
-    batch (`seq` is then its batch id) of a request that filled it."""
-
-    sink: str
-    seq: int
-    count: int
-    lines: bytes  # encoded entries, each ending in "\n"
-    shape: BatchShape | None = None
-
-
 _VALUES_IN_SQLITE = 2**40  # never spill values to unsynced side files
-_COMPRESS_FROM = 4096  # bytes of entries from which inbox items are stored compressed
 DEFAULT_MIN_FREE_SPACE = 64 * 2**20  # bytes left free on the filesystem (queue.min_free_space)
 # SQLite's page cache (32 MiB) and mmap (64 MiB) of one relay: diskcache's defaults, which a single
 # process was measured with. N workers split it, so N shards take no more memory than one queue did.
@@ -295,47 +282,16 @@ class DiskQueue:
         of every item that reached disk.
         `originals`: the entries' records (store/originals.py), stored in each item beside them."""
         now = time.time()
-        packed: list[tuple[Write, str, bytes, SealedBatch | None]] = []
+        packed: list[writes_.Packed] = []
 
         def pack() -> int:
-            # Stored gzip-compressed (isal, level 1): about a tenth of the bytes to write and
-            # fsync, and isal runs without the GIL, so this thread overlaps the event loop.
-            # Small items (single-entry requests) are not worth the call.
-            stored: dict[int, bytes] = {}
-            kept: bytes | None = None
-            for write in writes:
-                sink, seq, count, lines, shape = write.sink, write.seq, write.count, write.lines, write.shape
-                if shape is not None:
-                    raw, encoding = bodies.from_ndjson(lines, shape.compression, shape.level)
-                    batch = SealedBatch(count, raw, encoding, checksum(raw), now)
-                    value = encode(batch)
-                    packed.append((write, batch_key(sink, seq, count, len(value)), value, batch))
-                    continue
-                small = len(lines) < _COMPRESS_FROM
-                body = stored.get(id(lines))
-                if body is None:
-                    body = stored[id(lines)] = lines if small else igzip.compress(lines, compresslevel=1)
-                if originals is None:
-                    item = InboxItem(count, body, checksum(body), now, None if small else "gzip")
-                else:
-                    if kept is None:
-                        kept = originals if small else igzip.compress(originals, compresslevel=1)
-                    item = InboxItem(count, body, 0, now, None if small else "gzip", kept)
-                    item.crc = item_checksum(item)
-                value = encode(item)
-                packed.append((write, inbox_key(sink, seq, count, len(value)), value, None))
-            return sum(len(value) for _, _, value, _ in packed)
+            packed[:] = writes_.pack(writes, originals, now)
+            return sum(len(item.value) for item in packed)
 
         def write() -> list[Any]:
             cache = self._cache  # read at each attempt: a salvage replaces it
             assert cache is not None
-            refs: list[Any] = []
-            for entry, key, value, batch in packed:
-                cache.set(key, value)
-                if batch is None:
-                    refs.append(InboxRef(entry.seq, entry.count, len(value), now))
-                else:
-                    refs.append((BatchRef(key, entry.count, len(value), now), batch))
+            refs = writes_.store(cache, packed, now)
             if also is not None:
                 also(cache)
             return refs

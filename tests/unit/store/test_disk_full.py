@@ -9,7 +9,8 @@ import pytest
 
 from relay.errors import QueueFull
 from relay.store.outbox import Outbox
-from relay.store.queue import DiskQueue, Write
+from relay.store.queue import DiskQueue
+from relay.store.writes import Write
 from tests.unit.store.test_queue import batcher, drain_batches
 
 

@@ -14,7 +14,8 @@ from relay.errors import QueueFull
 from relay.store import disk_usage
 from relay.store.layout import InboxItem
 from relay.store.outbox import Outbox
-from relay.store.queue import DiskQueue, Write
+from relay.store.queue import DiskQueue
+from relay.store.writes import Write
 
 
 def lines(start: int, n: int) -> bytes:
