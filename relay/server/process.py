@@ -12,6 +12,7 @@ was not delivered stays on disk for the next start.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import ssl
@@ -86,6 +87,10 @@ async def serve(config: Config, log_overrides: tuple[str | None, str | None] = (
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024, reuse_address=True,
                        reuse_port=workers > 1 or None)
     await site.start()
+    # What start-up built (mappings, routes, config, imports) lives as long as the process: out of
+    # the collector's sight, a full collection no longer walks it. Measured under a held load, the
+    # full collections paused the event loop 20-33 ms every few seconds, which set the p99.
+    gc.freeze()
     _describe_start(runtime)
 
     stop = asyncio.Event()

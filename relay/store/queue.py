@@ -78,7 +78,7 @@ class DiskQueue:
         self.min_free_space = min_free_space
         self.sync = sync
         self.used_bytes = 0  # queued data (inbox + batches + dead letters), owned by the DB thread
-        self.disk_bytes = 0  # the directory's allocated bytes at the last group commit (what max_size bounds)
+        self.disk_bytes = 0  # the directory's allocated bytes before the last group commit (what max_size bounds)
         self._page_size = 4096
         self._worker = DbThread(self._commit_appends, self._recover, self._checkpoint, changes=self._changes)
         self._cache: diskcache.Cache | None = None
@@ -260,8 +260,6 @@ class DiskQueue:
         for job, result in zip(group, results, strict=True):
             self.used_bytes += result if job.folds else job.nbytes
             resolve(job, result=result)
-        if durable:
-            self.disk_bytes = disk_usage.allocated_bytes(self.path)
 
     def _warn_full(self, why: str) -> None:
         now = time.monotonic()
