@@ -31,7 +31,9 @@ FRESH_BATCHES = 16
 # Entries in sealed batches no sender has taken yet, past which a request that fills whole batches
 # goes through the inbox after all: the senders are behind (an outage, a slow upstream, or a CPU
 # spent on ingest), and the inbox's own high-water mark then paces ingest as it did before.
-SENDERS_BEHIND = 20_000
+# Two rounds of the default 4 senders: 20,000 let ingest run further ahead of delivery for no
+# more throughput, 4,000 gained nothing over 8,000 (docs/performance.md).
+SENDERS_BEHIND = 8_000
 
 
 class Outbox:
