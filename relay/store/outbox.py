@@ -17,7 +17,7 @@ import asyncio
 import time
 from collections import deque
 
-from relay.store import bodies
+from relay.store import bodies, coalesce
 from relay.store.bodies import BatchShape
 from relay.store.layout import BatchRef, Cursor, InboxRef, SealedBatch, SinkSnapshot, batch_id
 from relay.store.queue import Also, DiskQueue
@@ -217,6 +217,10 @@ async def commit(queue: DiskQueue, outboxes: list[Outbox], count: int, lines: by
     sealed batches as far as they fill whole ones, the rest to the inbox.
 
     Raises QueueFull when the disk budget cannot hold them; then none is kept."""
+    if (originals is None and also is None and len(lines) < coalesce.SMALL
+            and all(outbox.shape is None or count < outbox.shape.max_entries for outbox in outboxes)):
+        await queue.small.commit(queue, outboxes, count, lines)  # shares an inbox item with others
+        return
     writes: list[Write] = []
     for outbox in outboxes:
         shape = outbox.shape

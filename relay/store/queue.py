@@ -30,6 +30,7 @@ from isal import igzip
 from relay.errors import CorruptItem, QueueError, QueueFull
 from relay.store import disk_usage, salvage
 from relay.store import writes as writes_
+from relay.store.coalesce import Coalescer
 from relay.store.damage import Damage
 from relay.store.jobs import DbThread, Job, resolve
 from relay.store.layout import (
@@ -84,6 +85,7 @@ class DiskQueue:
         self._cache: diskcache.Cache | None = None
         self.damage = Damage(path, self.make_cache, on_unreadable)  # salvages, and what damage cost
         self._lock_file: IO[str] | None = None
+        self.small = Coalescer()  # small requests waiting for this thread together: one inbox item
         self.commits = 0  # group-commit transactions so far (one per group, not per request)
         self.checkpoints = 0  # WAL checkpoints run in a quiet moment (or at the end)
         self._last_full_warning = -1e9
@@ -269,21 +271,29 @@ class DiskQueue:
 
     # ---- operations (each runs on the DB thread) ----------------------------------------
 
-    async def append(self, writes: list[Write], on_commit: Callable[[list[Any]], None], also: Also | None = None,
-                     originals: bytes | None = None) -> None:
+    async def append(self, writes: list[Write] | Callable[[], list[Write]], on_commit: Callable[[list[Any]], None],
+                     also: Also | None = None, originals: bytes | None = None) -> None:
+        """`append_soon`, awaited."""
+        await self.append_soon(writes, on_commit, also, originals)
+
+    def append_soon(self, writes: list[Write] | Callable[[], list[Write]], on_commit: Callable[[list[Any]], None],
+                    also: Also | None = None, originals: bytes | None = None) -> asyncio.Future[None]:
         """Commit one request's entries: inbox items, and sealed batches when it filled some.
 
-        Returns once the group holding them is committed; raises QueueFull when the
-        disk budget cannot hold them (then nothing of this request is kept).
+        Queued for the DB thread before it returns, so that inbox items reach the disk in the
+        order their sequence numbers were taken (the sink's cursor relies on it); the future is
+        done once the group holding them is committed, or fails with QueueFull when the disk
+        budget cannot hold them (then nothing of this request is kept).
         `on_commit` gets, per write, its InboxRef or (BatchRef, SealedBatch); it runs on the event
         loop in commit order, even if the caller was cancelled meanwhile, so the outboxes learn
         of every item that reached disk.
-        `originals`: the entries' records (store/originals.py), stored in each item beside them."""
+        `originals`: the entries' records (store/originals.py), stored in each item beside them.
+        `writes` may be a function, called on the DB thread when the group is packed (store/coalesce.py)."""
         now = time.time()
         packed: list[writes_.Packed] = []
 
         def pack() -> int:
-            packed[:] = writes_.pack(writes, originals, now)
+            packed[:] = writes_.pack(writes() if callable(writes) else writes, originals, now)
             return sum(len(item.value) for item in packed)
 
         def write() -> list[Any]:
@@ -300,7 +310,7 @@ class DiskQueue:
         job.pack = pack
         job.on_commit = on_commit
         self._worker.put(job)
-        await future
+        return future
 
     def _read_inbox(self, sink: str, refs: Iterable[InboxRef]) -> list[tuple[InboxRef, InboxItem | None]]:
         """DB thread: the items behind refs; None for a missing or corrupt one (quarantined)."""

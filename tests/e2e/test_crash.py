@@ -286,9 +286,12 @@ def calibrate_fixture(relay: Relay, sinks: dict[str, Delivered], ledger: Ledger,
 # The sinks of a crash run: a slow one (sends in flight at every kill) and a flaky one
 # (500s and dropped connections: batches being retried at a kill). Each has its own upstream.
 SINK_FAULTS = {"slow": {"latency": SEND_LATENCY}, "flaky": {"error_rate": 0.2, "drop_rate": 0.05}}
-# The bodies are 100 entries: "flaky" takes them as whole batches sealed in the request's own commit
-# (beside the other sink's inbox item, in one transaction), "slow" through its inbox and batcher.
+# Three ways into the queue, all under the kills: the clients' bodies of 60 entries are small, so
+# the requests waiting for the DB thread together share one inbox item per sink (store/coalesce.py);
+# the Fluent Bit fixture's 200 records fill two whole batches for "flaky", sealed in the request's
+# own commit, beside an inbox item of their own for "slow" in the same transaction.
 SINK_BATCH = {"slow": 1000, "flaky": 100}
+ENTRIES_PER_BODY = 60
 
 
 def run_crash_load(tmp_path: Path, plan: CrashPlan, seed: int) -> Figures:
@@ -309,7 +312,7 @@ def run_crash_load(tmp_path: Path, plan: CrashPlan, seed: int) -> Figures:
         relay.new_session = plan.workers > 1
         sinks = {name: Delivered(upstream) for name, upstream in upstreams.items()}
         load = Load(relay.base_url, ledger, custom=plan.clients[0], fluentbit=plan.clients[1],
-                    entries_per_body=100, pace=plan.pace)
+                    entries_per_body=ENTRIES_PER_BODY, pace=plan.pace)
         try:
             relay.start()
             fixture_keys = calibrate_fixture(relay, sinks, ledger, len(fixture_records))
