@@ -33,8 +33,10 @@ class Profiler:
         relay = self.bench.children["relay"]
         formats = {".txt": "raw", ".json": "speedscope"}  # else a flame graph (SVG)
         self.popen = subprocess.Popen([py_spy, "record", "--pid", str(relay.pid), "--rate", "200",
+                                       # no --duration: the load generator starts (and this attaches)
+                                       # before it has built its bodies; idle threads are not sampled,
+                                       # so recording until the relay exits counts the load and the drain
                                        "--threads", "--subprocesses", "-o", self.path,
-                                       "--duration", str(max(int(self.bench.args.duration), 1)),
                                        "--format", formats.get(Path(self.path).suffix, "flamegraph")],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -84,7 +86,7 @@ def profile_breakdown(collapsed: str) -> str:
         if not count.isdigit():
             continue
         frames = stack.split(";")
-        if frames[0].startswith("process"):  # --subprocesses: the workers of a supervisor
+        while frames and frames[0].startswith("process"):  # --subprocesses: supervisor;worker;thread...
             frames = frames[1:]
         thread = frames[0].split(": ", 1)[-1] if frames and frames[0].startswith("thread") else "?"
         thread = "executor" if thread.startswith(("asyncio_", "uvloop_", "ThreadPool")) else thread
