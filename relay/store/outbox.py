@@ -214,7 +214,8 @@ class Outbox:
 async def commit(queue: DiskQueue, outboxes: list[Outbox], count: int, lines: bytes, also: Also | None = None,
                  originals: bytes | None = None) -> None:
     """Append one request's `count` entries (`lines`) to each outbox, in one transaction: as
-    sealed batches as far as they fill whole ones, the rest to the inbox.
+    sealed batches as far as they fill whole ones, the rest to the inbox; a small request in an
+    inbox item it shares with the others waiting for the DB thread (store/coalesce.py).
 
     Raises QueueFull when the disk budget cannot hold them; then none is kept."""
     if (originals is None and also is None and len(lines) < coalesce.SMALL
