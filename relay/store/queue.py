@@ -27,12 +27,13 @@ import diskcache
 import msgspec
 from isal import igzip
 
-from relay.errors import CorruptItem, QueueError, QueueFull
+from relay.errors import CorruptItem, QueueError
 from relay.store import disk_usage, salvage
 from relay.store import writes as writes_
 from relay.store.coalesce import Coalescer
 from relay.store.damage import Damage
-from relay.store.jobs import DbThread, Job, resolve
+from relay.store.group_commit import GroupCommit
+from relay.store.jobs import DbThread, Job
 from relay.store.layout import (
     BatchRef,
     Cursor,
@@ -80,15 +81,14 @@ class DiskQueue:
         self.sync = sync
         self.used_bytes = 0  # queued data (inbox + batches + dead letters), owned by the DB thread
         self.disk_bytes = 0  # the directory's allocated bytes before the last group commit (what max_size bounds)
-        self._page_size = 4096
-        self._worker = DbThread(self._commit_appends, self._recover, self._checkpoint, changes=self._changes)
+        self.page_size = 4096
+        self._worker = DbThread(GroupCommit(self), self._recover, self._checkpoint, changes=self._changes)
         self._cache: diskcache.Cache | None = None
         self.damage = Damage(path, self.make_cache, on_unreadable)  # salvages, and what damage cost
         self._lock_file: IO[str] | None = None
         self.small = Coalescer()  # small requests waiting for this thread together: one inbox item
         self.commits = 0  # group-commit transactions so far (one per group, not per request)
         self.checkpoints = 0  # WAL checkpoints run in a quiet moment (or at the end)
-        self._last_full_warning = -1e9
 
     # ---- life cycle -------------------------------------------------------------------
 
@@ -146,7 +146,7 @@ class DiskQueue:
         """Open the database, run SQLite's quick check, scan the keys. DatabaseError when damaged."""
         salvage.refuse_empty(self.path)
         self._cache = self.make_cache(self.path)
-        self._page_size = int(self._cache._sql("PRAGMA page_size").fetchone()[0])
+        self.page_size = int(self._cache._sql("PRAGMA page_size").fetchone()[0])
         problems = salvage.integrity(self._cache._con)
         if problems:
             raise sqlite3.DatabaseError(f"database disk image is malformed: {problems[0]}")
@@ -190,84 +190,14 @@ class DiskQueue:
         assert self._cache is not None
         return scan(self._cache, self._quarantine)
 
-    # ---- group commit (DB thread) --------------------------------------------------------
+    def live_cache(self) -> diskcache.Cache:
+        """DB thread: the Cache as it is now (a salvage replaces it)."""
+        assert self._cache is not None
+        return self._cache
 
-    def _commit_appends(self, appends: list[Job], folded: list[Job]) -> None:
-        """DB thread: a group's appends in one transaction (those the disk budget admits), then
-        its folded jobs (deletes of delivered batches) in another, which needs no fsync."""
-        if appends:
-            self._commit_group(self._admit(appends))
-        self._commit_group(folded, durable=False)
-
-    def _admit(self, appends: list[Job]) -> list[Job]:
-        """DB thread: the appends the disk budget takes; the others are refused (503) here."""
-        cache = self._cache
-        assert cache is not None
-        admitted: list[Job] = []
-        for job in appends:
-            if job.pack is not None:
-                job.nbytes = job.pack()
-        # Measured once per group, not per request: a few stat calls and one pragma.
-        on_disk = self.disk_bytes = disk_usage.allocated_bytes(self.path)
-        try:
-            free_pages = int(cache._sql("PRAGMA freelist_count").fetchone()[0]) * self._page_size
-        except sqlite3.DatabaseError as exc:
-            if not self._recover(exc):
-                raise
-            cache = self._cache
-            assert cache is not None
-            free_pages = 0
-        refusals = disk_usage.admit([job.nbytes for job in appends], path=self.path, on_disk=on_disk,
-                                    free_pages=free_pages, max_size=self.max_size,
-                                    min_free_space=self.min_free_space)
-        for job, why in zip(appends, refusals, strict=True):
-            if why is None:
-                admitted.append(job)
-                continue
-            self._warn_full(why)
-            resolve(job, error=QueueFull(f"{why}; retry later", retry_after=5.0))
-        return admitted
-
-    def _commit_group(self, group: list[Job], *, durable: bool = True) -> None:
-        """DB thread: the jobs of a group in one transaction. Not `durable`: without an fsync of its
-        own (the next durable commit's covers it): for writes whose loss costs a duplicate at most."""
-        if not group:
-            return
-        lazy = not durable and self.sync == "full"
-        results: list[Any] = []
-        for attempt in (1, 2):
-            cache = self._cache  # read at each attempt: a salvage replaces it
-            assert cache is not None
-            try:
-                if lazy:
-                    cache._sql("PRAGMA synchronous = NORMAL")
-                try:
-                    with cache.transact(retry=True):
-                        results = [job.fn() for job in group]
-                finally:
-                    if lazy:
-                        cache._sql("PRAGMA synchronous = FULL")
-                if durable:
-                    self.commits += 1
-                break
-            except BaseException as exc:  # disk full, I/O error: nothing of this group was kept
-                if attempt == 1 and self._recover(exc):  # damaged: written again into the salvaged copy
-                    continue
-                log.error("queue: commit of %d %s failed: %s", len(group),
-                          "requests" if durable else "deletes", exc)
-                error = QueueFull(f"the queue could not be written ({exc}); retry later", retry_after=5.0)
-                for job in group:
-                    resolve(job, error=error)
-                return
-        for job, result in zip(group, results, strict=True):
-            self.used_bytes += result if job.folds else job.nbytes
-            resolve(job, result=result)
-
-    def _warn_full(self, why: str) -> None:
-        now = time.monotonic()
-        if now - self._last_full_warning >= 10.0:  # once per 10s, not once per refused request
-            self._last_full_warning = now
-            log.warning("queue: refusing new data (503): %s", why)
+    def recover(self, exc: BaseException) -> bool:
+        """DB thread: True when the database was damaged and is now salvaged (run the job again)."""
+        return self._recover(exc)
 
     # ---- operations (each runs on the DB thread) ----------------------------------------
 

@@ -10,7 +10,7 @@ def test_stages_and_threads_of_a_worker_under_a_supervisor() -> None:
         f"{WORKER};thread (12): MainThread;prepare (relay/stages/pipeline.py:90);entries (relay/stages/typed.py:89) 6",
         f"{WORKER};thread (12): MainThread;map_batch (<mapping fluentbit-nginx>:3) 2",
         f"{WORKER};thread (13): relay-queue;DbThread._run (relay/store/jobs.py:136);"
-        "DiskQueue._commit_group (relay/store/queue.py:250) 2",
+        "GroupCommit._commit (relay/store/group_commit.py:70) 2",
         f"{WORKER};thread (13): relay-queue;DbThread._run (relay/store/jobs.py:113) 40",  # waiting: left out
     ])
     text = profile_breakdown(collapsed)
