@@ -27,7 +27,7 @@ from typing import Any
 import msgspec
 
 from relay.store import first_page
-from relay.store.layout import checksum, decode_batch, decode_cursor, decode_dead, decode_item
+from relay.store.layout import Cursor, checksum, decode_batch, decode_cursor, decode_dead, decode_item
 
 DBNAME = "cache.db"
 COUNTS = "counts.json"  # counts.py's file: kept with a damaged database moved aside
@@ -274,7 +274,8 @@ def _read_rows(con: sqlite3.Connection, report: Report, copy: Callable[[str, byt
     bad: list[int] = []
     seen: set[int] = set()
     inbox_seqs: dict[str, set[int]] = {}
-    cursors: dict[str, int] = {}
+    cursors: dict[str, Cursor] = {}
+    readable_inbox: set[tuple[str, int]] = set()  # (sink, seq) of the inbox items read whole
     low = 1
     while low <= top + _CHUNK:  # one range past the highest known rowid: rows the index missed
         for rowid, key, mode, value in _rows(con, low, low + _CHUNK, bad):
@@ -286,13 +287,15 @@ def _read_rows(con: sqlite3.Connection, report: Report, copy: Callable[[str, byt
             if parsed is None:
                 continue  # not a queue key (diskcache's own)
             kind, sink, count, _ = parsed
+            if kind == "inbox":
+                inbox_seqs.setdefault(sink, set()).add(_seq(key))
             if not good:
                 _lost(report, key, count)
                 continue
             if kind == "cursor":
-                cursors[sink] = decode_cursor(value).seq
+                cursors[sink] = decode_cursor(value)
             if kind == "inbox":
-                inbox_seqs.setdefault(sink, set()).add(int(key.rsplit("/", 1)[1].split(".")[0]))
+                readable_inbox.add((sink, _seq(key)))
             figures = report.sinks.setdefault(sink, {}).setdefault(kind, Figures())
             figures.items += 1
             figures.entries += count
@@ -306,15 +309,28 @@ def _read_rows(con: sqlite3.Connection, report: Report, copy: Callable[[str, byt
             parsed = parse_key(key)
             _lost(report, key, parsed[2] if parsed else 0)
             if parsed and parsed[0] == "inbox":
-                inbox_seqs.setdefault(parsed[1], set()).add(int(key.rsplit("/", 1)[1].split(".")[0]))
+                inbox_seqs.setdefault(parsed[1], set()).add(_seq(key))
+    # The item at a sink's cursor may be sealed in part (`offset` of its entries are in a batch):
+    # those are counted with the batch, not again with the item, readable or lost
+    for sink, cursor in cursors.items():
+        if cursor.offset and cursor.seq in inbox_seqs.get(sink, ()):
+            if (sink, cursor.seq) in readable_inbox:
+                report.sinks[sink]["inbox"].entries -= cursor.offset
+            else:
+                report.lost_entries -= cursor.offset
     hows = ["entries of unreadable items counted from their keys (read from the key index)"]
     if bad and not index_whole:
         for sink, seqs in inbox_seqs.items():
-            start = cursors.get(sink, min(seqs))
+            start = cursors[sink].seq if sink in cursors else min(seqs)
             report.unknown_items += sum(1 for seq in range(start, max(seqs)) if seq not in seqs)
         hows.append("the key index is damaged too: inbox items missing between the cursor and the last "
                     "readable item are counted as lost items whose entries are unknown")
     report.how = "; ".join(hows)
+
+
+def _seq(inbox_key: str) -> int:
+    """An inbox key's sequence number (layout.inbox_key: `i/<sink>/<seq>.<count>.<bytes>`)."""
+    return int(inbox_key.rsplit("/", 1)[1].split(".")[0])
 
 
 def _lost(report: Report, key: str, count: int) -> None:
