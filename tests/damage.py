@@ -46,5 +46,9 @@ def overwrite(db: Path, page_number: int, size: int = 4096, fill: bytes = b"\xa5
 def checkpoint(db: Path) -> None:
     """Fold the WAL into the database file, so page numbers are those of the file."""
     con = sqlite3.connect(db)
-    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    con.close()
+    try:
+        busy, frames, copied = con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        con.close()
+    # a page damaged in the file while a newer copy of it waits in the WAL would never be read
+    assert busy == 0 and frames == copied, f"checkpoint of {db}: busy {busy}, {copied} of {frames} WAL frames copied"
