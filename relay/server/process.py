@@ -115,6 +115,6 @@ async def serve(config: Config, log_overrides: tuple[str | None, str | None] = (
         log.warning("stopping: %d requests still in flight after %.0fs; closing", runtime.in_flight,
                     server.shutdown_grace * 0.5)
     await runner.cleanup()  # closes the socket, then the app's clean-up steps stop the senders and the queue
-    log.info("stopped; %d entries stay queued on disk for the next start",
-             sum(o.queued_entries for o in runtime.outboxes.values()))
+    queued = sum(o.queued_entries for o in runtime.outboxes.values())
+    log.info("stopped; %d %s queued on disk for the next start", queued, "entry stays" if queued == 1 else "entries stay")
     return 0
