@@ -22,7 +22,7 @@ from relay.mapping.spec import is_passthrough
 from relay.models import Decoded, IngestResult, MapResult, RecordContext, Rejection
 from relay.stages.compression import decompress
 from relay.stages.decode import decode_data, inflate
-from relay.stages.protocols import DecodeFn, decoder
+from relay.stages.protocols import DecodeFn, ShapedDecodeFn, decoder, shaped_decoder
 from relay.stages.schema import Validator
 from relay.stages.typed import TypedRoute
 from relay.store import originals as kept_records
@@ -52,10 +52,13 @@ class Route:
     typed: TypedRoute | None = None
     # a native protocol's decoder (sources.X.protocol); None: plain HTTP, decoded by stages.decode
     decode: DecodeFn | None = None
+    # its decoder into the mapping's record Struct, if the protocol has one (protocols.shaped_decoder)
+    shaped: ShapedDecodeFn | None = None
 
     def __post_init__(self) -> None:
         if self.config.protocol != "http":
             self.decode = decoder(self.config.protocol)
+            self.shaped = shaped_decoder(self.config.protocol)
         # keep_records needs the records: the typed route makes entries without any
         elif self.typed is None and is_passthrough(self.mapper.spec) and not self.config.keep_records:
             self.typed = TypedRoute()
@@ -85,6 +88,15 @@ def prepare(route: Route, body: bytes, *, content_type: str | None, content_enco
     ctx = RecordContext(source=route.name, tag=tag, headers=headers, host=route.config.host)
     if route.decode is not None:
         data = decompress(body, content_encoding, max_size)
+        shape = route.mapper.shape
+        if route.shaped is not None and shape is not None and not route.config.keep_records:
+            found = route.shaped(data, content_type=content_type, path=path, shape=shape)
+            if found is not None:
+                shaped = route.mapper.map_records(found.records, ctx, route.validator, shaped=True)
+                # a rejection keeps its whole record: such a body is decoded and mapped again as dicts
+                if not shaped.rejections:
+                    lines = _encode_lines(shaped.entries) if shaped.entries else b""
+                    return Prepared(shaped, lines, len(found.records), [], [], tag, found.meta)
         decoded = route.decode(data, content_type=content_type, path=path, max_size=max_size)
     else:
         kind, data = inflate(body, content_type=content_type, content_encoding=content_encoding, max_size=max_size)

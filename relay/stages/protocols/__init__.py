@@ -37,6 +37,19 @@ def decoder(protocol: str) -> DecodeFn:
     return fn
 
 
+class ShapedDecodeFn(Protocol):
+    def __call__(self, body: bytes, *, content_type: str | None, path: str, shape: Any) -> Decoded | None: ...
+
+
+def shaped_decoder(protocol: str) -> ShapedDecodeFn | None:
+    """`protocol`'s `decode_shaped`, when it has one: its common body with the records decoded
+    straight into a mapping's record Struct (`shape`, relay.mapping.shape: only the keys the
+    mapping reads), or None for `decode` to take the body. Same records, for what they hold."""
+    module = importlib.import_module(f"{__name__}.{protocol}")
+    fn: ShapedDecodeFn | None = getattr(module, "decode_shaped", None)
+    return fn
+
+
 def media_type(content_type: str | None) -> str:
     """`Application/X-NDJSON; charset=utf-8` -> `application/x-ndjson`; None -> ``."""
     return (content_type or "").split(";", 1)[0].strip().lower()

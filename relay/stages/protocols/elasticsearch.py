@@ -65,9 +65,7 @@ def decode(body: bytes, *, content_type: str | None, path: str, max_size: int = 
     if media not in MEDIA_TYPES:
         raise UnsupportedMedia(f"Content-Type {media!r} is not supported by _bulk; send application/x-ndjson")
     default_index = _index_in(path)
-    lines = body.split(b"\n")
-    if lines and not lines[-1].strip():
-        lines.pop()
+    lines = _lines(body)
     uniform = _uniform(lines, default_index)
     if uniform is not None:
         return uniform
@@ -78,21 +76,56 @@ def decode(body: bytes, *, content_type: str | None, path: str, max_size: int = 
     return _decode_values(values, default_index)
 
 
-def _uniform(lines: list[bytes], default_index: str | None) -> Decoded | None:
-    """What most clients send, fast: one `index`/`create` action line repeated byte for byte
-    (Fluent Bit, Beats, Logstash per index), each followed by its document. The action is read
-    once and the documents in one call; None for any other body (the general paths decide).
-    Same outcome as the general paths, which the tests check."""
+def _lines(body: bytes) -> list[bytes]:
+    lines = body.split(b"\n")
+    if lines and not lines[-1].strip():
+        lines.pop()
+    return lines
+
+
+def _one_action(lines: list[bytes]) -> tuple[dict[str, Any], bytes] | None:
+    """One `index`/`create` action line repeated byte for byte, each followed by its document:
+    (the action, the documents as one JSON array); None for any other body."""
     actions, docs = lines[0::2], lines[1::2]
     if not docs or len(actions) != len(docs) or len(set(actions)) != 1:
         return None
     try:
         action = _json.decode(actions[0])
-        values = _json.decode(b"[" + b",".join(docs) + b"]")
     except _ERRORS:
-        return None  # a blank or bad line somewhere: the general paths find it and name it
+        return None
     if type(action) is not dict or len(action) != 1 or next(iter(action)) not in ("index", "create"):
         return None
+    return action, b"[" + b",".join(docs) + b"]"
+
+
+def decode_shaped(body: bytes, *, content_type: str | None, path: str, shape: Any) -> Decoded | None:
+    """`_uniform`'s bodies with the documents decoded into `shape` (a mapping's record Struct)
+    instead of dicts: None for any other body, a document that is not an object, and a mapping
+    that reads `_index` (which `decode` merges into each document)."""
+    if "_index" in shape.keys or media_type(content_type) not in MEDIA_TYPES:
+        return None
+    found = _one_action(_lines(body))
+    if found is None:
+        return None
+    records = shape.decode(found[1], lines=False)
+    if records is None:
+        return None
+    return Decoded(records=records, format="es_bulk", meta=[_item(found[0], 1, _index_in(path))] * len(records))
+
+
+def _uniform(lines: list[bytes], default_index: str | None) -> Decoded | None:
+    """What most clients send, fast: one `index`/`create` action line repeated byte for byte
+    (Fluent Bit, Beats, Logstash per index), each followed by its document. The action is read
+    once and the documents in one call; None for any other body (the general paths decide).
+    Same outcome as the general paths, which the tests check."""
+    found = _one_action(lines)
+    if found is None:
+        return None
+    action, docs = found
+    try:
+        values = _json.decode(docs)
+    except _ERRORS:
+        return None  # a blank or bad line somewhere: the general paths find it and name it
     item = _item(action, 1, default_index)
     errors: list[Rejection] = []
     records: list[Any] = []
