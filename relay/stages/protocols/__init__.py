@@ -13,6 +13,10 @@ protocol's per-record metadata merged in under the keys the module's docstring l
 `Decoded.meta` carries what the protocol's answer needs (e.g. `_bulk` item actions).
 Decoders are pure: errors are relay.errors IngestErrors, per-record problems Rejections.
 
+A module may also expose `decode_shaped(body, *, content_type, path, shape) -> Decoded | None`:
+its common body with the records decoded into a mapping's record Struct (relay.mapping.shape),
+None for `decode` to take the body (`_bulk` has one; see `shaped_decoder`).
+
 Modules are found by name, so adding a protocol is adding its module (and its server half
 in relay/server/protocols/), nothing here.
 """
