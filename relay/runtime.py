@@ -20,7 +20,6 @@ import logging
 import os
 import time
 from collections.abc import Iterable
-from datetime import datetime
 from functools import partial
 
 import aiohttp
@@ -37,9 +36,10 @@ from relay.rejections.recent import RecentRejections
 from relay.rejections.redact import config_secrets
 from relay.rejections.remap import RemapResult, remap
 from relay.rejections.replay import ReplayResult, replay
+from relay.routes import compile_routes, validation_policy
 from relay.server.budget import ByteBudget
 from relay.stages.pipeline import Prepared, Route
-from relay.stages.schema import ValidationPolicy, Validator
+from relay.stages.schema import Validator
 from relay.store import counts as counts_file
 from relay.store import disk_usage, shards
 from relay.store.counts import FILE as COUNTS_FILE
@@ -53,52 +53,6 @@ from relay.telemetry import Metrics, setup_logging
 
 log = logging.getLogger("relay")
 COUNTS_EVERY = 2.0  # seconds between writes of counts.json (only when its figures changed)
-
-
-def validation_policy(config: Config) -> ValidationPolicy:
-    v = config.validation
-    now = None
-    if v.now:
-        try:
-            now = datetime.fromisoformat(v.now).timestamp()
-        except ValueError:
-            raise ConfigError(f"expected an ISO 8601 time, got {v.now!r}", key="validation.now",
-                              file=config.file) from None
-    return ValidationPolicy(on_invalid=v.on_invalid, max_age=float(v.max_age),
-                            max_future=float(v.max_future), now=now)
-
-
-def compile_routes(config: Config, outboxes: dict[str, Outbox] | None = None, *,
-                   library: MappingLibrary | None = None, validator: Validator | None = None) -> dict[str, Route]:
-    """Path -> Route for every source; compiles each mapping (ConfigError names the source).
-
-    `outboxes` None binds each route to a placeholder outbox per sink: what check-config shows,
-    and what a relay holds before its queue is open. Pass `library` to compile each mapping once
-    across calls (and to describe them after)."""
-    if library is None:
-        library = MappingLibrary(config.mappings, file=config.file)
-    if validator is None:
-        validator = Validator(validation_policy(config))
-    if outboxes is None:
-        outboxes = {name: Outbox(name) for name in config.sinks}
-    routes: dict[str, Route] = {}
-    for name, source in config.sources.items():
-        try:
-            mapper = library.get(source.mapping)
-        except ConfigError as exc:
-            if exc.key and exc.key.startswith("mappings."):
-                raise
-            raise ConfigError(exc.message, key=f"sources.{name}.mapping", file=config.file) from None
-        try:
-            route = Route(name, source, mapper, validator,
-                          [outboxes[sink] for sink in config.source_sinks(name) if sink in outboxes],
-                          [token.encode() for token in source.tokens])
-        except ModuleNotFoundError:
-            raise ConfigError(f"protocol {source.protocol!r} is not available in this build",
-                              key=f"sources.{name}.protocol", file=config.file) from None
-        for path in filter(None, [f"/ingest/{name}", source.path]):
-            routes[path] = route
-    return routes
 
 
 class ReloadRecord(msgspec.Struct, frozen=True):

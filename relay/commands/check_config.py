@@ -9,7 +9,7 @@ from relay import cores
 from relay.config import DEFAULT_CONFIG_PATH, MAX_WORKERS, Config, load
 from relay.errors import ConfigError
 from relay.mapping import MappingLibrary
-from relay.runtime import compile_routes
+from relay.routes import compile_routes
 from relay.store import disk_usage
 
 

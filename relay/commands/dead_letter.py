@@ -20,7 +20,7 @@ import msgspec
 from relay.commands import admin_client
 from relay.config import DEFAULT_CONFIG_PATH, Config
 from relay.rejections.remap import add_up, remap
-from relay.runtime import compile_routes
+from relay.routes import compile_routes
 from relay.store import shards
 from relay.store.deadletters import DeadLetters
 from relay.store.outbox import Outbox

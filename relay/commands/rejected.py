@@ -27,7 +27,7 @@ from relay.rejections.merge import merge_listings, merge_replays
 from relay.rejections.recent import RecentRejections
 from relay.rejections.redact import config_secrets, scrub
 from relay.rejections.replay import replay
-from relay.runtime import compile_routes
+from relay.routes import compile_routes
 from relay.store import shards
 from relay.store.outbox import Outbox
 from relay.store.queue import DiskQueue

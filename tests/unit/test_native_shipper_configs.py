@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from relay.config import load
-from relay.runtime import compile_routes
+from relay.routes import compile_routes
 from tests.support import PEER_MISSING, REPO_ROOT, fluent_bit_binary
 from tests.unit.test_shipper_configs import parse_fluent_bit_classic
 

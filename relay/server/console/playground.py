@@ -45,7 +45,7 @@ def parse_request(body: bytes) -> MapRequest:
 
 def run_playground(runtime: Runtime, request: MapRequest) -> dict[str, Any]:
     """The dry-run report of `request.records` under the named mapping of the running config."""
-    from relay.runtime import validation_policy
+    from relay.routes import validation_policy
 
     data = request.records.encode()
     if len(data) > MAX_INPUT:

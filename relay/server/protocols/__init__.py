@@ -64,7 +64,7 @@ class Match:
 
 
 class Table:
-    """A route table (path -> Route, as runtime.compile_routes builds it) arranged for lookup."""
+    """A route table (path -> Route, as routes.compile_routes builds it) arranged for lookup."""
 
     def __init__(self, routes: dict[str, Route]) -> None:
         self.routes = routes

@@ -11,7 +11,7 @@ from isal import igzip
 
 from relay.config import load
 from relay.rejections.replay import replay
-from relay.runtime import compile_routes
+from relay.routes import compile_routes
 from relay.stages import pipeline
 from relay.stages.pipeline import Route
 from relay.store.outbox import Outbox

@@ -1,6 +1,6 @@
 """The pipeline's CPU part on real bodies: prepare (decode -> map -> validate), answer, count.
 
-Routes come from runtime.compile_routes on a real config, as `relay serve` builds them; the
+Routes come from routes.compile_routes on a real config, as `relay serve` builds them; the
 queue commit is exercised through the real app in tests/unit/server/test_ingest.py.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from relay.config import load
-from relay.runtime import compile_routes
+from relay.routes import compile_routes
 from relay.stages import pipeline
 from relay.stages.pipeline import MAX_ERRORS_REPORTED, Route
 from relay.telemetry import Metrics
