@@ -158,7 +158,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="mock: `relay mock-upstream`, which validates every entry; sink: a lean counting "
              "stand-in, to see the relay without the mock's CPU (default %(default)s)")
     add("--no-verify", action="store_true",
-        help="do not record delivered ids (the record holds ~330 bytes an entry, on /dev/shm: use this "
+        help="do not record delivered ids (the record, on /dev/shm, holds ~330 bytes an entry with the mock, "
+             "the gzip bodies (~75) with the sink: use this "
              "for long flat-out runs); duplicates and losses then by count only")
     add("--sink-option", action="append", default=[], metavar="KEY=VALUE",
         help='an extra line for the relay\'s [sinks.upstream], e.g. compression_level=2 (repeatable)')

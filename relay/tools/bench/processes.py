@@ -182,7 +182,7 @@ def start_upstream(run: Run) -> None:
     else:
         command = ["-m", "relay.tools.loadgen", "sink", "--api-key", API_KEY]
         if run.record is not None:
-            command += ["--ids", str(run.record)]
+            command += ["--bodies", str(run.record)]
     upstream = run.children["upstream"] = Child("upstream", command, workdir)
     run.upstream_base = f"http://127.0.0.1:{_listening_port(upstream)}"
     _wait("upstream /healthz", upstream, lambda: get_json(run.upstream_base + "/healthz"))

@@ -21,9 +21,14 @@ import gc
 import math
 import random
 import re
-from collections.abc import Iterable, Sequence
+import struct
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote_plus
+
+from isal import isal_zlib
 
 SEED = 20261125
 BASE_RECORDS = 100_000
@@ -58,6 +63,36 @@ def id_in_path(path: str) -> int | None:
 def ids_in(body: bytes) -> list[int]:
     """The entry index of every generated entry in a JSON or NDJSON body, in order."""
     return [token_index(m) for m in _ID_IN_JSON.findall(body)]
+
+
+NOT_OURS = 2**63  # stands for an entry with no id of the bench in its path: counts as a duplicate
+_FRAME = struct.Struct("<IIB")  # entries, body length, gzipped
+
+
+def frame(body: bytes, count: int, *, gzipped: bool) -> bytes:
+    """One accepted upstream body (as received) for the spool the lean sink keeps."""
+    return _FRAME.pack(count, len(body), gzipped) + body
+
+
+def _frames(data: bytes) -> Iterator[tuple[bytes, int]]:
+    at, size = 0, _FRAME.size
+    while at < len(data):
+        count, length, gzipped = _FRAME.unpack_from(data, at)
+        body = data[at + size:at + size + length]
+        if len(body) < length:
+            raise ValueError(f"the spool ends inside a body at byte {at}")
+        yield (isal_zlib.decompress(body, wbits=31) if gzipped else body), count
+        at += size + length
+
+
+def spooled_ids(path: Path) -> array[int]:
+    """The id of every entry in a spool of `frame`s, in order; NOT_OURS for an entry without one."""
+    out = array("Q")
+    for body, count in _frames(path.read_bytes()):
+        ids = ids_in(body)
+        out.extend(ids[:count])
+        out.extend([NOT_OURS] * (count - len(ids)))
+    return out
 
 
 # ---------------------------------------------------------------- vocabulary

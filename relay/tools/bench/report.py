@@ -14,7 +14,7 @@ import msgspec
 
 from relay.tools.bench.processes import CONCURRENCY, Run, Sample
 from relay.tools.bench.procfs import machine
-from relay.tools.bench.records import id_in_path
+from relay.tools.bench.records import NOT_OURS, id_in_path, spooled_ids
 
 
 class _Entry(msgspec.Struct):
@@ -29,16 +29,14 @@ def delivered_ids(run: Run) -> array[int]:
     """The id of every entry upstream accepted, read after the run from its record."""
     assert run.record is not None
     if run.args.upstream != "mock":
-        ids = array("Q")
-        ids.frombytes(run.record.read_bytes())
-        return ids
+        return spooled_ids(run.record)
     decode = msgspec.json.Decoder(_Recorded).decode
     out = array("Q")
     with open(run.record, "rb") as lines:
         for line in lines:
             for entry in decode(line).entries:
                 found = id_in_path(entry.path)
-                out.append(2**63 if found is None else found)  # no id of ours: counts as a duplicate
+                out.append(NOT_OURS if found is None else found)
     return out
 
 

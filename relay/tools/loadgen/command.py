@@ -1,7 +1,7 @@
 """The processes `relay bench` runs beside the relay: a load generator and two stand-in servers.
 
     python -m relay.tools.loadgen drive ...   send pre-built bodies to a URL; progress and result as JSON
-    python -m relay.tools.loadgen sink ...    a lean upstream: counts entries and their ids, no validation
+    python -m relay.tools.loadgen sink ...    a lean upstream: counts entries, keeps the bodies for their ids, no validation
     python -m relay.tools.loadgen echo ...    a trivial ingest target answering 200 to anything (to show
                                         that the load generator is never the bottleneck)
 
@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--port", type=int, default=0)
         if name == "sink":
             s.add_argument("--api-key")
-            s.add_argument("--ids", help="append each entry's id (from its path) here, 8 bytes each")
+            s.add_argument("--bodies", help="append each accepted body here as received, framed with its "
+                                            "entry count (records.spooled_ids reads the ids back)")
     args = parser.parse_args(argv)
     if args.command == "drive":
         return drive(args)

@@ -19,11 +19,14 @@ from isal import igzip
 from relay import cores
 from relay.stages.protocols import decoder, loki, otlp
 from relay.tools.bench.records import (
+    NOT_OURS,
     base_records,
     check_unique_slots,
     entry_token,
+    frame,
     id_in_path,
     ids_in,
+    spooled_ids,
     token_index,
 )
 from relay.tools.bench.report import check_ids, table
@@ -110,6 +113,18 @@ def test_check_ids_counts_what_was_lost_and_what_came_twice() -> None:
     assert losses == 0
     # id 1 never came; ids 2 and 3 (acknowledged twice) came once each
     assert check_ids(array("Q", [0, 2, 3]), acks, per_body=2) == (0, 1 + 1 + 1)
+
+
+def test_the_sinks_spool_gives_back_every_id_in_order(tmp_path: Path) -> None:
+    bodies = list(build_bodies(workload("passthrough", 3), 2))
+    foreign = b'[{"path":"/no-id-here"}]'
+    spool = tmp_path / "spool"
+    spool.write_bytes(frame(bodies[0], 3, gzipped=True) + frame(foreign, 1, gzipped=False)
+                      + frame(bodies[1], 3, gzipped=True))
+    assert list(spooled_ids(spool)) == [0, 1, 2, NOT_OURS, 3, 4, 5]
+    spool.write_bytes(frame(bodies[0], 3, gzipped=True)[:-1])
+    with pytest.raises(ValueError, match="ends inside a body"):
+        spooled_ids(spool)
 
 
 @pytest.mark.parametrize("name", WORKLOADS)
