@@ -84,7 +84,26 @@ def _inflate_stream(data: bytes, wbits: int, room: int, name: str, limit: int) -
     return out, inflater.unused_data
 
 
+def decompress_whole(body: bytes, header: str | None, limit: int) -> tuple[bytes, bool]:
+    """`decompress`, and whether `body` is exactly one gzip member (`Content-Encoding: gzip`,
+    nothing after it): such a body can go upstream as it came, as a sink's gzip batch body,
+    which every gzip reader takes (some read only a first member, or refuse padding)."""
+    if header is None or header.strip().lower() != "gzip":
+        return decompress(body, header, limit), False
+    parts, padded = _gunzip_members(body, limit)
+    data = parts[0] if len(parts) == 1 else b"".join(parts)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"body is {len(data)} bytes, over the limit of {limit} bytes")
+    return data, len(parts) == 1 and not padded
+
+
 def _gunzip(data: bytes, limit: int) -> bytes:
+    parts = _gunzip_members(data, limit)[0]
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _gunzip_members(data: bytes, limit: int) -> tuple[list[bytes], bool]:
+    """Each member's output, and whether zero padding followed the last one."""
     if not data.startswith(_GZIP_MAGIC):
         raise BadRequest("Content-Encoding is gzip but the body does not start with 1f 8b")
     parts: list[bytes] = []
@@ -98,8 +117,8 @@ def _gunzip(data: bytes, limit: int) -> bytes:
         if rest and not rest.startswith(_GZIP_MAGIC):
             if rest.strip(b"\0"):  # gzip(1) ignores zero padding after the last member
                 raise BadRequest(f"{len(rest)} bytes that are not gzip follow the data at byte {offset}")
-            break
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+            return parts, True
+    return parts, False
 
 
 def _inflate(data: bytes, limit: int) -> bytes:

@@ -22,7 +22,7 @@ import msgspec
 
 from relay.errors import BadRequest, UnsupportedMedia
 from relay.models import Decoded, Rejection
-from relay.stages.compression import decompress
+from relay.stages.compression import decompress_whole
 
 _JSON = msgspec.json.Decoder()
 # Invalid UTF-8 comes as DecodeError or UnicodeDecodeError (by msgspec version); deep nesting as RecursionError.
@@ -55,17 +55,19 @@ def decode_body(
     body: bytes, *, content_type: str | None, content_encoding: str | None, max_size: int
 ) -> Decoded:
     """Turn one request body into records; raise an IngestError the client can act on."""
-    kind, data = inflate(body, content_type=content_type, content_encoding=content_encoding, max_size=max_size)
+    kind, data, _ = inflate(body, content_type=content_type, content_encoding=content_encoding, max_size=max_size)
     return decode_data(kind, data)
 
 
-def inflate(body: bytes, *, content_type: str | None, content_encoding: str | None, max_size: int) -> tuple[str, bytes]:
-    """Steps 1 and 2: (the Content-Type's family, the decompressed bytes without a BOM)."""
+def inflate(body: bytes, *, content_type: str | None, content_encoding: str | None,
+            max_size: int) -> tuple[str, bytes, bool]:
+    """Steps 1 and 2: (the Content-Type's family, the decompressed bytes without a BOM, and
+    whether `body` is one gzip member of those bytes as they are: compression.decompress_whole)."""
     kind = _media_kind(content_type)
-    data = decompress(body, content_encoding, max_size)
+    data, whole = decompress_whole(body, content_encoding, max_size)
     if data.startswith(_BOM):  # Windows tools write one; JSON parsers reject it
-        data = data[3:]
-    return kind, data
+        data, whole = data[3:], False
+    return kind, data, whole
 
 
 def decode_data(kind: str, data: bytes) -> Decoded:

@@ -28,6 +28,7 @@ from relay.stages.typed import TypedRoute
 from relay.store import originals as kept_records
 from relay.store.outbox import Outbox
 from relay.store.outbox import commit as outbox_commit
+from relay.store.outbox import commit_whole as outbox_commit_whole
 from relay.store.queue import Also, DiskQueue
 from relay.telemetry import Metrics
 
@@ -71,7 +72,7 @@ class Route:
 @dataclass
 class Prepared:
     result: MapResult
-    lines: bytes
+    encoded: bytes | None  # the entries, each encoded and ending in "\n"; None: encoded when asked (`lines`)
     received: int
     rejections: list[Rejection]
     # each rejection with what it points at (the decoded record, or the bytes of an undecodable
@@ -80,6 +81,17 @@ class Prepared:
     tag: str | None = None
     meta: Any = None  # Decoded.meta: what a native protocol's answer needs
     originals: bytes | None = None  # keep_records: the entries' records (store/originals.py)
+    # The request's gzip body when it is already a batch body the relay would send (a JSON
+    # array of untouched entries, typed.check(exact=True)): a commit that seals it as one
+    # whole batch stores it as it came, with no encoding and no compression of its own.
+    as_received: bytes | None = None
+
+    @property
+    def lines(self) -> bytes:
+        if self.encoded is None:
+            entries = self.result.entries
+            self.encoded = _encode_lines(entries) if entries else b""
+        return self.encoded
 
 
 def prepare(route: Route, body: bytes, *, content_type: str | None, content_encoding: str | None,
@@ -99,12 +111,17 @@ def prepare(route: Route, body: bytes, *, content_type: str | None, content_enco
                     return Prepared(shaped, lines, len(found.records), [], [], tag, found.meta)
         decoded = route.decode(data, content_type=content_type, path=path, max_size=max_size)
     else:
-        kind, data = inflate(body, content_type=content_type, content_encoding=content_encoding, max_size=max_size)
+        kind, data, whole = inflate(body, content_type=content_type, content_encoding=content_encoding,
+                                    max_size=max_size)
         start = data[:1]
         as_typed = kind in _TYPED_KINDS and (start == b"[" or (start == b"{" and kind == "lines"))
         if route.typed is not None and as_typed:
-            entries = route.typed.entries(data, lines=start != b"[", validator=route.validator)
+            typed = route.typed.check(data, lines=start != b"[", validator=route.validator,
+                                      exact=whole and start == b"[")
+            entries = typed.entries
             if entries is not None:  # every entry valid as it came: nothing to map, reject or repair
+                if typed.as_sent:
+                    return Prepared(MapResult(entries, []), None, len(entries), [], as_received=body)
                 return Prepared(MapResult(entries, []), _encode_lines(entries), len(entries), [])
         shape = route.mapper.shape
         # only the keys the mapping reads (mapping/shape.py); keep_records needs whole records
@@ -188,6 +205,9 @@ async def commit(route: Route, prepared: Prepared, queue: DiskQueue, also: Also 
         except TimeoutError:
             raise Unavailable(f"sink {outbox.name} is {outbox.unsealed} entries behind; retry later",
                               retry_after=5.0) from None
+    if prepared.as_received is not None and also is None and all(o.takes_whole(count) for o in outboxes):
+        await outbox_commit_whole(queue, outboxes, count, prepared.as_received)
+        return
     await outbox_commit(queue, outboxes, count, prepared.lines, also, prepared.originals)
 
 

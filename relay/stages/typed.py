@@ -12,6 +12,12 @@ would accept untouched: no rejection, no repair, no filtering. Anything else (a 
 of another type, a bad entry, a number for a timestamp, a repair to make) returns None,
 and the caller runs the body through the per-record path, which names the index, field
 and rule exactly as it always has. So the fast route changes cost, never outcome.
+
+`check(..., exact=True)` also says whether the body's JSON array already says what the
+relay would send: no key outside SPEC §2 (decoded with unknown keys refused, and only
+when one is found decoded again as usual). Such a body can go upstream as the client
+compressed it (pipeline.Prepared.as_received): the same values, with the client's
+spacing, escapes, key order and fraction digits (`.120000Z` is the instant `.120Z` is).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 import calendar
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
@@ -71,9 +77,19 @@ class Upstream(_Entry, omit_defaults=True, gc=False):
     duration_ms: _Duration | UnsetType = UNSET
 
 
+class _Exact(Upstream, forbid_unknown_fields=True, omit_defaults=True, gc=False):
+    """An `Upstream` with no key outside SPEC §2: its JSON can be sent on as it is."""
+
+
 _ARRAY = msgspec.json.Decoder(list[Upstream])
 _LINES = msgspec.json.Decoder(Upstream)
+_EXACT = msgspec.json.Decoder(list[_Exact])
 _ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
+
+
+class Typed(NamedTuple):
+    entries: list[Any] | None  # of Upstream (an Entry); None: take the per-record path
+    as_sent: bool  # the body's JSON array is already what the relay sends (check(exact=True))
 
 
 class TypedRoute:
@@ -85,12 +101,25 @@ class TypedRoute:
 
     def entries(self, data: bytes, *, lines: bool, validator: Validator) -> list[_Entry] | None:
         """`data` (a JSON array, or NDJSON when `lines`) as entries, or None: take the per-record path."""
+        return self.check(data, lines=lines, validator=validator).entries
+
+    def check(self, data: bytes, *, lines: bool, validator: Validator, exact: bool = False) -> Typed:
+        """`entries`, and with `exact` (a JSON array) whether the body is as the relay would send it."""
+        found: list[Any]
         try:
-            found: list[Any] = _LINES.decode_lines(data) if lines else _ARRAY.decode(data)
+            if exact and not lines:
+                try:
+                    found = _EXACT.decode(data)
+                except msgspec.ValidationError as exc:
+                    if "unknown field" not in str(exc):
+                        return _NOT_TYPED
+                    exact, found = False, _ARRAY.decode(data)
+            else:
+                exact, found = False, _LINES.decode_lines(data) if lines else _ARRAY.decode(data)
         except _ERRORS:
-            return None
+            return _NOT_TYPED
         if not found:
-            return None
+            return _NOT_TYPED
         validator.begin()
         lo, hi = validator.lo, validator.hi - 1.0  # a second is in range when all of it is
         seconds, second_of, tails, ips = self._seconds, self._second, self._tails, validator._ips
@@ -100,27 +129,28 @@ class TypedRoute:
             if base is None:
                 base = second_of(ts[:19])
                 if base is None:
-                    return None
+                    return _NOT_TYPED
             if ts[19:] not in tails:
                 if not _TAIL.fullmatch(ts, 19):
-                    return None
+                    return _NOT_TYPED
                 if len(tails) >= _CACHE_LIMIT:
                     tails.clear()
                 tails.add(ts[19:])
             if not lo <= base <= hi:  # out of range, or at the window's edge: the rules say which
-                return None
+                return _NOT_TYPED
             if ts[-4:] == "000Z":  # written back as format_timestamp would: `.120000Z` -> `.120Z`, `.000Z` -> `Z`
+                # (the same instant as it came: a body sent as it came may keep it as it is)
                 entry.timestamp = ts[:19] + "Z" if len(ts) == 24 or ts[20:23] == "000" else ts[:23] + "Z"
             ip = entry.ip
             if ip not in ips:
                 if not _bare_ip(ip):
-                    return None
+                    return _NOT_TYPED
                 if len(ips) >= _CACHE_LIMIT:
                     ips.clear()
                 ips.add(ip)
             if entry.host == "-" or entry.path == "-" or entry.user_agent == "-" or entry.referer == "-":
-                return None
-        return found
+                return _NOT_TYPED
+        return Typed(found, exact)
 
     def _second(self, head: str) -> float | None:
         if not _SECOND.fullmatch(head):
@@ -137,6 +167,9 @@ class TypedRoute:
             self._seconds.clear()
         self._seconds[head] = epoch
         return epoch
+
+
+_NOT_TYPED = Typed(None, False)
 
 
 def _bare_ip(text: str) -> bool:

@@ -94,6 +94,12 @@ class Outbox:
         if self.unsealed >= UNSEALED_HIGH_WATER:
             self._room.clear()
 
+    def takes_whole(self, count: int) -> bool:
+        """Whether `commit_whole` may seal a request of `count` entries as one gzip batch now."""
+        shape = self.shape
+        return (shape is not None and count == shape.max_entries and shape.compression == "gzip"
+                and self.ready_entries < SENDERS_BEHIND)
+
     @property
     def has_room(self) -> bool:
         return self._room.is_set()
@@ -211,6 +217,16 @@ class Outbox:
         return self.inbox_bytes + self.batch_bytes
 
 
+async def commit_whole(queue: DiskQueue, outboxes: list[Outbox], count: int, body: bytes) -> None:
+    """Seal one request's gzip body, a JSON array of `count` entries as the relay would send
+    them, as one batch of each outbox (all of which `takes_whole(count)`), in one transaction."""
+    writes: list[Write] = []
+    for outbox in outboxes:
+        assert outbox.shape is not None
+        writes.append(Write(outbox.name, outbox.reserve_batch(), count, b"", outbox.shape, body))
+    await _append(queue, outboxes, writes)
+
+
 async def commit(queue: DiskQueue, outboxes: list[Outbox], count: int, lines: bytes, also: Also | None = None,
                  originals: bytes | None = None) -> None:
     """Append one request's `count` entries (`lines`) to each outbox, in one transaction: as
@@ -235,6 +251,11 @@ async def commit(queue: DiskQueue, outboxes: list[Outbox], count: int, lines: by
             left = count - len(runs) * shape.max_entries
         if left:
             writes.append(Write(outbox.name, outbox.reserve(), left, rest))
+    await _append(queue, outboxes, writes, also, originals)
+
+
+async def _append(queue: DiskQueue, outboxes: list[Outbox], writes: list[Write], also: Also | None = None,
+                  originals: bytes | None = None) -> None:
     by_name = {outbox.name: outbox for outbox in outboxes}
 
     def on_commit(refs: list[InboxRef | tuple[BatchRef, SealedBatch]]) -> None:

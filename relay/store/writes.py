@@ -34,6 +34,7 @@ class Write(msgspec.Struct, frozen=True, gc=False):
     count: int
     lines: bytes  # encoded entries, each ending in "\n"
     shape: BatchShape | None = None
+    body: bytes | None = None  # a sealed batch's gzip body as the request sent it (outbox.commit_whole)
 
 
 class _Cache(Protocol):  # the queue's diskcache.Cache, which lives behind DiskQueue alone
@@ -60,7 +61,11 @@ def pack(writes: list[Write], originals: bytes | None, now: float) -> list[Packe
     for write in writes:
         sink, seq, count, lines, shape = write.sink, write.seq, write.count, write.lines, write.shape
         if shape is not None:
-            raw, encoding = bodies.from_ndjson(lines, shape.compression, shape.level)
+            encoding: str | None
+            if write.body is not None:
+                raw, encoding = write.body, "gzip"
+            else:
+                raw, encoding = bodies.from_ndjson(lines, shape.compression, shape.level)
             batch = SealedBatch(count, raw, encoding, checksum(raw), now)
             value = encode(batch)
             packed.append(Packed(write, batch_key(sink, seq, count, len(value)), value, batch))

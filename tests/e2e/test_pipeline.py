@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gzip
 import json
 import time
 from pathlib import Path
@@ -43,6 +44,28 @@ def test_100k_entries_through_custom_endpoint_arrive_exactly_once(tmp_path: Path
         assert_batches_well_formed(upstream)
         print(f"\n100,000 entries: acknowledged in {acked:.2f}s ({100_000 / acked:,.0f}/s), "
               f"delivered in {delivered:.2f}s ({100_000 / delivered:,.0f}/s)")
+
+
+def test_a_gzip_batch_of_untouched_entries_goes_upstream_as_the_client_sent_it(tmp_path: Path) -> None:
+    """A 1,000-entry gzip array the relay would send unchanged is stored and sent as it came; one
+    with a key outside the schema is encoded by the relay. What tells them apart upstream: the
+    relay writes `.000Z` as `Z`, and drops the unknown key."""
+    as_sent = entries(0, 1000, timestamp="2026-11-25T09:00:00.000Z")
+    extra = entries(1000, 1000, timestamp="2026-11-25T09:00:00.000Z")
+    extra[5]["note"] = "not in the schema"
+    bodies = [(0, gzip.compress(json.dumps(as_sent, indent=1).encode())), (1, gz_json(extra))]
+    with MockUpstream(tmp_path, api_keys=[KEY], extra_args=["--now", PINNED_NOW]) as upstream, \
+            Relay(tmp_path, sink_toml("profound", upstream.url, KEY)) as relay:
+        results = asyncio.run(post_all(relay.base_url + "/v1/logs/custom", bodies, headers=JSON_GZ, concurrency=1))
+        assert [(status, answer["accepted"]) for _, status, answer in results] == [(200, 1000), (200, 1000)]
+        wait_until(lambda: upstream.stats()["entries_accepted"] >= 2000, timeout=60, message=relay.log_tail)
+        got = {e["path"]: e for e in upstream.entries()}
+        assert len(got) == 2000
+        assert {got[e["path"]]["timestamp"] for e in as_sent} == {"2026-11-25T09:00:00.000Z"}
+        assert {got[e["path"]]["timestamp"] for e in extra} == {"2026-11-25T09:00:00Z"}
+        assert all("note" not in e for e in got.values())
+        assert [r["count"] for r in upstream.records()] == [1000, 1000]
+        assert_batches_well_formed(upstream)
 
 
 def test_100k_fluentbit_records_from_captured_bodies(tmp_path: Path) -> None:

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from relay.errors import BadRequest, IngestError, PayloadTooLarge, UnsupportedMedia
 from relay.models import Decoded
-from relay.stages.decode import decode_body
+from relay.stages.compression import decompress_whole
+from relay.stages.decode import decode_body, inflate
 from tests.support import FIXTURES
 
 FLUENT_BIT = sorted(p for p in (FIXTURES / "fluent-bit").glob("*") if p.is_dir())
@@ -169,6 +170,26 @@ def test_truncated_or_corrupt_compression_is_400(encoding: str, body: bytes) -> 
 
 def test_gzip_trailing_zero_padding_is_ignored() -> None:
     assert decode(gzip.compress(ARRAY) + b"\0" * 8, content_encoding="gzip").records == RECORDS
+
+
+@pytest.mark.parametrize(("body", "header", "whole"), [
+    (gzip.compress(ARRAY), "gzip", True),
+    (gzip.compress(ARRAY), " GZIP ", True),
+    (gzip.compress(ARRAY[:9]) + gzip.compress(ARRAY[9:]), "gzip", False),  # some readers stop at the first
+    (gzip.compress(b"") + gzip.compress(ARRAY), "gzip", False),
+    (gzip.compress(ARRAY) + b"\0" * 8, "gzip", False),  # some readers refuse the padding
+    (gzip.compress(ARRAY), None, False),  # sniffed: the client did not say gzip
+    (gzip.compress(ARRAY), "identity, gzip", False),
+    (zlib.compress(ARRAY), "deflate", False),
+    (ARRAY, None, False),
+])
+def test_only_one_whole_gzip_member_may_go_upstream_as_it_came(body: bytes, header: str | None, whole: bool) -> None:
+    assert decompress_whole(body, header, MiB) == (ARRAY, whole)
+
+
+def test_a_bom_is_not_sent_on() -> None:
+    assert inflate(gzip.compress(b"\xef\xbb\xbf" + ARRAY), content_type="application/json",
+                   content_encoding="gzip", max_size=MiB) == ("json", ARRAY, False)
 
 
 # --- size limits ---------------------------------------------------------------------------

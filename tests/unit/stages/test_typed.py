@@ -3,6 +3,7 @@ per-record path on every body, entry for entry, rejection for rejection, repair 
 
 from __future__ import annotations
 
+import gzip
 import json
 from typing import Any
 
@@ -130,6 +131,7 @@ def test_one_bad_entry_falls_back_and_is_named_as_before() -> None:
 def test_edge_values_have_the_same_outcome(change: dict[str, Any], on_invalid: str) -> None:
     records = [entry(), entry(**change), entry()]
     same(msgspec.json.encode(records), on_invalid=on_invalid)
+    same(gzip.compress(msgspec.json.encode(records)), encoding="gzip", on_invalid=on_invalid)  # may go as it came
     ndjson = b"\n".join(msgspec.json.encode(r) for r in records) + b"\n"
     same(ndjson, "application/x-ndjson", on_invalid=on_invalid)
 
@@ -142,6 +144,42 @@ def test_zero_fractions_are_written_back_as_the_per_record_path_writes_them() ->
     found = fast.typed.entries(body, lines=False, validator=fast.validator)
     assert found is not None and [e.timestamp for e in found] == ["2026-11-25T09:00:00Z", "2026-11-25T09:00:00.120Z"]
     assert same(body)[0] == run(fast, body)[0]
+
+
+def test_a_gzip_array_of_untouched_entries_is_kept_as_it_came() -> None:
+    fast, slow = routes()
+    records = [entry(), entry(timestamp="2026-11-25T09:00:00.000Z"), entry(user_agent="caf\u00e9 \u2603")]
+    text = json.dumps(records, indent=1).encode()  # the client's spacing and escapes are its own
+    body = gzip.compress(text)
+    out = prepare(fast, body, content_type="application/json", content_encoding="gzip", headers={}, max_size=MAX)
+    assert out.as_received is body and out.encoded is None  # nothing encoded unless a commit asks
+    expected = prepare(slow, body, content_type="application/json", content_encoding="gzip", headers={},
+                       max_size=MAX)
+    assert out.lines == expected.lines and out.encoded is not None
+    # what upstream reads from the body as it came is what the relay would have sent
+    sent = json.loads(gzip.decompress(out.as_received))
+    assert [msgspec.json.decode(line) for line in expected.lines.splitlines()] == [
+        {**e, "timestamp": "2026-11-25T09:00:00Z"} if e["timestamp"].endswith(".000Z") else e for e in sent]
+
+
+_ARRAY = msgspec.json.encode([entry(), entry(path="/c")])
+
+
+@pytest.mark.parametrize(("body", "content_type", "encoding"), [
+    (gzip.compress(msgspec.json.encode([entry(), entry(extra="not for upstream")])), "application/json", "gzip"),
+    (_ARRAY, "application/json", None),  # not compressed: the sink compresses it
+    (gzip.compress(b"\n".join(msgspec.json.encode(e) for e in [entry(), entry()])), "application/x-ndjson", "gzip"),
+    (gzip.compress(_ARRAY[:100]) + gzip.compress(_ARRAY[100:]), "application/json", "gzip"),  # two members
+])
+def test_other_bodies_are_encoded_by_the_relay(body: bytes, content_type: str, encoding: str | None) -> None:
+    fast, _ = routes()
+    assert fast.typed is not None
+    out = prepare(fast, body, content_type=content_type, content_encoding=encoding, headers={}, max_size=MAX)
+    assert out.result.entries and not out.rejections
+    assert out.as_received is None and out.encoded is not None
+    # and the typed route took it, all the same
+    plain = gzip.decompress(body) if encoding else body
+    assert fast.typed.entries(plain, lines=content_type.endswith("ndjson"), validator=fast.validator) is not None
 
 
 def test_empty_and_odd_bodies_go_the_per_record_way() -> None:

@@ -16,7 +16,7 @@ from isal import igzip
 from relay.store import bodies
 from relay.store.bodies import BatchShape
 from relay.store.layout import BatchRef, batch_id
-from relay.store.outbox import SENDERS_BEHIND, Outbox, commit
+from relay.store.outbox import SENDERS_BEHIND, Outbox, commit, commit_whole
 from relay.store.queue import DiskQueue
 
 SHAPE = BatchShape(1000, "gzip", 1)
@@ -67,6 +67,38 @@ def test_a_request_that_fills_batches_is_sealed_as_it_commits(tmp_path: Path) ->
         queue.close()
 
     asyncio.run(main())
+
+
+def test_a_body_sealed_whole_is_stored_and_sent_as_it_came(tmp_path: Path) -> None:
+    body = igzip.compress(b"[" + lines(0, 1000)[:-1].replace(b"\n", b",") + b"]", compresslevel=3)
+
+    async def main() -> None:
+        queue, outbox = opened(tmp_path)
+        assert outbox.takes_whole(1000)
+        await commit_whole(queue, [outbox], 1000, body)
+        [ref] = outbox.ready
+        assert ref.count == 1000 and outbox.fresh[ref.key].body is body and outbox.fresh[ref.key].encoding == "gzip"
+        queue.close()
+
+    asyncio.run(main())
+    queue, outbox = opened(tmp_path)  # and after a restart, from disk
+    [ref] = outbox.ready
+    stored = asyncio.run(queue.load_batch(ref))
+    assert stored is not None and stored.body == body and numbers(stored.body) == list(range(1000))
+    queue.close()
+
+
+def test_only_a_gzip_sink_taking_exactly_that_many_takes_a_body_whole(tmp_path: Path) -> None:
+    queue, outbox = opened(tmp_path)
+    assert outbox.takes_whole(1000) and not outbox.takes_whole(999) and not outbox.takes_whole(1001)
+    outbox.ready_entries = SENDERS_BEHIND  # the senders are behind: the inbox paces ingest
+    assert not outbox.takes_whole(1000)
+    outbox.ready_entries = 0
+    outbox.shape = BatchShape(1000, "none", 1)
+    assert not outbox.takes_whole(1000)
+    outbox.shape = None  # the sink's dispatcher is stopped
+    assert not outbox.takes_whole(1000)
+    queue.close()
 
 
 def test_batch_ids_are_never_reused_after_a_restart(tmp_path: Path) -> None:
