@@ -16,7 +16,7 @@ from relay.delivery.transport import Reply
 from relay.store import originals
 from relay.store.deadletters import read_dead
 from relay.store.layout import BatchRef
-from relay.store.outbox import Outbox, commit
+from relay.store.outbox import Outbox, commit, commit_whole
 from relay.store.queue import DiskQueue
 from relay.telemetry import Metrics
 from tests.unit.delivery.test_sender import Scripted
@@ -62,6 +62,37 @@ def test_a_refused_batch_is_split_until_the_bad_entry_is_a_dead_letter(tmp_path:
         assert len(outbox.dead) == 1 and outbox.dead[0].count == 1
         letter = await read_dead(queue, outbox.dead[0])
         assert letter is not None and json.loads(letter.entries) == {"n": 0} and "bad entry" in letter.reason
+        queue.close()
+
+    asyncio.run(main())
+
+
+def test_a_batch_kept_as_the_client_spaced_it_splits_into_one_line_entries(tmp_path: Path) -> None:
+    """A body sealed as it came (outbox.commit_whole) may be pretty-printed: its dead letters are
+    still one entry a line, and read back whole."""
+    async def main() -> None:
+        transport = Scripted(Reply(400, b'{"detail": "bad entry"}'), Reply(400, b'{"detail": "bad entry"}'),
+                             Reply(200, b"{}"))
+        queue = DiskQueue(str(tmp_path), max_size=2**30, sync="normal")
+        queue.open()
+        outbox = Outbox("up")
+        config = SinkConfig(url="http://up", api_key="k", batch_timeout=0.01, batch_max_entries=2,
+                            retry_initial_backoff=0.01, retry_max_backoff=0.05)
+        dispatcher = SinkDispatcher("up", config, outbox, queue, Sender(transport, "http://up", "k"), Metrics())
+        dispatcher.start()
+        body = igzip.compress(json.dumps([{"n": 0, "s": "a\nb"}, {"n": 1}], indent=2).encode(), compresslevel=1)
+        assert outbox.takes_whole(2)
+        await commit_whole(queue, [outbox], 2, body)
+        async with asyncio.timeout(10):
+            while outbox.queued_entries or outbox.inflight:
+                await asyncio.sleep(0.01)
+        await dispatcher.stop(1.0)
+        assert transport.requests[0][1] is body  # sent as it came
+        assert len(outbox.dead) == 1 and outbox.dead[0].count == 1
+        letter = await read_dead(queue, outbox.dead[0])
+        assert letter is not None and letter.entries.count(b"\n") == 1
+        assert json.loads(letter.entries) == {"n": 0, "s": "a\nb"}
+        assert json.loads(igzip.decompress(transport.requests[-1][1])) == [{"n": 1}]
         queue.close()
 
     asyncio.run(main())
