@@ -28,7 +28,6 @@ from relay.stages.typed import TypedRoute
 from relay.store import originals as kept_records
 from relay.store.outbox import Outbox
 from relay.store.outbox import commit as outbox_commit
-from relay.store.outbox import commit_whole as outbox_commit_whole
 from relay.store.queue import Also, DiskQueue
 from relay.telemetry import Metrics
 
@@ -205,10 +204,8 @@ async def commit(route: Route, prepared: Prepared, queue: DiskQueue, also: Also 
         except TimeoutError:
             raise Unavailable(f"sink {outbox.name} is {outbox.unsealed} entries behind; retry later",
                               retry_after=5.0) from None
-    if prepared.as_received is not None and also is None and all(o.takes_whole(count) for o in outboxes):
-        await outbox_commit_whole(queue, outboxes, count, prepared.as_received)
-        return
-    await outbox_commit(queue, outboxes, count, prepared.lines, also, prepared.originals)
+    lines = prepared.lines if prepared.as_received is None else (lambda: prepared.lines)  # encoded if needed
+    await outbox_commit(queue, outboxes, count, lines, also, prepared.originals, prepared.as_received)
 
 
 def answer(prepared: Prepared) -> IngestResult:

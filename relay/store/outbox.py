@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 
 from relay.store import bodies, coalesce
 from relay.store.bodies import BatchShape
@@ -95,7 +96,7 @@ class Outbox:
             self._room.clear()
 
     def takes_whole(self, count: int) -> bool:
-        """Whether `commit_whole` may seal a request of `count` entries as one gzip batch now."""
+        """Whether `commit` would seal a request body of `count` entries as it came, as one gzip batch."""
         shape = self.shape
         return (shape is not None and count == shape.max_entries and shape.compression == "gzip"
                 and self.ready_entries < SENDERS_BEHIND)
@@ -217,35 +218,36 @@ class Outbox:
         return self.inbox_bytes + self.batch_bytes
 
 
-async def commit_whole(queue: DiskQueue, outboxes: list[Outbox], count: int, body: bytes) -> None:
-    """Seal one request's gzip body, a JSON array of `count` entries as the relay would send
-    them, as one batch of each outbox (all of which `takes_whole(count)`), in one transaction."""
-    writes: list[Write] = []
-    for outbox in outboxes:
-        assert outbox.shape is not None
-        writes.append(Write(outbox.name, outbox.reserve_batch(), count, b"", outbox.shape, body))
-    await _append(queue, outboxes, writes)
-
-
-async def commit(queue: DiskQueue, outboxes: list[Outbox], count: int, lines: bytes, also: Also | None = None,
-                 originals: bytes | None = None) -> None:
+async def commit(queue: DiskQueue, outboxes: list[Outbox], count: int, lines: bytes | Callable[[], bytes],
+                 also: Also | None = None, originals: bytes | None = None, as_received: bytes | None = None) -> None:
     """Append one request's `count` entries (`lines`) to each outbox, in one transaction: as
     sealed batches as far as they fill whole ones, the rest to the inbox; a small request in an
     inbox item it shares with the others waiting for the DB thread (store/coalesce.py).
 
+    `as_received`: the request's gzip body when it is already a batch body the relay would send
+    (pipeline.Prepared): each outbox that `takes_whole(count)` seals it as it came, and `lines`
+    (then a function) is encoded only if another outbox needs the entries.
+
     Raises QueueFull when the disk budget cannot hold them; then none is kept."""
-    if (originals is None and also is None and len(lines) < coalesce.SMALL
+    whole = [as_received is not None and originals is None and outbox.takes_whole(count) for outbox in outboxes]
+    encoded = (None if all(whole) else lines()) if callable(lines) else lines
+    if (encoded is not None and originals is None and also is None and len(encoded) < coalesce.SMALL
             and all(outbox.shape is None or count < outbox.shape.max_entries for outbox in outboxes)):
-        await queue.small.commit(queue, outboxes, count, lines)  # shares an inbox item with others
+        await queue.small.commit(queue, outboxes, count, encoded)  # shares an inbox item with others
         return
     writes: list[Write] = []
-    for outbox in outboxes:
+    for outbox, as_is in zip(outboxes, whole, strict=True):
         shape = outbox.shape
-        rest, left = lines, count
+        if as_is:
+            assert shape is not None and as_received is not None
+            writes.append(Write(outbox.name, outbox.reserve_batch(), count, b"", shape, as_received))
+            continue
+        assert encoded is not None
+        rest, left = encoded, count
         # kept records ride in inbox items only (the batcher carries them into batches)
         if (shape is not None and originals is None and count >= shape.max_entries
                 and outbox.ready_entries < SENDERS_BEHIND):
-            runs, rest = bodies.cut(lines, count, shape.max_entries)
+            runs, rest = bodies.cut(encoded, count, shape.max_entries)
             first = outbox.reserve_batch(len(runs))
             writes += [Write(outbox.name, first + i, shape.max_entries, run, shape) for i, run in enumerate(runs)]
             left = count - len(runs) * shape.max_entries

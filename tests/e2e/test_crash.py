@@ -168,7 +168,8 @@ class Load(LoadThread):
 
     def _custom_body(self) -> tuple[str, bytes, dict[str, str], int | None, int]:
         tag = next(self._tags)
-        entries = [upstream_entry(f"/crash/{tag}/{i}") for i in range(self.per_body)]
+        count = WHOLE_BODY if tag % 5 == 0 else self.per_body
+        entries = [upstream_entry(f"/crash/{tag}/{i}") for i in range(count)]
         return CUSTOM_PATH, gz_json(entries), JSON_GZ, tag, len(entries)
 
     def _fluentbit_body(self) -> tuple[str, bytes, dict[str, str], int | None, int]:
@@ -289,9 +290,11 @@ SINK_FAULTS = {"slow": {"latency": SEND_LATENCY}, "flaky": {"error_rate": 0.2, "
 # Three ways into the queue, all under the kills: the clients' bodies of 60 entries are small, so
 # the requests waiting for the DB thread together share one inbox item per sink (store/coalesce.py);
 # the Fluent Bit fixture's 200 records fill two whole batches for "flaky", sealed in the request's
-# own commit, beside an inbox item of their own for "slow" in the same transaction.
+# own commit, beside an inbox item of their own for "slow" in the same transaction; and every fifth
+# custom body holds one batch of "flaky", which seals that body as it came (outbox.commit).
 SINK_BATCH = {"slow": 1000, "flaky": 100}
 ENTRIES_PER_BODY = 60
+WHOLE_BODY = SINK_BATCH["flaky"]
 
 
 def run_crash_load(tmp_path: Path, plan: CrashPlan, seed: int) -> Figures:

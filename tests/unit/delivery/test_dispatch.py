@@ -16,7 +16,7 @@ from relay.delivery.transport import Reply
 from relay.store import originals
 from relay.store.deadletters import read_dead
 from relay.store.layout import BatchRef
-from relay.store.outbox import Outbox, commit, commit_whole
+from relay.store.outbox import Outbox, commit
 from relay.store.queue import DiskQueue
 from relay.telemetry import Metrics
 from tests.unit.delivery.test_sender import Scripted
@@ -82,7 +82,7 @@ def test_a_batch_kept_as_the_client_spaced_it_splits_into_one_line_entries(tmp_p
         dispatcher.start()
         body = igzip.compress(json.dumps([{"n": 0, "s": "a\nb"}, {"n": 1}], indent=2).encode(), compresslevel=1)
         assert outbox.takes_whole(2)
-        await commit_whole(queue, [outbox], 2, body)
+        await commit(queue, [outbox], 2, lambda: b"", as_received=body)
         async with asyncio.timeout(10):
             while outbox.queued_entries or outbox.inflight:
                 await asyncio.sleep(0.01)

@@ -16,7 +16,7 @@ from isal import igzip
 from relay.store import bodies
 from relay.store.bodies import BatchShape
 from relay.store.layout import BatchRef, batch_id
-from relay.store.outbox import SENDERS_BEHIND, Outbox, commit, commit_whole
+from relay.store.outbox import SENDERS_BEHIND, Outbox, commit
 from relay.store.queue import DiskQueue
 
 SHAPE = BatchShape(1000, "gzip", 1)
@@ -69,13 +69,17 @@ def test_a_request_that_fills_batches_is_sealed_as_it_commits(tmp_path: Path) ->
     asyncio.run(main())
 
 
+def never_encoded() -> bytes:
+    raise AssertionError("the entries were encoded, though every sink takes the body as it came")
+
+
 def test_a_body_sealed_whole_is_stored_and_sent_as_it_came(tmp_path: Path) -> None:
     body = igzip.compress(b"[" + lines(0, 1000)[:-1].replace(b"\n", b",") + b"]", compresslevel=3)
 
     async def main() -> None:
         queue, outbox = opened(tmp_path)
         assert outbox.takes_whole(1000)
-        await commit_whole(queue, [outbox], 1000, body)
+        await commit(queue, [outbox], 1000, never_encoded, as_received=body)
         [ref] = outbox.ready
         assert ref.count == 1000 and outbox.fresh[ref.key].body is body and outbox.fresh[ref.key].encoding == "gzip"
         queue.close()
@@ -86,6 +90,31 @@ def test_a_body_sealed_whole_is_stored_and_sent_as_it_came(tmp_path: Path) -> No
     stored = asyncio.run(queue.load_batch(ref))
     assert stored is not None and stored.body == body and numbers(stored.body) == list(range(1000))
     queue.close()
+
+
+def test_each_sink_takes_the_body_as_it_came_or_the_entries(tmp_path: Path) -> None:
+    data = lines(0, 1000)
+    body = igzip.compress(b"[" + data[:-1].replace(b"\n", b",") + b"]", compresslevel=1)
+    asked: list[int] = []
+
+    def encode() -> bytes:
+        asked.append(1)
+        return data
+
+    async def main() -> None:
+        queue = DiskQueue(str(tmp_path), max_size=2**30, sync="full")
+        opened_ = queue.open()
+        whole, small = Outbox("whole", opened_.get("whole")), Outbox("small", opened_.get("small"))
+        whole.shape, small.shape = SHAPE, BatchShape(100, "gzip", 1)
+        await commit(queue, [whole, small], 1000, encode, as_received=body)
+        assert asked == [1]  # encoded once, for the sink that cuts it
+        [ref] = whole.ready
+        assert whole.fresh[ref.key].body is body
+        assert [r.count for r in small.ready] == [100] * 10
+        assert numbers(small.fresh[small.ready[0].key].body) == list(range(100))
+        queue.close()
+
+    asyncio.run(main())
 
 
 def test_only_a_gzip_sink_taking_exactly_that_many_takes_a_body_whole(tmp_path: Path) -> None:
