@@ -40,7 +40,7 @@ _UNDELETED_MAX = 1000  # delivered batches remembered for a later delete when th
 def batch_entries(batch: SealedBatch) -> list[bytes]:
     """The encoded entries of a sealed batch, one bytes value each, none holding a newline.
 
-    A batch sealed from a client's body as it came (outbox.commit_whole) keeps the client's
+    A batch sealed from a client's body as it came (outbox.commit, as_received) keeps the client's
     spacing, which may hold newlines; split entries are stored one a line (dead letters, the
     halves' bodies), and JSON has a newline nowhere but as spacing (in a string it is `\n`)."""
     body = igzip.decompress(batch.body) if batch.encoding == "gzip" else batch.body

@@ -34,7 +34,7 @@ class Write(msgspec.Struct, frozen=True, gc=False):
     count: int
     lines: bytes  # encoded entries, each ending in "\n"
     shape: BatchShape | None = None
-    body: bytes | None = None  # a sealed batch's gzip body as the request sent it (outbox.commit_whole)
+    body: bytes | None = None  # a sealed batch's gzip body as the request sent it (outbox.commit, as_received)
 
 
 class _Cache(Protocol):  # the queue's diskcache.Cache, which lives behind DiskQueue alone

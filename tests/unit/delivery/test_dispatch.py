@@ -68,7 +68,7 @@ def test_a_refused_batch_is_split_until_the_bad_entry_is_a_dead_letter(tmp_path:
 
 
 def test_a_batch_kept_as_the_client_spaced_it_splits_into_one_line_entries(tmp_path: Path) -> None:
-    """A body sealed as it came (outbox.commit_whole) may be pretty-printed: its dead letters are
+    """A body sealed as it came (outbox.commit, as_received) may be pretty-printed: its dead letters are
     still one entry a line, and read back whole."""
     async def main() -> None:
         transport = Scripted(Reply(400, b'{"detail": "bad entry"}'), Reply(400, b'{"detail": "bad entry"}'),
