@@ -98,7 +98,10 @@ def measure(run: Run, start: Callable[[Run], None] = start_processes) -> dict[st
         raise BenchError(f"the load generator failed\n{loadgen.log_tail()}")
     result = json.loads((run.workdir / "loadgen.json").read_text())
     stopped = run.sample(result["entries_acked"])
-    stopped.at = first.at + result["seconds"]  # the load's own clock, not this loop's
+    # the load's own start and length, not this loop's: it starts a moment after "go" (its clients
+    # connect first), and that moment is no part of the relay's time
+    first.at = result.get("started_at", first.at)
+    stopped.at = first.at + result["seconds"]
     drained_at, drained = _drain(run, first, stopped, result["entries_acked"])
     end = run.sample(result["entries_acked"])
     rss = peak_rss_mb(relay.pid)
@@ -109,14 +112,17 @@ def measure(run: Run, start: Callable[[Run], None] = start_processes) -> dict[st
 
 
 def _drain(run: Run, first: Sample, stopped: Sample, acked: int) -> tuple[float, bool]:
-    """Wait until upstream has every acknowledged entry and the relay's queue is empty."""
+    """Wait until upstream has every acknowledged entry and the relay's queue is empty; drained at
+    the moment upstream accepted its last entries (its own clock, the system's monotonic one), not
+    when this loop's polling saw it (50 ms apart, a /metrics scrape each: ~0.3 s after it)."""
     deadline = time.monotonic() + run.args.drain_timeout
     last = stopped
     next_line = time.monotonic() + 1.0
     while time.monotonic() < deadline:
         now = run.sample(acked)
         if now.delivered - first.delivered >= acked and _queue_empty(run):
-            return now.at, True
+            delivered_at = now.last_delivery if first.at < now.last_delivery <= now.at else now.at
+            return max(delivered_at, stopped.at), True
         if now.at >= next_line:
             _progress(run, last, now, "drain")
             last, next_line = now, now.at + 1.0

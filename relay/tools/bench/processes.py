@@ -139,6 +139,7 @@ class Sample:
     upstream_cpu: float = 0.0
     upstream_bytes: int = 0
     busy: float = 0.0  # the whole machine's busy CPU seconds
+    last_delivery: float = 0.0  # upstream's time.monotonic() of the last entries it accepted
 
 
 
@@ -159,7 +160,8 @@ class Run:
         relay, upstream = self.children[self.subject], self.children["upstream"]
         stats = get_json(self.upstream_base + "/_mock/stats")
         return Sample(time.monotonic(), acked, int(stats["entries_accepted"]), cpu_seconds(relay.pid),
-                      cpu_seconds(upstream.pid), read_bytes(upstream.pid), machine_busy_seconds())
+                      cpu_seconds(upstream.pid), read_bytes(upstream.pid), machine_busy_seconds(),
+                      float(stats.get("last_accepted_at", 0.0)))
 
 
 def _pool_size(args: argparse.Namespace, per_body: int) -> int:

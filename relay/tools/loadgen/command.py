@@ -58,11 +58,13 @@ def drive(args: argparse.Namespace) -> int:
 
     uvloop.run(driver.run(tick))
     elapsed = driver.stopped - driver.started
+    # when the load started on the system's monotonic clock (the bench's and the upstream's clock too)
+    started_at = time.monotonic() - (time.perf_counter() - driver.started)
     p50, p95, p99 = percentiles(driver.latencies)
     result = {
         "workload": load.name, "per_body": load.per_body, "pool": len(requests),
-        "seconds": elapsed, "requests_acked": len(driver.latencies), "entries_acked": driver.entries_acked,
-        "rejected": driver.rejected, "errors": driver.errors, "status": driver.status,
+        "seconds": elapsed, "started_at": started_at, "requests_acked": len(driver.latencies),
+        "entries_acked": driver.entries_acked, "rejected": driver.rejected, "errors": driver.errors, "status": driver.status,
         "bytes_sent": driver.bytes_sent, "latency_ms": {"p50": _ms(p50), "p95": _ms(p95), "p99": _ms(p99)},
         "cpu_seconds": _cpu_seconds() - cpu, "acks": list(driver.acks),
     }

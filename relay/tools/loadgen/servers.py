@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 
 import msgspec
 from isal import isal_zlib
@@ -21,6 +22,7 @@ class _SinkStats(msgspec.Struct):
     entries_accepted: int = 0
     bytes_received: int = 0
     by_status: dict[str, int] = {}
+    last_accepted_at: float = 0.0  # time.monotonic() of the last accepted body (as mock_upstream's)
 
 
 async def serve_sink(args: argparse.Namespace) -> None:
@@ -50,6 +52,7 @@ async def serve_sink(args: argparse.Namespace) -> None:
         if spool is not None:
             spool.write(frame(received, count, gzipped=gzipped))
         stats.entries_accepted += count
+        stats.last_accepted_at = time.monotonic()
         stats.by_status["200"] = stats.by_status.get("200", 0) + 1
         return web.Response(body=encode({"status": "accepted", "message": f"Processing {count} log entries",
                                          "first_visit_id": "00000000-0000-0000-0000-000000000000",

@@ -70,6 +70,8 @@ def test_short_run_delivers_every_entry_once(load: str, extra: list[str], tmp_pa
     assert result["entries_delivered"] == result["entries_acked"]
     assert result["duplicates"] == 0 and result["losses"] == 0
     assert result["relay_exit_status"] == 0
+    # drained when upstream took its last entries, on the system's clock: never before the load's end
+    assert 0 <= result["drain_s"] < 60 and result["end_to_end_per_s"] <= result["acked_per_s"] * 1.01
     assert result["relay_cpu_s_per_million"] > 0 and result["relay_peak_rss_mb"] > 0
     assert result["bytes_in"] > 0 and result["bytes_upstream"] > 0
     assert set(result["latency_ms"]) == {"p50", "p95", "p99"}

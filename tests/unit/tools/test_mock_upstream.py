@@ -137,7 +137,10 @@ def test_without_configured_keys_any_non_empty_key_passes(tmp_path: Path) -> Non
 
 def test_gzip_and_plain_bodies_are_both_accepted_and_counted(mock: MockUpstream) -> None:
     before = mock.stats()
+    sent_at = time.monotonic()
     assert post(mock, [entry()], gzip=True).json()["message"] == "Processing 1 log entries"
+    # the system's monotonic clock, as the bench reads it: when the drain ended
+    assert sent_at < mock.stats()["last_accepted_at"] < time.monotonic()
     assert post(mock, [entry(), entry()]).json()["message"] == "Processing 2 log entries"
     after = mock.stats()
     assert after["gzip_requests"] - before["gzip_requests"] == 1
