@@ -25,7 +25,7 @@ import struct
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import quote_plus
 
 from isal import isal_zlib
@@ -74,24 +74,27 @@ def frame(body: bytes, count: int, *, gzipped: bool) -> bytes:
     return _FRAME.pack(count, len(body), gzipped) + body
 
 
-def _frames(data: bytes) -> Iterator[tuple[bytes, int]]:
-    at, size = 0, _FRAME.size
-    while at < len(data):
-        count, length, gzipped = _FRAME.unpack_from(data, at)
-        body = data[at + size:at + size + length]
+def _frames(spool: BinaryIO) -> Iterator[tuple[bytes, int]]:
+    at = 0  # read a frame at a time: a long run's spool is gigabytes
+    while head := spool.read(_FRAME.size):
+        if len(head) < _FRAME.size:
+            raise ValueError(f"the spool ends inside a frame header at byte {at}")
+        count, length, gzipped = _FRAME.unpack(head)
+        body = spool.read(length)
         if len(body) < length:
             raise ValueError(f"the spool ends inside a body at byte {at}")
         yield (isal_zlib.decompress(body, wbits=31) if gzipped else body), count
-        at += size + length
+        at += _FRAME.size + length
 
 
 def spooled_ids(path: Path) -> array[int]:
     """The id of every entry in a spool of `frame`s, in order; NOT_OURS for an entry without one."""
     out = array("Q")
-    for body, count in _frames(path.read_bytes()):
-        ids = ids_in(body)
-        out.extend(ids[:count])
-        out.extend([NOT_OURS] * (count - len(ids)))
+    with open(path, "rb") as spool:
+        for body, count in _frames(spool):
+            ids = ids_in(body)
+            out.extend(ids[:count])
+            out.extend([NOT_OURS] * (count - len(ids)))
     return out
 
 

@@ -124,8 +124,12 @@ def test_the_sinks_spool_gives_back_every_id_in_order(tmp_path: Path) -> None:
     spool.write_bytes(frame(bodies[0], 3, gzipped=True) + frame(foreign, 1, gzipped=False)
                       + frame(bodies[1], 3, gzipped=True))
     assert list(spooled_ids(spool)) == [0, 1, 2, NOT_OURS, 3, 4, 5]
-    spool.write_bytes(frame(bodies[0], 3, gzipped=True)[:-1])
-    with pytest.raises(ValueError, match="ends inside a body"):
+    whole = frame(bodies[0], 3, gzipped=True)
+    spool.write_bytes(whole[:-1])
+    with pytest.raises(ValueError, match="ends inside a body at byte 0"):
+        spooled_ids(spool)
+    spool.write_bytes(whole + whole[:5])
+    with pytest.raises(ValueError, match=f"ends inside a frame header at byte {len(whole)}"):
         spooled_ids(spool)
 
 
