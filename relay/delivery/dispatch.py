@@ -44,10 +44,7 @@ def batch_entries(batch: SealedBatch) -> list[bytes]:
     spacing, which may hold newlines; split entries are stored one a line (dead letters, the
     halves' bodies), and JSON has a newline nowhere but as spacing (in a string it is `\n`)."""
     body = igzip.decompress(batch.body) if batch.encoding == "gzip" else batch.body
-    entries = [bytes(raw) for raw in _split_array(body)]
-    if b"\n" in body:
-        entries = [entry.replace(b"\n", b" ") for entry in entries]
-    return entries
+    return [bytes(raw) for raw in _split_array(body.replace(b"\n", b" "))]
 
 
 class SinkDispatcher:

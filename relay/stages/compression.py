@@ -90,24 +90,20 @@ def decompress_whole(body: bytes, header: str | None, limit: int) -> tuple[bytes
     which every gzip reader takes (some read only a first member, or refuse padding)."""
     if header is None or header.strip().lower() != "gzip":
         return decompress(body, header, limit), False
-    parts, padded = _gunzip_members(body, limit)
-    data = parts[0] if len(parts) == 1 else b"".join(parts)
-    if len(data) > limit:
-        raise PayloadTooLarge(f"body is {len(data)} bytes, over the limit of {limit} bytes")
-    return data, len(parts) == 1 and not padded
+    return _gunzip_whole(body, limit)  # its members' room keeps it within `limit`
 
 
 def _gunzip(data: bytes, limit: int) -> bytes:
-    parts = _gunzip_members(data, limit)[0]
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+    return _gunzip_whole(data, limit)[0]
 
 
-def _gunzip_members(data: bytes, limit: int) -> tuple[list[bytes], bool]:
-    """Each member's output, and whether zero padding followed the last one."""
+def _gunzip_whole(data: bytes, limit: int) -> tuple[bytes, bool]:
+    """Every member's output, and whether that was one member with nothing after it."""
     if not data.startswith(_GZIP_MAGIC):
         raise BadRequest("Content-Encoding is gzip but the body does not start with 1f 8b")
     parts: list[bytes] = []
     rest, offset, room = data, 0, limit
+    padded = False
     while rest:  # a gzip file may hold several members back to back
         out, after = _inflate_stream(rest, 31, room, f"gzip member at byte {offset}", limit)
         parts.append(out)
@@ -117,8 +113,11 @@ def _gunzip_members(data: bytes, limit: int) -> tuple[list[bytes], bool]:
         if rest and not rest.startswith(_GZIP_MAGIC):
             if rest.strip(b"\0"):  # gzip(1) ignores zero padding after the last member
                 raise BadRequest(f"{len(rest)} bytes that are not gzip follow the data at byte {offset}")
-            return parts, True
-    return parts, False
+            padded = True
+            break
+    if len(parts) == 1:
+        return parts[0], not padded
+    return b"".join(parts), False
 
 
 def _inflate(data: bytes, limit: int) -> bytes:
