@@ -78,6 +78,7 @@ class SinkDispatcher:
 
     def start(self) -> None:
         self.outbox.shape = self._shape
+        self.outbox.set_sending(self.state == "running")
         self._tasks.append(asyncio.create_task(self.batcher.run(), name=f"batcher:{self.name}"))
         for i in range(self.config.concurrency):
             self._tasks.append(asyncio.create_task(self._send_loop(), name=f"sender:{self.name}:{i}"))
@@ -87,6 +88,7 @@ class SinkDispatcher:
         self._stop.set()
         if self.outbox.shape is self._shape:  # requests go to the inbox until the sink runs again
             self.outbox.shape = None
+            self.outbox.set_sending(False)
         self._wake.set()
         self._notify()
         self.batcher.stopping = True
@@ -263,6 +265,7 @@ class SinkDispatcher:
             else:
                 log.warning("sink %s: backing off %.2fs: %s", self.name, delay, error, extra=fields)
         self.state = state
+        self.outbox.set_sending(state == "running" and not self._stop.is_set())
         self.last_error = error
         if error is not None:
             self.last_failure = (time.time(), error)

@@ -32,6 +32,9 @@ from relay.store.queue import Also, DiskQueue
 from relay.telemetry import Metrics
 
 ROOM_WAIT = 10.0  # seconds a request may wait for a CPU-starved batcher before a 503
+# Seconds a request may wait for a sink's senders to take a batch when they are behind
+# (outbox.SENDERS_BEHIND): they get the event loop, and a slow upstream costs at most this.
+PACE_WAIT = 0.05
 MAX_ERRORS_REPORTED = 100  # per answer; the rest are summarised in one line
 
 _encode_lines = msgspec.json.Encoder().encode_lines
@@ -197,13 +200,17 @@ async def commit(route: Route, prepared: Prepared, queue: DiskQueue, also: Also 
         return
     outboxes = route.outboxes
     for outbox in outboxes:
-        if outbox.has_room:  # the usual case, without a wait_for's task and timer per request
-            continue
-        try:
-            await asyncio.wait_for(outbox.wait_for_room(), ROOM_WAIT)
-        except TimeoutError:
-            raise Unavailable(f"sink {outbox.name} is {outbox.unsealed} entries behind; retry later",
-                              retry_after=5.0) from None
+        if not outbox.has_room:  # has_room: the usual case, without a wait_for's task and timer
+            try:
+                await asyncio.wait_for(outbox.wait_for_room(), ROOM_WAIT)
+            except TimeoutError:
+                raise Unavailable(f"sink {outbox.name} is {outbox.unsealed} entries behind; retry later",
+                                  retry_after=5.0) from None
+        if outbox.senders_behind:
+            try:
+                await asyncio.wait_for(outbox.wait_for_senders(), PACE_WAIT)
+            except TimeoutError:
+                pass  # upstream is slow: the queue takes the request all the same
     lines = prepared.lines if prepared.as_received is None else (lambda: prepared.lines)  # encoded if needed
     await outbox_commit(queue, outboxes, count, lines, also, prepared.originals, prepared.as_received)
 

@@ -9,6 +9,9 @@ A request that fills whole batches (1,000 entries to a sink that sends 1,000 at
 a time) skips the inbox: its batches are sealed in the request's own commit, and
 only what is left over goes to the inbox for the batcher. That saves writing,
 reading, splitting, joining, compressing again and deleting every entry once.
+When the senders fall behind while upstream takes batches, pipeline.commit holds
+new requests a moment for them (SENDERS_BEHIND) rather than sending them the
+batcher's costlier way: pacing that costs no CPU.
 """
 
 from __future__ import annotations
@@ -29,11 +32,11 @@ UNSEALED_HIGH_WATER = 50_000
 # Sealed batches kept in memory for the senders (the bytes just written), so that the usual
 # batch is sent without reading it back; the rest are read from disk as before.
 FRESH_BATCHES = 16
-# Entries in sealed batches no sender has taken yet, past which a request that fills whole batches
-# goes through the inbox after all: the senders are behind (an outage, a slow upstream, or a CPU
-# spent on ingest), and the inbox's own high-water mark then paces ingest as it did before.
-# Two rounds of the default 4 senders: 20,000 let ingest run further ahead of delivery for no
-# more throughput, 4,000 gained nothing over 8,000 (docs/performance.md).
+# Entries in sealed batches no sender has taken yet, past which a new request waits (up to
+# pipeline.PACE_WAIT) for a sender to take one while the sink is sending: ingest and delivery
+# share the event loop, and without a pause cheap ingest starves the senders. Two rounds of the
+# default 4 senders (docs/performance.md). While the sink is down nothing waits: the queue is
+# there to take the backlog.
 SENDERS_BEHIND = 8_000
 
 
@@ -66,6 +69,9 @@ class Outbox:
         self._room = asyncio.Event()  # unsealed entries below UNSEALED_HIGH_WATER
         self._room.set()
         self._batches = asyncio.Event()  # new sealed batches
+        self.sending = False  # the sink's dispatcher runs and upstream takes batches
+        self._caught_up = asyncio.Event()  # not sending, or the senders are less than SENDERS_BEHIND behind
+        self._caught_up.set()
         if self.unsealed:
             self._data.set()
         if self.ready:
@@ -98,8 +104,25 @@ class Outbox:
     def takes_whole(self, count: int) -> bool:
         """Whether `commit` would seal a request body of `count` entries as it came, as one gzip batch."""
         shape = self.shape
-        return (shape is not None and count == shape.max_entries and shape.compression == "gzip"
-                and self.ready_entries < SENDERS_BEHIND)
+        return shape is not None and count == shape.max_entries and shape.compression == "gzip"
+
+    @property
+    def senders_behind(self) -> bool:
+        return not self._caught_up.is_set()
+
+    async def wait_for_senders(self) -> None:
+        """Until a sender takes a batch (or the sink stops sending): see SENDERS_BEHIND."""
+        await self._caught_up.wait()
+
+    def set_sending(self, sending: bool) -> None:
+        self.sending = sending
+        self._pace()
+
+    def _pace(self) -> None:
+        if self.sending and self.ready_entries >= SENDERS_BEHIND:
+            self._caught_up.clear()
+        else:
+            self._caught_up.set()
 
     @property
     def has_room(self) -> bool:
@@ -170,6 +193,7 @@ class Outbox:
         self.batch_bytes += ref.nbytes
         self.ready_entries += ref.count
         self._batches.set()
+        self._pace()
 
     async def next_batch(self) -> BatchRef:
         while not self.ready:
@@ -178,6 +202,7 @@ class Outbox:
         ref = self.ready.popleft()
         self.ready_entries -= ref.count
         self.inflight[ref.key] = ref
+        self._pace()
         return ref
 
     def requeue(self, ref: BatchRef) -> None:
@@ -192,6 +217,7 @@ class Outbox:
         ready.insert(at, ref)
         self.ready_entries += ref.count
         self._batches.set()
+        self._pace()
 
     def finished(self, ref: BatchRef) -> None:
         """The batch left the disk (delivered, dead-lettered or split)."""
@@ -245,8 +271,7 @@ async def commit(queue: DiskQueue, outboxes: list[Outbox], count: int, lines: by
         assert encoded is not None
         rest, left = encoded, count
         # kept records ride in inbox items only (the batcher carries them into batches)
-        if (shape is not None and originals is None and count >= shape.max_entries
-                and outbox.ready_entries < SENDERS_BEHIND):
+        if shape is not None and originals is None and count >= shape.max_entries:
             runs, rest = bodies.cut(encoded, count, shape.max_entries)
             first = outbox.reserve_batch(len(runs))
             writes += [Write(outbox.name, first + i, shape.max_entries, run, shape) for i, run in enumerate(runs)]

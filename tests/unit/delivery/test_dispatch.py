@@ -177,3 +177,43 @@ def test_original_records_stay_with_their_entries_through_sealing_and_bisection(
         queue.close()
 
     asyncio.run(main())
+
+
+def test_the_outbox_paces_ingest_only_while_upstream_takes_batches(tmp_path: Path) -> None:
+    """outbox.sending: requests wait for the senders (pipeline.commit) only while it holds."""
+    async def main() -> None:
+        queue = DiskQueue(str(tmp_path), max_size=2**30, sync="normal")
+        queue.open()
+        outbox = Outbox("up")
+        gate = asyncio.Event()
+        seen: list[bool] = []
+
+        class Down(Scripted):
+            async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Reply:
+                seen.append(outbox.sending)
+                if len(seen) > 1:
+                    await gate.wait()
+                return await super().post(url, body, headers)
+
+        config = SinkConfig(url="http://up", api_key="k", batch_timeout=0.01, compression="none",
+                            retry_initial_backoff=0.01, retry_max_backoff=0.05, concurrency=1)
+        transport = Down(Reply(503, b""), Reply(200, b"{}"))
+        dispatcher = SinkDispatcher("up", config, outbox, queue, Sender(transport, "http://up", "k"), Metrics())
+        assert not outbox.sending  # no dispatcher: nobody to wait for
+        dispatcher.start()
+        assert outbox.sending
+        await commit(queue, [outbox], 3, b"".join(json.dumps({"n": i}).encode() + b"\n" for i in range(3)))
+        async with asyncio.timeout(10):
+            while len(seen) < 2:  # the 503, then the probe, held
+                await asyncio.sleep(0.01)
+        assert seen == [True, False] and not outbox.sending and not outbox.senders_behind
+        gate.set()
+        async with asyncio.timeout(10):
+            while outbox.queued_entries or outbox.inflight:
+                await asyncio.sleep(0.01)
+        assert outbox.sending  # the probe's 2xx: upstream takes batches again
+        await dispatcher.stop(1.0)
+        assert not outbox.sending
+        queue.close()
+
+    asyncio.run(main())
