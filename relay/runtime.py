@@ -45,7 +45,7 @@ from relay.store import disk_usage, shards
 from relay.store.counts import FILE as COUNTS_FILE
 from relay.store.counts import Counts, SinkCount
 from relay.store.deadletters import DeadLetters
-from relay.store.layout import SinkSnapshot
+from relay.store.layout import BatchRef, SinkSnapshot
 from relay.store.outbox import Outbox
 from relay.store.queue import SQLITE_MEMORY, DiskQueue
 from relay.store.rejected import RejectedStore, stored_items
@@ -235,6 +235,15 @@ class Runtime:
         if session is not None:
             await session.close()
 
+    async def _take_dead_letters(self, sink: str, letters: list[tuple[BatchRef, bytes]]) -> bool:
+        """An adopted shard's dead letters, kept in this worker's store from now on."""
+        outbox = self.outboxes.get(sink)
+        if outbox is None:
+            return False
+        await self.dead_letters.take_in(outbox, letters)
+        await self._dead_letter_added()
+        return True
+
     async def _dead_letter_added(self) -> None:
         dropped = await self.dead_letters.enforce_bound()
         if dropped:
@@ -244,7 +253,7 @@ class Runtime:
         for name, sink in self.config.sinks.items():
             self._start_sink(name, sink)
         for index in shards.adopted(self.config.queue.path, self.worker, self.workers):
-            shard = AdoptedShard(index, self.config, self.workers, self.metrics)
+            shard = AdoptedShard(index, self.config, self.workers, self.metrics, self._take_dead_letters)
             self.adopted.append(shard)
             shard.start()
 

@@ -21,6 +21,7 @@ from relay.store.layout import (
     DeadLetter,
     InboxItem,
     InboxRef,
+    dead_key,
     decode_dead,
     encode,
     inbox_key,
@@ -99,6 +100,15 @@ class DeadLetters:
         log.info("dead letters: re-queued %d entries for sink %s", count, outbox.name)
         return count
 
+    async def take_in(self, outbox: Outbox, letters: builtins.list[tuple[BatchRef, builtins.bytes]]) -> None:
+        """Keep these letters of another store (a shard adopted from a run with more workers) in
+        this one, for `outbox`'s sink, as they are, under new ids; committed when this returns."""
+        first = outbox.reserve_batch(len(letters))
+        made = [(dead_key(f"b/{outbox.name}/{first + i:020d}", ref.count, len(raw)), ref.count, raw)
+                for i, (ref, raw) in enumerate(letters)]
+        await self.queue.call(lambda cache: _set_all(self.queue, cache, made))
+        outbox.dead.extend(BatchRef(key, count, len(raw)) for key, count, raw in made)
+
     async def enforce_bound(self) -> int:
         """Drop the oldest letters while the store is over its size; returns entries dropped."""
         dropped: list[tuple[Outbox, BatchRef]] = []
@@ -131,6 +141,13 @@ def _read(cache: Cache, ref: BatchRef) -> DeadLetter | None:
         return None
 
 
+def _set_all(queue: DiskQueue, cache: Cache, made: list[tuple[str, int, bytes]]) -> None:
+    with cache.transact(retry=True):
+        for key, _, raw in made:
+            cache.set(key, raw)
+            queue.used_bytes += len(raw)
+
+
 def _drop(queue: DiskQueue, cache: Cache, refs: list[BatchRef]) -> None:
     with cache.transact(retry=True):
         for ref in refs:
@@ -160,6 +177,14 @@ def _requeue(queue: DiskQueue, cache: Cache, sink: str, refs: list[BatchRef], fi
 
 async def read_dead(queue: DiskQueue, ref: BatchRef) -> DeadLetter | None:
     return await queue.call(lambda cache: _read(cache, ref))
+
+
+async def read_raw(queue: DiskQueue, refs: list[BatchRef]) -> list[tuple[BatchRef, bytes]]:
+    """These letters' stored values, as they are (a letter gone meanwhile is left out)."""
+    def read(cache: Cache) -> list[tuple[BatchRef, bytes]]:
+        values = [(ref, cache.get(ref.key)) for ref in refs]
+        return [(ref, bytes(raw)) for ref, raw in values if raw is not None]
+    return await queue.call(read)
 
 
 async def drop_dead(queue: DiskQueue, refs: list[BatchRef]) -> None:

@@ -277,6 +277,41 @@ def test_a_restart_with_one_worker_delivers_what_two_left_in_their_shards(tmp_pa
         assert "relay supervisor" not in single.log_text().rsplit("--- relay:", 1)[1]
 
 
+def test_a_restart_with_one_worker_takes_over_the_dead_letters_of_the_other_shard(tmp_path: Path,
+                                                                                 upstream: MockUpstream) -> None:
+    """Dead letters in a shard nobody owns any more are listed, counted and replayed by its adopter."""
+    upstream.set_faults(reject_marker="/poison")
+    with start_relay(tmp_path, upstream) as relay:
+        for tag in range(30):  # urllib: a new connection each, so both workers get some
+            batch = [{**e, "path": f"/w/{tag}/{i}"} for i, e in enumerate(entries(0, 3))]
+            batch[0]["path"] = f"/poison/{tag}"
+            assert http_request(relay.base_url + "/v1/logs/custom", "POST", batch).status == 200
+        wait_until(lambda: metric(relay, 'relay_dead_letter_entries{sink="profound"}') == 30, timeout=60,
+                   message=relay.log_tail)
+        in_shard_1 = worker_sample(relay, 1, "relay_dead_letter_entries", sink="profound")
+        assert in_shard_1 > 0
+        assert relay.terminate(30) == 0
+    single = Relay(tmp_path, sink_toml("profound", upstream.url, KEY), workers=1)
+    with launch(single):
+        single.wait_for_log(rf"shard 1: \d+ dead letters \({in_shard_1:.0f} entries\) for sink profound handed over")
+        single.wait_for_log(r"shard 1 delivered in full; closed", timeout=30)
+        assert metric(single, 'relay_dead_letter_entries{sink="profound"}') == 30
+        letters = http_request(single.base_url + "/-/dead-letters").json()["dead_letters"]
+        assert sorted(e["path"] for letter in letters for e in letter["entries"]) == \
+            sorted(f"/poison/{tag}" for tag in range(30))
+        upstream.clear_faults()
+        assert http_request(single.base_url + "/-/dead-letters/replay", "POST").json() == \
+            {"status": "replayed", "entries": 30}
+        wait_until(lambda: {f"/poison/{tag}" for tag in range(30)} <= {e["path"] for e in upstream.entries()},
+                   timeout=60, message=single.log_tail)
+        wait_until(lambda: metric(single, 'relay_dead_letter_entries{sink="profound"}') == 0, timeout=30,
+                   message=single.log_tail)
+    # and the next start finds nothing left in shard 1 to hand over
+    with launch(Relay(tmp_path, sink_toml("profound", upstream.url, KEY), workers=1)) as again:
+        assert again.terminate(30) == 0
+        assert "handed over" not in again.log_text().rsplit("--- relay:", 1)[1]
+
+
 def test_a_worker_that_cannot_start_stops_the_relay_with_status_2(tmp_path: Path, upstream: MockUpstream) -> None:
     sources = '[sources.custom]\npath = "/v1/logs/custom"\nmapping = "no-such-mapping"\n'
     relay = Relay(tmp_path, sink_toml("profound", upstream.url, KEY), workers=2, sources=sources)
