@@ -37,6 +37,7 @@ def setup(tmp_path: Path) -> tuple[DiskQueue, Outbox, pipeline.Route]:
     queue = DiskQueue(str(tmp_path / "queue"), max_size=2**30, sync="full")
     outbox = Outbox("up", queue.open().get("up"))
     outbox.shape = SHAPE
+    outbox.set_sending(True)  # as the sink's dispatcher says while upstream takes batches
     route = compile_routes(load(path, env={}), {"up": outbox})["/ingest/custom"]
     return queue, outbox, route
 
@@ -66,7 +67,6 @@ def test_a_request_waits_until_a_sender_takes_a_batch(tmp_path: Path, monkeypatc
 
     async def main() -> None:
         queue, outbox, route = setup(tmp_path)
-        outbox.set_sending(True)
         await behind(route, queue, outbox)
         assert outbox.senders_behind
         task = asyncio.create_task(commit(route, queue, 100_000))
@@ -87,7 +87,6 @@ def test_a_sink_that_stops_sending_releases_waiting_requests(tmp_path: Path,
 
     async def main() -> None:
         queue, outbox, route = setup(tmp_path)
-        outbox.set_sending(True)
         await behind(route, queue, outbox)
         task = asyncio.create_task(commit(route, queue, 100_000))
         assert await pending(task)
@@ -107,7 +106,6 @@ def test_a_slow_upstream_costs_a_request_at_most_pace_wait(tmp_path: Path, monke
 
     async def main() -> None:
         queue, outbox, route = setup(tmp_path)
-        outbox.set_sending(True)
         await behind(route, queue, outbox)
         await asyncio.wait_for(commit(route, queue, 100_000), 10)  # no sender ever takes one
         assert outbox.ready_entries == SENDERS_BEHIND + 1000 and outbox.senders_behind
@@ -121,7 +119,6 @@ def test_requests_do_not_wait_while_the_senders_keep_up(tmp_path: Path, monkeypa
 
     async def main() -> None:
         queue, outbox, route = setup(tmp_path)
-        outbox.set_sending(True)
         for i in range(SENDERS_BEHIND // 1000 - 1):
             await asyncio.wait_for(commit(route, queue, i * 1000), 10)
         assert not outbox.senders_behind
