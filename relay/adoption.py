@@ -124,8 +124,9 @@ class AdoptedShard:
                           "store; they stay in the shard: %s", self.index, name, exc)
                 continue
             outbox.dead = [ref for ref in outbox.dead if ref not in refs]
-            log.info("shard %d: %d dead letters (%d entries) for sink %s handed over to this worker's store",
-                     self.index, len(letters), sum(ref.count for ref, _ in letters), name)
+            if letters:  # else every one was dropped meanwhile (the store's bound)
+                log.info("shard %d: %d dead letters (%d entries) for sink %s handed over to this worker's "
+                         "store", self.index, len(letters), sum(ref.count for ref, _ in letters), name)
 
     async def _stop_dispatchers(self, timeout: float) -> None:
         dispatchers, self.dispatchers = self.dispatchers, []
