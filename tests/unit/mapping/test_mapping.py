@@ -12,6 +12,7 @@ from relay.errors import ConfigError
 from relay.mapping import MappingLibrary
 from relay.models import MapResult, RecordContext
 from relay.stages.schema import Entry, ValidationPolicy, Validator
+from relay.stages.values import to_int
 
 NOW = 1795599000.0  # 2026-11-25T09:30:00Z
 BASE = {"timestamp": "ts", "method": "m", "path": "p", "status_code": "s", "ip": "ip", "user_agent": "ua", "host": "h"}
@@ -269,6 +270,19 @@ def test_extends_a_preset_and_overrides_single_fields() -> None:
     [shadowed] = library.get("fluentbit-nginx").map_records([record], ctx, validator).entries
     assert shadowed.referer is msgspec.UNSET and shadowed.host == "src.example"
     assert "extends fluentbit-nginx" in library.describe("mine")
+
+
+@pytest.mark.parametrize("text", ["0", "7", "007", "200", "9999", "10000", "123456", "-1", " 404", "2_00", "200.0",
+                                  "1e3", "\u0663\u0660\u0660", "abc"])
+def test_an_integer_field_reads_a_string_as_the_to_int_rule_says(text: str) -> None:
+    """Decimal strings below 10,000 are looked up (codegen._DECIMALS), not parsed: the same values."""
+    result = run({**BASE, "bytes_sent": "b"}, [{**RECORD, "b": text}])
+    expected = to_int(text)
+    [entry] = result.entries
+    if isinstance(expected, int) and expected >= 0:
+        assert entry.bytes_sent == expected and type(entry.bytes_sent) is int
+    else:  # not a count of bytes: repaired away, as `check` always did
+        assert entry.bytes_sent is msgspec.UNSET and result.repairs == {"bytes_sent:dropped": 1}
 
 
 # -- robustness: nothing escapes map_records ---------------------------------------------------------
