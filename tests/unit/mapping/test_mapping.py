@@ -272,17 +272,24 @@ def test_extends_a_preset_and_overrides_single_fields() -> None:
     assert "extends fluentbit-nginx" in library.describe("mine")
 
 
-@pytest.mark.parametrize("text", ["0", "7", "007", "200", "9999", "10000", "123456", "-1", " 404", "2_00", "200.0",
-                                  "1e3", "\u0663\u0660\u0660", "abc"])
-def test_an_integer_field_reads_a_string_as_the_to_int_rule_says(text: str) -> None:
-    """Decimal strings below 10,000 are looked up (codegen._DECIMALS), not parsed: the same values."""
-    result = run({**BASE, "bytes_sent": "b"}, [{**RECORD, "b": text}])
+@pytest.mark.parametrize("text", ["0", "7", "007", "200", "599", "999", "1000", "123456", "-1", " 404", "2_00",
+                                  "200.0", "1e3", "\u0663\u0660\u0660", "abc"])
+@pytest.mark.parametrize("field", ["status_code", "bytes_sent"])
+def test_an_integer_field_reads_a_string_as_the_to_int_rule_says(field: str, text: str) -> None:
+    """Status codes below 1,000 are looked up (codegen._STATUS_CODES), not parsed: the same values."""
+    table = {**BASE, "bytes_sent": "b"} if field == "bytes_sent" else {**BASE, "status_code": "b"}
+    result = run(table, [{**RECORD, "b": text}])
     expected = to_int(text)
-    [entry] = result.entries
-    if isinstance(expected, int) and expected >= 0:
-        assert entry.bytes_sent == expected and type(entry.bytes_sent) is int
-    else:  # not a count of bytes: repaired away, as `check` always did
+    valid = isinstance(expected, int) and (100 <= expected <= 599 if field == "status_code" else expected >= 0)
+    if valid:
+        [entry] = result.entries
+        assert getattr(entry, field) == expected and type(getattr(entry, field)) is int
+    elif field == "bytes_sent":  # not a count of bytes: repaired away, as `check` always did
+        [entry] = result.entries
         assert entry.bytes_sent is msgspec.UNSET and result.repairs == {"bytes_sent:dropped": 1}
+    else:  # a required field out of range or not a number: the record is rejected, naming it
+        [rejection] = result.rejections
+        assert not result.entries and rejection.field == "status_code"
 
 
 # -- robustness: nothing escapes map_records ---------------------------------------------------------
