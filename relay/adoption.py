@@ -41,8 +41,7 @@ HandOver = Callable[[str, list[tuple[BatchRef, bytes]]], Awaitable[bool]]
 
 
 class AdoptedShard:
-    def __init__(self, index: int, config: Config, workers: int, metrics: Metrics,
-                 hand_over: HandOver | None = None) -> None:
+    def __init__(self, index: int, config: Config, workers: int, metrics: Metrics, hand_over: HandOver) -> None:
         self.index = index
         self.hand_over = hand_over
         self.config = config
@@ -73,8 +72,7 @@ class AdoptedShard:
                 continue
             self.outboxes[name] = Outbox(name, found)
         queued = sum(o.queued_entries for o in self.outboxes.values())
-        dead = self.hand_over is not None and any(o.dead for o in self.outboxes.values())
-        if not queued and not dead:
+        if not queued and not any(o.dead for o in self.outboxes.values()):
             self._close()
             return
         if queued:
@@ -108,8 +106,6 @@ class AdoptedShard:
         self._close()
 
     async def _hand_over_dead_letters(self) -> None:
-        if self.hand_over is None:
-            return
         for name, outbox in self.outboxes.items():
             refs = list(outbox.dead)
             if not refs:
