@@ -29,10 +29,11 @@ from relay.stages.schema import (
     _US_TAIL,
     FIELDS,
     MAX_LENGTH,
+    Query,
     _query_ok,
 )
 
-NAMES: dict[str, Any] = {"_methods": _METHODS, "_unset": UNSET, "_query_ok": _query_ok,
+NAMES: dict[str, Any] = {"_methods": _METHODS, "_unset": UNSET, "_query_ok": _query_ok, "_Query": Query,
                          "_INT_MAX": _INT_MAX, "_FLOAT_MAX": _FLOAT_MAX,
                          "_ms_tail": _MS_TAIL, "_us_head": _US_HEAD, "_us_tail": _US_TAIL}
 PROLOGUE = "    lo, hi, iso_get, second_get, iso_of, ips = fast"
@@ -45,7 +46,7 @@ _TESTS = {
     "status_code": "{v}.__class__ is int and 100 <= {v} <= 599",
     "ip": "{v}.__class__ is str and {v} in ips",
     "user_agent": f"{{v}}.__class__ is str and len({{v}}) <= {MAX_LENGTH['user_agent']}",
-    "query_params": "({v} is None or _query_ok({v}))",
+    "query_params": "({v} is None or {v}.__class__ is _Query or _query_ok({v}))",
     "referer": f"({{v}} is None or ({{v}}.__class__ is str and len({{v}}) <= {MAX_LENGTH['referer']}))",
     "bytes_sent": "({v} is None or ({v}.__class__ is int and 0 <= {v} <= _INT_MAX))",
     "duration_ms": "({v} is None or (({v}.__class__ is float or {v}.__class__ is int) and 0 <= {v} <= _FLOAT_MAX))",

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from relay.stages.schema import Query
 from relay.stages.values import RuleError, is_ip, show, strip_ip_port
 
 
@@ -57,20 +58,23 @@ def unquote(text: str) -> str:
     return b"".join(out).decode("utf-8", "replace")
 
 
-_QUERY_MEMO: dict[str, dict[str, str]] = {}
+_QUERY_MEMO: dict[str, Query] = {}
 _QUERY_MEMO_LIMIT = 4096  # distinct query strings remembered (popular pages, campaign links)
 _QUERY_MEMO_TEXT = 512  # longer query strings are parsed every time, never kept
 
 
 def parse_query(text: str) -> dict[str, str] | None:
-    """`a=1&b=x+y&c&tag=red&tag=blue` -> {"a": "1", "b": "x y", "c": "", "tag": "red,blue"}; None when empty."""
+    """`a=1&b=x+y&c&tag=red&tag=blue` -> {"a": "1", "b": "x y", "c": "", "tag": "red,blue"}; None when empty.
+
+    Within the schema's limits the result is a `Query`, shared read-only by every entry with
+    the same query string (the memo hands out the one object, it is never copied)."""
     if text[:1] == "?":
         text = text[1:]
     if not text:
         return None
     known = _QUERY_MEMO.get(text)
     if known is not None:
-        return known.copy()  # each entry owns its dict
+        return known
     out: dict[str, str] = {}
     for part in text.split("&"):
         key, _, value = part.partition("=")
@@ -84,12 +88,14 @@ def parse_query(text: str) -> dict[str, str] | None:
         out[key] = value if seen is None else f"{seen},{value}"
     if not out:
         return None
-    if len(text) > _QUERY_MEMO_TEXT:
-        return out
-    if len(_QUERY_MEMO) >= _QUERY_MEMO_LIMIT:
-        _QUERY_MEMO.clear()
-    _QUERY_MEMO[text] = out
-    return out.copy()
+    if not Query.within_limits(out):
+        return out  # the validator repairs or rejects it: a dict of its own
+    query = Query(out)
+    if len(text) <= _QUERY_MEMO_TEXT:
+        if len(_QUERY_MEMO) >= _QUERY_MEMO_LIMIT:
+            _QUERY_MEMO.clear()
+        _QUERY_MEMO[text] = query
+    return query
 
 
 def parse_url(text: str) -> tuple[str | None, dict[str, str] | None, str | None]:

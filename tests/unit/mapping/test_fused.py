@@ -100,7 +100,10 @@ def _edges() -> list[dict[str, Any]]:
                       NOW + 2 * 86400, 1795598000],
         "method": ["get", "PURGE", "FETCH", "GETGETGETGET"],
         "host": ["h" * 255, "h" * 256],
-        "path": ["/" * 2048, "/" * 2049],
+        # a query in the path (fluentbit-nginx parses it): the parser's shared Query within the limits,
+        # a dict of its own over them
+        "path": ["/" * 2048, "/" * 2049, "/p?k=v", f"/p?{'k' * 100}=v", f"/p?{'k' * 101}=v", f"/p?k={'v' * 1000}",
+                 f"/p?k={'v' * 1001}&a=b"],
         "status_code": [99, 100, 599, 600, 200.0, True],
         "ip": ["192.0.2.1:80", "2001:db8::1", "not-an-ip", "192.0.2.300"],
         "user_agent": ["", "u" * 1024, "u" * 1025, 7],
@@ -126,3 +129,15 @@ def test_every_limit_of_the_fast_path_decides_as_check_does(name: str) -> None:
         records = [{keys.get(k, k): v for k, v in r.items()} for r in records]
     entries, rejected, _, _ = same(name, records)
     assert rejected and entries.count(b'"timestamp"') > len(records) // 2
+
+
+def test_a_parsed_query_over_a_limit_is_still_repaired() -> None:
+    """The parser's shared Query skips the pair-by-pair test; one over a limit must not be a Query."""
+    spec = LIBRARY.get("fluentbit-nginx").spec
+    base = {"date": NOW - 60.5, "method": "GET", "path": "/p?k=v", "code": "200", "remote": "192.0.2.1", "agent": "ua"}
+    records = [base, {**base, "path": f"/p?{'k' * 101}=v"}, {**base, "path": f"/p?k={'v' * 1001}"}]
+    rejected = same("fluentbit-nginx", records)[1]  # the last mode: reject
+    assert [(index, field) for index, field, _, _ in rejected] == [(1, "query_params"), (2, "query_params")]
+    entries, rejected, repairs, _ = run(spec, records, fuse=True, on_invalid="repair")
+    assert repairs == {"query_params:truncated": 2} and not rejected
+    assert entries.count(b'"query_params":{"k":"v"}') == 1 and b'"' + b"k" * 100 + b'":"v"' in entries

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
+import msgspec
 import pytest
 
 from relay.mapping.lines import parse_alb, parse_combined, parse_common, parse_envoy, unescape
 from relay.mapping.parsers import first_ip, parse_query, parse_request_line, parse_url
+from relay.stages.schema import QUERY_KEY_MAX, QUERY_VALUE_MAX, Query
 from relay.stages.values import RuleError
 
 
@@ -24,6 +29,27 @@ from relay.stages.values import RuleError
 )
 def test_parse_query(text: str, expected: object) -> None:
     assert parse_query(text) == expected
+
+
+def test_a_query_within_the_limits_is_one_shared_read_only_query() -> None:
+    first = parse_query("sort=price&page=2")
+    again = parse_url("/shop/item-123?sort=price&page=2")[1]
+    assert type(first) is Query and again is first  # memoised: every entry holds the one object
+    for change in (lambda q: q.__setitem__("page", "3"), lambda q: q.update(page="3"), lambda q: q.pop("page"),
+                   lambda q: q.clear(), lambda q: q.setdefault("x", "1"), lambda q: q.__delitem__("page")):
+        with pytest.raises(TypeError, match="shared between entries"):
+            change(first)
+    assert first == {"sort": "price", "page": "2"}
+    # pickled (the rejected store, a worker's hand-over) and copied, it comes back whole
+    assert pickle.loads(pickle.dumps(first)) == first and type(pickle.loads(pickle.dumps(first))) is Query
+    assert copy.copy(first) == first and copy.deepcopy(first) == first
+    assert msgspec.json.encode(first) == b'{"sort":"price","page":"2"}'
+
+
+@pytest.mark.parametrize("text", [f"{'k' * (QUERY_KEY_MAX + 1)}=1", f"a={'v' * (QUERY_VALUE_MAX + 1)}"])
+def test_a_query_over_a_limit_is_a_plain_dict_of_its_own_for_the_validator_to_repair(text: str) -> None:
+    first, second = parse_query(text), parse_query(text)
+    assert type(first) is dict and first == second and first is not second
 
 
 @pytest.mark.parametrize(
