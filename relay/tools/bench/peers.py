@@ -55,11 +55,11 @@ def find_binary(peer: Peer, environ: Mapping[str, str] = os.environ) -> tuple[Pa
     if named:
         path = Path(named)
         if path.is_file() and os.access(path, os.X_OK):
-            return path, peer.env
+            return path.absolute(), peer.env  # the peer runs in the bench's work dir: a relative name would miss
         return None, f"{peer.env}={named} is not an executable file"
     found = shutil.which(peer.program, path=environ.get("PATH", ""))
     if found:
-        return Path(found), "PATH"
+        return Path(found).absolute(), "PATH"
     return None, f"no {peer.program} binary: {peer.env} unset and none on PATH"
 
 

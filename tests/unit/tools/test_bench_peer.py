@@ -88,6 +88,9 @@ def test_binary_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert peers.find_binary(fluent_bit, {"FLUENT_BIT_BIN": str(named), "PATH": str(on_path)}) == (named,
                                                                                                    "FLUENT_BIT_BIN")
     assert peers.find_binary(fluent_bit, {"PATH": str(on_path)}) == (on_path / "fluent-bit", "PATH")
+    # a relative name (FLUENT_BIT_BIN=../shared/peers/fluent-bit) is made absolute: the peer starts in a work dir
+    monkeypatch.chdir(tmp_path)
+    assert peers.find_binary(fluent_bit, {"FLUENT_BIT_BIN": "named"}) == (named, "FLUENT_BIT_BIN")
     binary, why = peers.find_binary(fluent_bit, {"PATH": str(tmp_path)})
     assert binary is None and why == "no fluent-bit binary: FLUENT_BIT_BIN unset and none on PATH"
 
