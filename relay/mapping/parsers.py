@@ -14,6 +14,7 @@ that repeats keeps all its values joined by "," in order (`tag=red&tag=blue`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -58,8 +59,7 @@ def unquote(text: str) -> str:
     return b"".join(out).decode("utf-8", "replace")
 
 
-_QUERY_MEMO: dict[str, Query] = {}
-_QUERY_MEMO_LIMIT = 4096  # distinct query strings remembered (popular pages, campaign links)
+_QUERY_MEMO_LIMIT = 8192  # distinct query strings remembered (<= ~9 MiB at 512 characters), least recent out first
 _QUERY_MEMO_TEXT = 512  # longer query strings are parsed every time, never kept
 
 
@@ -72,9 +72,15 @@ def parse_query(text: str) -> dict[str, str] | None:
         text = text[1:]
     if not text:
         return None
-    known = _QUERY_MEMO.get(text)
-    if known is not None:
-        return known
+    if len(text) > _QUERY_MEMO_TEXT:
+        return _parse_query(text)
+    query = _remembered(text)
+    if query.__class__ is Query or query is None:
+        return query
+    return dict(query)  # over a limit: a dict of its own, which the validator repairs or rejects
+
+
+def _parse_query(text: str) -> dict[str, str] | None:
     out: dict[str, str] = {}
     for part in text.split("&"):
         key, _, value = part.partition("=")
@@ -88,14 +94,14 @@ def parse_query(text: str) -> dict[str, str] | None:
         out[key] = value if seen is None else f"{seen},{value}"
     if not out:
         return None
-    if not Query.within_limits(out):
-        return out  # the validator repairs or rejects it: a dict of its own
-    query = Query(out)
-    if len(text) <= _QUERY_MEMO_TEXT:
-        if len(_QUERY_MEMO) >= _QUERY_MEMO_LIMIT:
-            _QUERY_MEMO.clear()
-        _QUERY_MEMO[text] = query
-    return query
+    return Query(out) if Query.within_limits(out) else out
+
+
+# Least recently used first out: real query strings are a few popular ones (pages, campaign links)
+# among many seen once (searches, ids), and the once-seen must not push the popular ones out.
+# On the bench's 100,000 records (4,197 distinct, 3,082 seen once) a memo emptied whenever it
+# reached 4,096 kept missing; lru_cache is C, about as quick as a dict lookup on a hit.
+_remembered = functools.lru_cache(maxsize=_QUERY_MEMO_LIMIT)(_parse_query)
 
 
 def parse_url(text: str) -> tuple[str | None, dict[str, str] | None, str | None]:
