@@ -32,6 +32,10 @@ DEFAULT_QUEUE_MAX_SIZE = 4 * 2**30
 DEFAULT_UPSTREAM_URL = "https://artemis.api.tryprofound.com/v1/logs/custom"
 MAX_BATCH_ENTRIES = 1000  # the upstream's hard limit per request
 MAX_WORKERS = 64
+# Resident memory measured under `relay bench` flat out (docs/performance.md): a worker peaks at
+# ~75 MiB besides its bodies in flight, the supervisor (it serves nothing) idles at ~33 MiB.
+WORKER_MEMORY = 96 * 2**20
+SUPERVISOR_MEMORY = 48 * 2**20
 
 
 class Size(int):
@@ -177,12 +181,20 @@ class Config(_Section):
     @property
     def worker_count(self) -> int:
         """server.workers resolved: "auto" is one per usable core (relay/cores.py), at most MAX_WORKERS,
-        and no more than leave each shard room for four bodies, so that a config valid on a small
-        machine stays valid on a big one (a shard gets queue.max_size / workers)."""
+        no more than leave each shard room for four bodies, so that a config valid on a small
+        machine stays valid on a big one (a shard gets queue.max_size / workers), and no more
+        than fit in the cgroup's memory limit (`memory_fit`)."""
         if self.server.workers != "auto":
             return self.server.workers
         fit = self.queue.max_size // (4 * self.server.max_body_size)
-        return max(1, min(cores.usable(), MAX_WORKERS, fit))
+        return max(1, min(cores.usable(), MAX_WORKERS, fit, self.memory_fit(cores.memory_limit())))
+
+    def memory_fit(self, limit: int | None) -> int:
+        """Workers that fit in `limit` bytes: the supervisor, then per worker a relay at full load
+        (WORKER_MEMORY) and its server.max_body_memory of bodies in flight. MAX_WORKERS without one."""
+        if limit is None:
+            return MAX_WORKERS
+        return int((limit - SUPERVISOR_MEMORY) // (WORKER_MEMORY + self.server.max_body_memory))
 
     def source_sinks(self, name: str) -> list[str]:
         chosen = self.sources[name].sinks

@@ -1,9 +1,12 @@
-"""How many cores this process may really use: what `server.workers = "auto"` counts.
+"""How many cores, and how much memory, this process may really use: what `server.workers = "auto"` counts.
 
 os.cpu_count() is the machine's, which in a container or under taskset is a lie: a pod
 limited to 2 CPUs on a 64-core node would start 64 workers, each a whole relay (about
 70 MiB), and be throttled and OOM-killed. So the count is the smallest of the CPUs the
-scheduler lets us run on (affinity) and the cgroup's CPU quota, rounded up.
+scheduler lets us run on (affinity) and the cgroup's CPU quota, rounded up. A pod with
+no CPU limit but a memory limit (common: CPU limits throttle) is held back by that
+limit instead (relay.config's worker_count): its node's cores do not tell how many
+workers fit in 512 MiB.
 """
 
 from __future__ import annotations
@@ -43,16 +46,49 @@ def cgroup_quota(root: Path = Path("/")) -> float | None:
         return None
 
 
-def _v2_files(root: Path) -> list[Path]:
+def memory_limit(root: Path = Path("/")) -> int | None:
+    """Bytes our cgroup may hold (cgroup v2 `memory.max`, else v1 `memory.limit_in_bytes`); None: no limit."""
+    for path in _v2_files(root, "memory.max"):
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        return None if text == "max" else _bytes(text)
+    v1 = [root / "sys/fs/cgroup/memory/memory.limit_in_bytes"]
+    try:
+        for line in (root / "proc/self/cgroup").read_text().splitlines():
+            _, _, rest = line.partition(":")
+            controllers, _, where = rest.partition(":")
+            if "memory" in controllers.split(",") and where.strip() not in ("", "/"):
+                v1.insert(0, root / "sys/fs/cgroup/memory" / where.strip().lstrip("/") / "memory.limit_in_bytes")
+    except OSError:
+        pass
+    for path in v1:
+        try:
+            return _bytes(path.read_text().strip())
+        except OSError:
+            continue
+    return None
+
+
+def _bytes(text: str) -> int | None:
+    try:
+        value = int(text)
+    except ValueError:
+        return None
+    return value if 0 < value < 2**60 else None  # v1 writes ~2**63 (rounded to a page) for no limit
+
+
+def _v2_files(root: Path, name: str = "cpu.max") -> list[Path]:
     # Our own cgroup's file first (outside a cgroup namespace we sit deep in the tree), then the root's.
     files = []
     try:
         for line in (root / "proc/self/cgroup").read_text().splitlines():
             if line.startswith("0::/") and line.strip() != "0::/":
-                files.append(root / "sys/fs/cgroup" / line[4:].strip() / "cpu.max")
+                files.append(root / "sys/fs/cgroup" / line[4:].strip() / name)
     except OSError:
         pass
-    files.append(root / "sys/fs/cgroup/cpu.max")
+    files.append(root / "sys/fs/cgroup" / name)
     return [f for f in files if f.is_file()]
 
 

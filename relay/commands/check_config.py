@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from relay import cores
-from relay.config import DEFAULT_CONFIG_PATH, MAX_WORKERS, Config, load
+from relay.config import DEFAULT_CONFIG_PATH, MAX_WORKERS, WORKER_MEMORY, Config, load
 from relay.errors import ConfigError
 from relay.mapping import MappingLibrary
 from relay.routes import compile_routes
@@ -65,8 +65,14 @@ def workers_line(config: Config) -> str:
     why = ""
     if config.server.workers == "auto":
         usable = cores.usable()
+        limit = cores.memory_limit()
         why = f" (auto: {usable} usable core{'s' if usable != 1 else ''}"
-        if count < min(usable, MAX_WORKERS):
+        if count < min(usable, MAX_WORKERS) and count == max(1, config.memory_fit(limit)):
+            assert limit is not None
+            why += (f", fewer so that they fit the cgroup's memory limit of {limit // 2**20} MiB: about "
+                    f"{(WORKER_MEMORY + config.server.max_body_memory) // 2**20} MiB a worker with its "
+                    "server.max_body_memory of bodies")
+        elif count < min(usable, MAX_WORKERS):
             why += ", fewer so that each queue shard holds four bodies of server.max_body_size"
         elif count < usable:
             why += f", at most {MAX_WORKERS}"

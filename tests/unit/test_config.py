@@ -161,9 +161,11 @@ format = "json"
         "sources.a removed", "sources.b added"]
 
 
-def test_workers_default_to_auto_one_per_usable_core(tmp_path: Path) -> None:
+def test_workers_default_to_auto_one_per_usable_core(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from relay import cores
     from relay.config import RESTART_ONLY
+
+    monkeypatch.setattr(cores, "memory_limit", lambda: None)  # the test machine's own limit, if any, aside
 
     default = load(write(tmp_path, MINIMAL), env={"KEY": "k"})
     assert default.server.workers == "auto"
@@ -181,6 +183,7 @@ def test_auto_workers_never_exceed_what_the_queue_can_shard(tmp_path: Path, monk
     from relay import cores
 
     monkeypatch.setattr(cores, "usable", lambda: 128)
+    monkeypatch.setattr(cores, "memory_limit", lambda: None)
     assert load(write(tmp_path, MINIMAL), env={"KEY": "k"}).worker_count == 64  # 4GiB / 64 = 4 x 16MiB
     small = '[server]\nmax_body_size = "1MiB"\n[queue]\nmax_size = "10MiB"\n' + MINIMAL
     assert load(write(tmp_path, small), env={"KEY": "k"}).worker_count == 2
@@ -188,6 +191,24 @@ def test_auto_workers_never_exceed_what_the_queue_can_shard(tmp_path: Path, monk
     assert load(write(tmp_path, tiny), env={"KEY": "k"}).worker_count == 1
     monkeypatch.setattr(cores, "usable", lambda: 3)
     assert load(write(tmp_path, MINIMAL), env={"KEY": "k"}).worker_count == 3
+
+
+def test_auto_workers_fit_the_cgroups_memory_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pod with no CPU limit on a big node but 512 MiB of memory: not one worker per node core.
+    Each worker counts 96 MiB and its max_body_memory (128 MiB by default), the supervisor 48 MiB."""
+    from relay import cores
+
+    monkeypatch.setattr(cores, "usable", lambda: 16)
+    for limit, workers in [(None, 16), (2**40, 16), (512 * 2**20, 2), (1024 * 2**20, 4), (256 * 2**20, 1),
+                           (64 * 2**20, 1)]:
+        monkeypatch.setattr(cores, "memory_limit", lambda limit=limit: limit)
+        assert load(write(tmp_path, MINIMAL), env={"KEY": "k"}).worker_count == workers, limit
+    lean = '[server]\nmax_body_memory = "32MiB"\nmax_body_size = "8MiB"\n' + MINIMAL
+    assert load(write(tmp_path, lean), env={"KEY": "k"}).worker_count == 1  # 64 MiB still: one
+    monkeypatch.setattr(cores, "memory_limit", lambda: 512 * 2**20)
+    assert load(write(tmp_path, lean), env={"KEY": "k"}).worker_count == 3  # (512 - 48) // 128
+    fixed = "[server]\nworkers = 8\n" + MINIMAL
+    assert load(write(tmp_path, fixed), env={"KEY": "k"}).worker_count == 8  # a number is taken as given
 
 
 @pytest.mark.parametrize(("value", "says"), [("0", "must be 1..64"), ('"many"', "server.workers"),

@@ -39,3 +39,24 @@ def test_a_cgroup_v1_quota(tmp_path: Path) -> None:
     assert cores.cgroup_quota(root) == 1.0 and cores.usable(root) == 1
     tree(tmp_path, {"sys/fs/cgroup/cpu/cpu.cfs_quota_us": "-1\n"})
     assert cores.cgroup_quota(root) is None
+
+
+def test_a_cgroup_v2_memory_limit_of_our_own_cgroup_first(tmp_path: Path) -> None:
+    assert cores.memory_limit(tmp_path) is None
+    root = tree(tmp_path, {"proc/self/cgroup": "0::/kubepods/pod1/c1\n",
+                           "sys/fs/cgroup/kubepods/pod1/c1/memory.max": "536870912\n",
+                           "sys/fs/cgroup/memory.max": "max\n"})
+    assert cores.memory_limit(root) == 512 * 2**20
+    tree(tmp_path, {"sys/fs/cgroup/kubepods/pod1/c1/memory.max": "max\n"})
+    assert cores.memory_limit(root) is None
+
+
+def test_a_cgroup_v1_memory_limit(tmp_path: Path) -> None:
+    root = tree(tmp_path, {"proc/self/cgroup": "4:memory:/docker/abc\n3:cpu,cpuacct:/docker/abc\n",
+                           "sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes": "268435456\n",
+                           "sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712\n"})
+    assert cores.memory_limit(root) == 256 * 2**20
+    (root / "sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes").unlink()  # inside the namespace: the root's
+    assert cores.memory_limit(root) is None  # v1's "no limit" is ~2**63
+    tree(tmp_path, {"sys/fs/cgroup/memory/memory.limit_in_bytes": "1073741824\n"})
+    assert cores.memory_limit(root) == 2**30

@@ -67,8 +67,14 @@ def test_check_config_resolves_the_default_workers(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("PROFOUND_API_KEY", "k")
     assert "\nworkers" not in DEFAULT.read_text()
     monkeypatch.setattr(cores, "usable", lambda: 3)
+    monkeypatch.setattr(cores, "memory_limit", lambda: None)
     lines, _ = plan(str(DEFAULT))
     assert [line for line in lines if line.startswith("workers: 3 processes on ") and "(auto: 3 usable cores)" in line]
+    monkeypatch.setattr(cores, "memory_limit", lambda: 512 * 2**20)
+    lines, _ = plan(str(DEFAULT))
+    assert [line for line in lines if line.startswith("workers: 2 processes on ") and
+            "(auto: 3 usable cores, fewer so that they fit the cgroup's memory limit of 512 MiB: about 224 MiB "
+            "a worker with its server.max_body_memory of bodies)" in line]
     monkeypatch.setattr(cores, "usable", lambda: 1)
     lines, _ = plan(str(DEFAULT))
     assert "workers: 1 process on 0.0.0.0:8080 (auto: 1 usable core)" in lines
