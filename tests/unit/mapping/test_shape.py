@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from relay.config import SourceConfig
 from relay.mapping import Mapper, MappingLibrary
-from relay.mapping.shape import record_keys
+from relay.mapping.shape import _BACKOFF, int_keys, record_keys
 from relay.mapping.spec import parse_spec
 from relay.stages import pipeline
 from relay.stages.pipeline import Route
@@ -137,6 +137,44 @@ def test_duplicate_keys_and_nulls_read_as_dicts_read_them() -> None:
     got = same("fluentbit-nginx", body)
     assert got[2][0][:3] == (0, "status_code", "required")
     assert same("fluentbit-nginx", body, on_invalid="reject") != got
+
+
+def test_keys_read_only_as_plain_integers_are_typed_int() -> None:
+    assert int_keys(LIBRARY.get("fluentbit-nginx").spec) == {"code", "size"}
+    spec = {"timestamp": "t", "method": "m", "path": "p", "ip": "i", "user_agent": "u",
+            "status_code": "s", "bytes_sent": {"from": "b", "scale": 1024}}
+    assert int_keys(parse_spec("scaled", spec, file=None)) == {"s"}  # a scale, type or parse keeps it as sent
+    dropped = {**spec, "drop_if": [{"from": "s", "equals": "404"}]}
+    assert int_keys(parse_spec("dropped", dropped, file=None)) == set()  # a drop rule tests the text sent
+    twice = {**spec, "referer": "s"}
+    assert int_keys(parse_spec("twice", twice, file=None)) == set()  # read as a string elsewhere too
+
+
+def test_integer_keys_are_converted_in_c_and_a_failed_body_backs_off() -> None:
+    shape = Mapper(LIBRARY.get("fluentbit-nginx").spec).shape
+    assert shape is not None
+    code, size = shape.attrs["code"], shape.attrs["size"]
+    good = json.dumps([{"code": "200", "size": "512", "path": "/"}]).encode()
+    bad = json.dumps([{"code": "200", "size": "-", "path": "/"}]).encode()
+    first = shape.decode(good, lines=False)[0]  # type: ignore[index]
+    assert (getattr(first, code), getattr(first, size)) == (200, 512)
+    loose = shape.decode(bad, lines=False)[0]  # type: ignore[index]
+    assert (getattr(loose, code), getattr(loose, size)) == ("200", "-")  # every key as sent, as before
+    for _ in range(_BACKOFF):  # the next bodies skip the typed try
+        assert getattr(shape.decode(good, lines=False)[0], code) == "200"  # type: ignore[index]
+    assert getattr(shape.decode(good, lines=False)[0], code) == 200  # type: ignore[index]
+    assert getattr(shape.decode(good.replace(b"[", b"").replace(b"]", b""), lines=True)[0], size) == 512  # type: ignore[index]
+
+
+@pytest.mark.parametrize("value", ["200", "2e2", "200.0", "-0", "0200", " 200", "+200", "200 ", "null", "", "-",
+                                   "1_000", "\uff12\uff10\uff10", "1e400", "9" * 25, "0x10", "1.5", 200.0, 200.5,
+                                   True, None, -5, 10**20, 1e20, 1e300, -0.0, [200], {"v": 200}], ids=repr)
+def test_an_integer_converted_in_c_maps_as_to_int_reads_it(value: Any) -> None:
+    base = {"date": NOW - 60, "remote": "192.0.2.1", "method": "GET", "path": "/", "code": "200", "size": "5",
+            "agent": "ua"}
+    body = json.dumps([base, {**base, "code": value}, {**base, "size": value}]).encode()
+    same("fluentbit-nginx", body)
+    same("fluentbit-nginx", body, on_invalid="reject")
 
 
 # Values of the kinds real records carry, and the awkward ones: placeholders, wrong types, ports,
