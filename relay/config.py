@@ -189,6 +189,21 @@ class Config(_Section):
         fit = self.queue.max_size // (4 * self.server.max_body_size)
         return max(1, min(cores.usable(), MAX_WORKERS, fit, self.memory_fit(cores.memory_limit())))
 
+    def auto_reason(self) -> str:
+        """What "auto" counted, for check-config and the supervisor's log: `2 usable cores`, and why fewer."""
+        usable, limit = cores.usable(), cores.memory_limit()
+        count = self.worker_count
+        why = f"{usable} usable core{'s' if usable != 1 else ''}"
+        if count < min(usable, MAX_WORKERS) and count == max(1, self.memory_fit(limit)) and limit is not None:
+            why += (f", fewer so that they fit the cgroup's memory limit of {limit // 2**20} MiB: about "
+                    f"{(WORKER_MEMORY + self.server.max_body_memory) // 2**20} MiB a worker with its "
+                    "server.max_body_memory of bodies")
+        elif count < min(usable, MAX_WORKERS):
+            why += ", fewer so that each queue shard holds four bodies of server.max_body_size"
+        elif count < usable:
+            why += f", at most {MAX_WORKERS}"
+        return why
+
     def memory_fit(self, limit: int | None) -> int:
         """Workers that fit in `limit` bytes: the supervisor, then per worker a relay at full load
         (WORKER_MEMORY) and its server.max_body_memory of bodies in flight. MAX_WORKERS without one."""

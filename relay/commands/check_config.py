@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from relay import cores
-from relay.config import DEFAULT_CONFIG_PATH, MAX_WORKERS, WORKER_MEMORY, Config, load
+from relay.config import DEFAULT_CONFIG_PATH, Config, load
 from relay.errors import ConfigError
 from relay.mapping import MappingLibrary
 from relay.routes import compile_routes
@@ -62,21 +61,7 @@ def plan(config_path: str) -> tuple[list[str], list[str]]:
 def workers_line(config: Config) -> str:
     """How many processes `relay serve` starts, and for "auto" what it counted."""
     count = config.worker_count
-    why = ""
-    if config.server.workers == "auto":
-        usable = cores.usable()
-        limit = cores.memory_limit()
-        why = f" (auto: {usable} usable core{'s' if usable != 1 else ''}"
-        if count < min(usable, MAX_WORKERS) and count == max(1, config.memory_fit(limit)):
-            assert limit is not None
-            why += (f", fewer so that they fit the cgroup's memory limit of {limit // 2**20} MiB: about "
-                    f"{(WORKER_MEMORY + config.server.max_body_memory) // 2**20} MiB a worker with its "
-                    "server.max_body_memory of bodies")
-        elif count < min(usable, MAX_WORKERS):
-            why += ", fewer so that each queue shard holds four bodies of server.max_body_size"
-        elif count < usable:
-            why += f", at most {MAX_WORKERS}"
-        why += ")"
+    why = f" (auto: {config.auto_reason()})" if config.server.workers == "auto" else ""
     if count == 1:
         return f"workers: 1 process on {config.server.address}{why}"
     return (f"workers: {count} processes on {config.server.address}{why} (SO_REUSEPORT), each with its own queue "

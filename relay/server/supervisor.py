@@ -114,7 +114,8 @@ class Supervisor:
         # Workers unblock them first thing (serve.run).
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         log.info("relay supervisor: %d workers%s on %s, queue shards under %s", self.count,
-                 " (server.workers = \"auto\": one per usable core)" if self.config.server.workers == "auto" else "",
+                 f" (server.workers = \"auto\": {self.config.auto_reason()})" if self.config.server.workers == "auto"
+                 else "",
                  self.config.server.address, self.config.queue.path)
         for worker in self.workers:
             self._start(worker)
