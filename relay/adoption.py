@@ -119,7 +119,8 @@ class AdoptedShard:
                 log.error("shard %d: could not hand its dead letters for sink %s over to this worker's "
                           "store; they stay in the shard: %s", self.index, name, exc)
                 continue
-            outbox.dead = [ref for ref in outbox.dead if ref not in refs]
+            handed = set(refs)
+            outbox.dead = [ref for ref in outbox.dead if ref not in handed]
             if letters:  # else every one was dropped meanwhile (the store's bound)
                 log.info("shard %d: %d dead letters (%d entries) for sink %s handed over to this worker's "
                          "store", self.index, len(letters), sum(ref.count for ref, _ in letters), name)
