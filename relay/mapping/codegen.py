@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from relay.mapping import fused
+from relay.mapping import lane as lanes
 from relay.mapping.lines import unescape
 from relay.mapping.parsers import PARSERS, parse_query
 from relay.mapping.paths import Path, header, resolve
@@ -68,6 +69,7 @@ class _Writer:
             "Entry": Entry, "_unwrap": unwrap_event, "_not_object": _not_object, "_fail": _fail, "_get": resolve,
             "_header": header, "_to_str": to_str, "_to_int": to_int, "_to_num": to_num, "_to_float": to_float,
             "_scaled": scaled, "_query": parse_query, "_unescape": unescape, "_status_code": _STATUS_CODES.get,
+            "_BELOW_1E11": lanes.BELOW_1E11,
         }  # fmt: skip
         self._ids: dict[int, str] = {}
 
@@ -86,8 +88,9 @@ class _Writer:
 
 class _Compiler:
     def __init__(self, spec: MappingSpec, *, track: bool, attrs: dict[str, str] | None = None,
-                 fuse: bool = True) -> None:
+                 fuse: bool = True, lane: lanes.Lane | None = None) -> None:
         self.spec = spec
+        self.lane = lane if fuse and not track and attrs is not None else None  # records of the strict Struct
         self.track = track  # keep `f` = the field being mapped, for the rejection when a rule raises
         self.fuse = fuse and not track  # check's fast path inline (fused.py); the tracking twin calls check
         self.attrs = attrs  # records are a RecordShape Struct: key -> attribute (None: records are dicts)
@@ -282,30 +285,31 @@ class _Compiler:
     def build(self) -> tuple[str, dict[str, Any]]:
         emit = self.w.emit
         spec = self.spec
+        top = 3  # the depth of the per-record code
         # the loop body first, into self.w; the prologue needs the header names it used
         if spec.line is not None:
-            self.mark(3, "line")
-            depth = 3
+            self.mark(top, "line")
+            depth = top
             if spec.line.unless:  # a record the shipper already parsed: leave its line alone
-                self.first_present(3, "x_unless", spec.line.unless)
-                emit(3, "if x_unless is None:")
-                depth = 4
+                self.first_present(top, "x_unless", spec.line.unless)
+                emit(top, "if x_unless is None:")
+                depth = top + 1
             self.read(depth, "x_line", spec.line, "line")
         for target in self.order():
-            self.field(3, target)
+            self.field(top, target)
         for cond in spec.drop_if:
             test = self.w.const(cond.test, "_drop")
             subject = f"v_{cond.subject}" if cond.subject else self.lookup(cond.path)  # type: ignore[arg-type]
-            self.mark(3, "drop_if")
-            emit(3, f"if {test}({subject}):")
-            emit(4, "filtered += 1")
-            emit(4, "continue")
-        self.mark(3, None)
+            self.mark(top, "drop_if")
+            emit(top, f"if {test}({subject}):")
+            emit(top + 1, "filtered += 1")
+            emit(top + 1, "continue")
+        self.mark(top, None)
         if not self.fuse:  # the twin that names a field only runs for a record that raised: no need to be quick
             args = ", ".join(f"v_{t}" for t in FIELDS)
-            emit(3, f"e = check(i, {args}, repairs)")
+            emit(top, f"e = check(i, {args}, repairs)")
         else:  # check's fast path inline, check itself for the rest (fused.py)
-            self.w.lines += fused.fused_check(3, self.none)
+            self.w.lines += fused.fused_check(top, self.none)
             self.w.names.update(fused.NAMES)
         loop = self.w.lines
         derived_locals = sorted({local for locals_ in self.derived.values() for local in locals_}
@@ -313,6 +317,7 @@ class _Compiler:
         head = [
             "def map_batch(records, ctx, check, repairs, fast=None):",
             *([fused.PROLOGUE] if self.fuse else []),
+            *(["    lane_hi = hi if hi < 1e11 else _BELOW_1E11"] if self.lane is not None else []),
             "    entries = []",
             "    rejected = []",
             "    filtered = 0",
@@ -321,10 +326,9 @@ class _Compiler:
             "    tag = ctx.tag",
         ]
         head += [f"    {local} = _header(ctx.headers, {name!r})" for name, local in self.headers.items()]
-        head += [
-            "    for i, r in enumerate(records):",
-            "        et = None",
-        ]
+        head += ["    for i, r in enumerate(records):"]
+        if self.lane is None:
+            head += ["        et = None"]
         if self.attrs is None:  # a Struct record is an object by construction, and has no event time
             head += [
                 "        if r.__class__ is not dict:",
@@ -333,8 +337,14 @@ class _Compiler:
                 "                rejected.append(_not_object(i, records[i]))",
                 "                continue",
             ]
-        head += [f"        {local} = None" for local in derived_locals]
-        head += ["        try:"]
+        if self.lane is None:
+            head += [f"        {local} = None" for local in derived_locals]
+            head += ["        try:"]
+        else:  # the lane first; a record it does not take, the full code below (lane.py)
+            assert self.attrs is not None
+            head += ["        try:"]
+            head += ["    " * 3 + line for line in lanes.lines(self.lane, self.attrs, self.w.const)]
+            head += [f"            {local} = None" for local in ["et", *derived_locals]]
         tail = [
             "        except Exception as exc:",
             "            rejected.append(_fail(i, f, exc))" if self.track else
@@ -368,20 +378,22 @@ def _diagnoser(tracked: Batch) -> Callable[..., Rejection]:
     return diagnose
 
 
-def _build(spec: MappingSpec, *, track: bool, extra: dict[str, Any],
-           attrs: dict[str, str] | None = None, fuse: bool = True) -> tuple[Batch, str]:
-    source, names = _Compiler(spec, track=track, attrs=attrs, fuse=fuse).build()
+def _build(spec: MappingSpec, *, track: bool, extra: dict[str, Any], attrs: dict[str, str] | None = None,
+           fuse: bool = True, lane: lanes.Lane | None = None) -> tuple[Batch, str]:
+    source, names = _Compiler(spec, track=track, attrs=attrs, fuse=fuse, lane=lane).build()
     code = compile(source, f"<mapping {spec.name}>", "exec")
     namespace = {**names, **extra}
     exec(code, namespace)
     return namespace["map_batch"], source
 
 
-def compile_spec(spec: MappingSpec, attrs: dict[str, str] | None = None, *, fuse: bool = True) -> tuple[Batch, str]:
+def compile_spec(spec: MappingSpec, attrs: dict[str, str] | None = None, *, fuse: bool = True,
+                 lane: lanes.Lane | None = None) -> tuple[Batch, str]:
     """The batch function for `spec`, and its source text. The fast version does not track which
     field it is on; when a rule raises, its twin (same code, tracking) names the field.
     `attrs`: the function takes RecordShape Structs (key -> attribute), not dicts.
+    `lane`: those Structs are the strict twin, and each record tries the lane first (lane.py).
     `fuse=False`: call `check` for every record instead of running its fast path inline (for
     tests and measurements: the outcome is the same)."""
     tracked, _ = _build(spec, track=True, extra={}, attrs=attrs)
-    return _build(spec, track=False, extra={"_diagnose": _diagnoser(tracked)}, attrs=attrs, fuse=fuse)
+    return _build(spec, track=False, extra={"_diagnose": _diagnoser(tracked)}, attrs=attrs, fuse=fuse, lane=lane)

@@ -39,7 +39,7 @@ NAMES: dict[str, Any] = {"_methods": _METHODS, "_unset": UNSET, "_query_ok": _qu
 PROLOGUE = "    lo, hi, iso_get, second_get, iso_of, ips = fast"
 
 # per target: the test of `check`'s fast path, on the local `{v}`
-_TESTS = {
+TESTS = {
     "method": "{v}.__class__ is str and {v} in _methods",
     "host": f"{{v}}.__class__ is str and 0 < len({{v}}) <= {MAX_LENGTH['host']}",
     "path": f"{{v}}.__class__ is str and 0 < len({{v}}) <= {MAX_LENGTH['path']}",
@@ -55,6 +55,23 @@ _TESTS = {
 _ARGS = {"query_params": "_unset if {v} is None or not {v} else {v}"}
 
 
+def iso_lines() -> list[str]:
+    """`iso` = the ISO text of the float `ts`, known to be inside the window."""
+    return [
+        "iso = iso_get(ts)",
+        "if iso is None:  # a new fraction of a known second?",
+        "    sec = int(ts)",
+        "    micros = round((ts - sec) * 1_000_000)",
+        "    base = second_get(sec)",
+        "    if base is None or not 0 < micros < 1_000_000:",
+        "        iso = iso_of(ts)",
+        "    elif micros % 1000:  # format_timestamp's tables",
+        "        iso = base + _us_head[micros // 1000] + _us_tail[micros % 1000]",
+        "    else:",
+        "        iso = base + _ms_tail[micros // 1000]",
+    ]
+
+
 def fused_check(depth: int, none: set[str]) -> list[str]:
     """Lines (at `depth`) that set `e` from the `v_<field>` locals as `check(...)` would.
     `none`: targets whose local is None in every record."""
@@ -64,19 +81,9 @@ def fused_check(depth: int, none: set[str]) -> list[str]:
         "ts = v_timestamp",
         "iso = None",
         "if ts.__class__ is float and lo <= ts <= hi:",
-        "    iso = iso_get(ts)",
-        "    if iso is None:  # a new fraction of a known second?",
-        "        sec = int(ts)",
-        "        micros = round((ts - sec) * 1_000_000)",
-        "        base = second_get(sec)",
-        "        if base is None or not 0 < micros < 1_000_000:",
-        "            iso = iso_of(ts)",
-        "        elif micros % 1000:  # format_timestamp's tables",
-        "            iso = base + _us_head[micros // 1000] + _us_tail[micros % 1000]",
-        "        else:",
-        "            iso = base + _ms_tail[micros // 1000]",
+        *[f"    {line}" for line in iso_lines()],
     ]
-    tests = ["iso is not None"] + [_TESTS[t].format(v=f"v_{t}") for t in FIELDS[1:] if t not in none]
+    tests = ["iso is not None"] + [TESTS[t].format(v=f"v_{t}") for t in FIELDS[1:] if t not in none]
     values = ["iso"]
     for target in FIELDS[1:]:
         var = f"v_{target}"

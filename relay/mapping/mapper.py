@@ -23,6 +23,9 @@ class Mapper:
         # JSON records decoded with just the keys the mapping reads, and its twin reading them (shape.py)
         self.shape: RecordShape | None = record_shape(spec)
         self._typed_batch = compile_spec(spec, self.shape.attrs)[0] if self.shape is not None else None
+        # the strict Struct's records try the lane first (lane.py)
+        self._lane_batch = (compile_spec(spec, self.shape.attrs, lane=self.shape.lane)[0]
+                            if self.shape is not None and self.shape.lane is not None else None)
         rule = spec.fields.get("host")
         # some record may carry no host (`-` in a host column): the source's `host = "..."` fills it
         # then, and without one check-config and start-up warn; reads_host: a record can bring its own
@@ -41,6 +44,8 @@ class Mapper:
         validator.begin()
         repairs: dict[str, int] = {}
         batch = self._typed_batch if shaped else self._batch
+        if shaped and records and records[0].__class__ is self.shape.strict_type:  # type: ignore[union-attr]
+            batch = self._lane_batch
         assert batch is not None, "shaped records for a mapping without a shape"
         entries, rejections, filtered = batch(records, ctx, validator.check, repairs, validator.fast_parts())
         if indexes is not None and rejections:

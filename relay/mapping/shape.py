@@ -29,6 +29,7 @@ from typing import Any
 
 import msgspec
 
+from relay.mapping import lane as lanes
 from relay.mapping.spec import KIND, MappingSpec
 
 _ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
@@ -75,36 +76,50 @@ def int_keys(spec: MappingSpec) -> set[str]:
 class RecordShape:
     """A mapping's record Struct and its decoders. `attrs[key]` is the attribute that holds `key`."""
 
-    def __init__(self, name: str, keys: list[str], ints: set[str] | None = None) -> None:
+    def __init__(self, name: str, keys: list[str], ints: set[str] | None = None,
+                 lane: lanes.Lane | None = None) -> None:
         self.keys = keys
         # attributes k0, k1, ...: any JSON key (`@timestamp`, `user-agent`) is a valid one this way
         self.attrs = {key: f"k{n}" for n, key in enumerate(keys)}
         self.ints = set(ints or ()) & set(keys)
-        fields = [(attr, Any, msgspec.field(default=None, name=key)) for key, attr in self.attrs.items()]
-        # gc=False: a decoded record can hold containers but never a reference back to itself
-        self.type = msgspec.defstruct(f"{name}_record", fields, gc=False)
+        self.lane = lane
+        self.type = self._struct(name, {})
         self._array = msgspec.json.Decoder(list[self.type])  # type: ignore[name-defined]
         self._lines = msgspec.json.Decoder(self.type)
-        self._typed: tuple[Any, Any] | None = None
+        # the tries, strictest first: (decoders, Struct); each failure skips its try for _BACKOFF bodies
+        self._tries: list[tuple[tuple[Any, Any], Any]] = []
+        self.strict_type: Any = None  # the lane's records (lane.py)
+        if lane is not None:
+            self.strict_type = self._struct(f"{name}_strict", {**dict.fromkeys(self.ints, int),
+                                                               **dict.fromkeys(lane.strings, str)})
+            self._tries.append((self._lax(self.strict_type), self.strict_type))
         if self.ints:
-            typed_fields = [(attr, int if key in self.ints else Any, msgspec.field(default=None, name=key))
-                            for key, attr in self.attrs.items()]
-            typed = msgspec.defstruct(f"{name}_typed_record", typed_fields, gc=False)
-            self._typed = (msgspec.json.Decoder(list[typed], strict=False),  # type: ignore[valid-type]
-                           msgspec.json.Decoder(typed, strict=False))
-        self._skip = 0
+            typed = self._struct(f"{name}_typed", dict.fromkeys(self.ints, int))
+            self._tries.append((self._lax(typed), typed))
+        self._skips = [0] * len(self._tries)
+
+    def _struct(self, name: str, types: dict[str, Any]) -> Any:
+        fields = [(attr, types.get(key, Any), msgspec.field(default=None, name=key)) for key, attr in self.attrs.items()]
+        # gc=False: a decoded record can hold containers but never a reference back to itself
+        return msgspec.defstruct(f"{name}_record", fields, gc=False)
+
+    @staticmethod
+    def _lax(struct: Any) -> tuple[Any, Any]:
+        # lax: "200" -> 200 for the int keys; a `str` key takes only a JSON string either way
+        return (msgspec.json.Decoder(list[struct], strict=False),  # type: ignore[valid-type]
+                msgspec.json.Decoder(struct, strict=False))
 
     def decode(self, data: bytes, *, lines: bool) -> list[Any] | None:
         """`data` (one JSON array, or NDJSON when `lines`) as records, or None: take the dict path."""
-        if self._typed is not None:
-            if self._skip:
-                self._skip -= 1
-            else:
-                try:
-                    records: list[Any] = self._typed[1].decode_lines(data) if lines else self._typed[0].decode(data)
-                    return records
-                except _ERRORS:
-                    self._skip = _BACKOFF
+        for n, ((array, line), _) in enumerate(self._tries):
+            if self._skips[n]:
+                self._skips[n] -= 1
+                continue
+            try:
+                records: list[Any] = line.decode_lines(data) if lines else array.decode(data)
+                return records
+            except _ERRORS:
+                self._skips[n] = _BACKOFF
         try:
             return self._lines.decode_lines(data) if lines else self._array.decode(data)
         except _ERRORS:
@@ -113,4 +128,7 @@ class RecordShape:
 
 def record_shape(spec: MappingSpec) -> RecordShape | None:
     keys = record_keys(spec)
-    return RecordShape(spec.name, keys, int_keys(spec)) if keys is not None else None
+    if keys is None:
+        return None
+    ints = int_keys(spec)
+    return RecordShape(spec.name, keys, ints, lanes.plan(spec, ints))
