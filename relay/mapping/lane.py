@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relay.mapping import fused
+from relay.mapping import parsers
 from relay.mapping.parsers import PARSERS
 from relay.mapping.spec import KIND, MISSING, MappingSpec
 from relay.stages.schema import FIELDS, MAX_LENGTH, OPTIONAL
@@ -171,11 +172,18 @@ def lines(lane: Lane, attrs: dict[str, str], const: Any) -> list[str]:
             pre.append(f"{v} and {v} != \"-\"{esc}")
             if spec.parse == "url":
                 parse = const(PARSERS["url"].func, "_parse")
-                steps.append(f"if \"?\" in {v} or {v}[0] != \"/\":")
-                steps.append(f"    lp = {parse}({v})")
-                steps.append(f"    {v}, l_query, l_urlhost = lp")
-                steps.append("else:")
-                steps.append("    l_query = l_urlhost = None")
+                memo, limit = const(parsers.remembered_query, "_memo"), parsers.QUERY_MEMO_TEXT
+                steps += [
+                    f"if \"?\" in {v} or {v}[0] != \"/\":",
+                    f"    if {v}[0] == \"/\" and \"#\" not in {v}:  # parse_url's common case, its memo called at once",
+                    f"        {v}, _, lq = {v}.partition(\"?\")",
+                    f"        l_query = {memo}(lq) if 0 < len(lq) <= {limit} and lq[0] != \"?\" else _query(lq) if lq else None",
+                    "        l_urlhost = None",
+                    "    else:",
+                    f"        {v}, l_query, l_urlhost = {parse}({v})",
+                    "else:",
+                    "    l_query = l_urlhost = None",
+                ]
                 # an absolute URL's host may fill the host: the full code decides that
                 post.append(f"l_urlhost is None and {v} is not None and len({v}) <= {MAX_LENGTH['path']}")
             else:

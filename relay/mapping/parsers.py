@@ -60,7 +60,7 @@ def unquote(text: str) -> str:
 
 
 _QUERY_MEMO_LIMIT = 4096  # distinct query strings remembered (~3.5 MiB on the bench's), least recent out first
-_QUERY_MEMO_TEXT = 512  # longer query strings are parsed every time, never kept
+QUERY_MEMO_TEXT = 512  # longer query strings are parsed every time, never kept
 
 
 def parse_query(text: str) -> dict[str, str] | None:
@@ -72,9 +72,9 @@ def parse_query(text: str) -> dict[str, str] | None:
         text = text[1:]
     if not text:
         return None
-    if len(text) > _QUERY_MEMO_TEXT:
+    if len(text) > QUERY_MEMO_TEXT:
         return _parse_query(text)
-    query = _remembered(text)
+    query = remembered_query(text)
     if query.__class__ is Query or query is None:
         return query
     return dict(query)  # over a limit: a dict of its own, which the validator repairs or rejects
@@ -102,7 +102,7 @@ def _parse_query(text: str) -> dict[str, str] | None:
 # Three passes over the bench's 100,000 records (40,574 query strings, 4,197 distinct, 3,082 seen
 # once) parse 10,420 times with it, 13,153 with a memo emptied at 4,096 (4,197 at 8,192, but
 # every worker holds its memo). lru_cache is C, about as quick as a dict lookup on a hit.
-_remembered = functools.lru_cache(maxsize=_QUERY_MEMO_LIMIT)(_parse_query)
+remembered_query = functools.lru_cache(maxsize=_QUERY_MEMO_LIMIT)(_parse_query)
 
 
 def parse_url(text: str) -> tuple[str | None, dict[str, str] | None, str | None]:
