@@ -17,12 +17,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from relay.config import SourceConfig
 from relay.mapping import Mapper, MappingLibrary
 from relay.mapping.codegen import compile_spec
 from relay.mapping.lane import plan
 from relay.mapping.shape import int_keys
 from relay.mapping.spec import MappingSpec, parse_spec
 from relay.models import RecordContext
+from relay.stages.pipeline import Route
 from relay.stages.schema import MAX_LENGTH, ValidationPolicy, Validator
 from tests.support import FIXTURES
 from tests.unit.mapping.test_shape import NOW, outcome, routes
@@ -94,6 +96,14 @@ def test_a_clean_body_is_decoded_strict_and_a_number_where_text_belongs_is_not()
         twice("fluentbit-nginx", body)  # decoded as before, mapped as before
 
 
+def _entry_lines(name: str) -> tuple[int, int]:
+    """Line numbers of the Entry the lane adds and of the one the full code builds."""
+    mapper = LIBRARY.get(name)
+    source = compile_spec(mapper.spec, mapper.shape.attrs, lane=mapper.shape.lane)[1].split("\n")  # type: ignore[union-attr]
+    return (next(n for n, line in enumerate(source, 1) if "add(Entry(" in line),
+            next(n for n, line in enumerate(source, 1) if "e = Entry(" in line))
+
+
 def _lines_run(name: str, records: list[Any]) -> dict[int, int]:
     """Line number -> times run, of the lane mapping's code, mapping `records` the second time."""
     mapper = Mapper(LIBRARY.get(name).spec)
@@ -126,15 +136,24 @@ def _lines_run(name: str, records: list[Any]) -> dict[int, int]:
 def test_the_lane_takes_a_real_fluent_bit_body_but_its_escaped_records() -> None:
     records = [json.loads(line) for line in
                (FIXTURES / "fluent-bit" / "nginx-combined.json" / "records.jsonl").read_text().splitlines()]
-    source = compile_spec(LIBRARY.get("fluentbit-nginx").spec, LIBRARY.get("fluentbit-nginx").shape.attrs,  # type: ignore[union-attr]
-                          lane=LIBRARY.get("fluentbit-nginx").shape.lane)[1].split("\n")  # type: ignore[union-attr]
-    lane_entry = next(n for n, line in enumerate(source, 1) if "add(Entry(" in line)
-    full_entry = next(n for n, line in enumerate(source, 1) if "e = Entry(" in line)
+    lane_entry, full_entry = _entry_lines("fluentbit-nginx")
     counts = _lines_run("fluentbit-nginx", records)
     # nginx's \xHH escapes (the unescape rule's work) are the full code's: 2 of the 200
     escaped = sum(any("\\" in record[key] for key in ("path", "agent", "referer")) for record in records)
     assert escaped == 2 and counts.get(full_entry) == escaped
     assert counts.get(lane_entry) == len(records) - escaped
+
+
+@pytest.mark.parametrize("change", [
+    {}, {"host": "192.0.2.9"}, {"host": "shop.example.com:8443"}, {"host": "[2001:db8::1]:80"}, {"referer": ""},
+    {"referer": "https://r.example.com/?q=1"}, {"referer": None}, {"size": None}, {"path": "/plain"},
+    {"path": "/a?b=1&b=2&c"}, {"path": "/a?"}, {"date": NOW - 59.25}, {"user": 5},
+], ids=repr)  # fmt: skip
+def test_the_lane_takes_the_usual_kinds_of_clean_record(change: dict[str, Any]) -> None:
+    record = {key: value for key, value in {**CLEAN, **change}.items() if value is not None}
+    lane_entry, full_entry = _entry_lines("fluentbit-nginx")
+    counts = _lines_run("fluentbit-nginx", [CLEAN, record])
+    assert counts.get(lane_entry) == 2 and full_entry not in counts
 
 
 # strings a Fluent Bit record may carry where the mapping reads one, the awkward ones included
@@ -192,6 +211,31 @@ def test_each_kind_of_record_the_lane_turns_away_maps_the_same(key: str, value: 
     body = json.dumps([CLEAN, {**CLEAN, key: value}, {k: v for k, v in CLEAN.items() if k != key}]).encode()
     for on_invalid in ("repair", "reject"):
         twice("fluentbit-nginx", body, on_invalid=on_invalid)
+
+
+@pytest.mark.parametrize("path", ["http://abs.example.com/x?y=1", "https://abs.example.com", "/x?y=1"])
+def test_an_absolute_url_fills_the_host_where_no_rule_does(path: str) -> None:
+    record = {"date": NOW - 60, "host": "192.0.2.1", "method": "GET", "path": path, "code": "200", "size": "5",
+              "referer": "-", "agent": "ua"}
+    body = json.dumps([record, record]).encode()
+    assert strict("fluentbit-apache2", body)
+    lines = twice("fluentbit-apache2", body)[0]
+    host = "abs.example.com" if "://" in path else "fallback.example.com"
+    assert lines.count(f'"host":"{host}"'.encode()) == 2
+
+
+def test_a_window_reaching_past_1e11_still_reads_milliseconds_as_the_full_code_does() -> None:
+    body = json.dumps([{**CLEAN, "date": (NOW - 60) * 1000}, CLEAN]).encode()
+    got = []
+    for laned in (True, False):
+        mapper = Mapper(LIBRARY.get("fluentbit-nginx").spec)
+        if not laned:
+            mapper.shape = None
+        validator = Validator(ValidationPolicy(now=NOW, max_future=1e12))
+        route = Route("s", SourceConfig(mapping="fluentbit-nginx", host="fallback.example.com"), mapper, validator, [])
+        route.typed = None
+        got.append([outcome(route, body, "application/json") for _ in range(2)])
+    assert got[0] == got[1] and got[0][0][0].count(b'"timestamp":"2026-11-25T09:29:00Z"') == 2
 
 
 def test_a_mapping_without_a_lane_compiles_as_before() -> None:
