@@ -32,8 +32,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from relay.mapping import fused
-from relay.mapping import parsers
+from relay.mapping import fused, parsers
 from relay.mapping.parsers import PARSERS
 from relay.mapping.spec import KIND, MISSING, MappingSpec
 from relay.stages.schema import FIELDS, MAX_LENGTH, OPTIONAL

@@ -106,7 +106,7 @@ class RecordShape:
     @staticmethod
     def _lax(struct: Any) -> tuple[Any, Any]:
         # lax: "200" -> 200 for the int keys; a `str` key takes only a JSON string either way
-        return (msgspec.json.Decoder(list[struct], strict=False),  # type: ignore[valid-type]
+        return (msgspec.json.Decoder(list[struct], strict=False),
                 msgspec.json.Decoder(struct, strict=False))
 
     def decode(self, data: bytes, *, lines: bool) -> list[Any] | None:
