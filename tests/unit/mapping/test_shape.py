@@ -202,3 +202,16 @@ def test_generated_records_map_the_same(name: str, data: st.DataObject) -> None:
     same(name, body)
     same(name, body, on_invalid="reject")
     same(name, b"\n".join(json.dumps(r).encode() for r in records), "application/x-ndjson")
+
+
+def test_the_structs_take_the_key_order_of_the_first_body() -> None:
+    shape = Mapper(LIBRARY.get("fluentbit-nginx").spec).shape
+    assert shape is not None and shape.order == shape.keys
+    record = {"agent": "ua", "size": "5", "code": "200", "path": "/", "method": "GET", "remote": "192.0.2.1",
+              "date": NOW - 60}
+    first = shape.decode(json.dumps([record]).encode(), lines=False)[0]  # type: ignore[index]
+    assert shape.order[:7] == list(record) and sorted(shape.order) == sorted(shape.keys)
+    assert [name for name in first.__struct_fields__][:7] == [shape.attrs[key] for key in record]
+    assert (getattr(first, shape.attrs["agent"]), getattr(first, shape.attrs["size"])) == ("ua", 5)
+    shape.decode(json.dumps([dict(reversed(record.items()))]).encode(), lines=False)
+    assert shape.order[:7] == list(record)  # learnt once: a later body in another order changes nothing
