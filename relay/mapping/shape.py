@@ -101,16 +101,16 @@ class RecordShape:
         self.type = self._struct(self.name, {})
         self._array = msgspec.json.Decoder(list[self.type])  # type: ignore[name-defined]
         self._lines = msgspec.json.Decoder(self.type)
-        # the tries, strictest first: (decoders, Struct); each failure skips its try for _BACKOFF bodies
-        self._tries: list[tuple[tuple[Any, Any], Any]] = []
+        # the tries, strictest first: (array decoder, NDJSON decoder); a failure skips its try for _BACKOFF bodies
+        self._tries: list[tuple[Any, Any]] = []
         self.strict_type: Any = None  # the lane's records (lane.py)
         if self.lane is not None:
             self.strict_type = self._struct(f"{self.name}_strict", {**dict.fromkeys(self.ints, int),
                                                                     **dict.fromkeys(self.lane.strings, str)})
-            self._tries.append((self._lax(self.strict_type), self.strict_type))
+            self._tries.append(self._lax(self.strict_type))
         if self.ints:
             typed = self._struct(f"{self.name}_typed", dict.fromkeys(self.ints, int))
-            self._tries.append((self._lax(typed), typed))
+            self._tries.append(self._lax(typed))
         self._skips = [0] * len(self._tries)
 
     def _order_of(self, data: bytes) -> list[str]:
@@ -137,7 +137,7 @@ class RecordShape:
             order = self._order_of(data)
             if order != self.order:
                 self._build(order)
-        for n, ((array, line), _) in enumerate(self._tries):
+        for n, (array, line) in enumerate(self._tries):
             if self._skips[n]:
                 self._skips[n] -= 1
                 continue
