@@ -67,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
         mapper, validator, ctx = _setup(args)
         if args.show_code:
             print(mapper.source)
+            if mapper.lane_source is not None:  # what JSON bodies of clean records run (mapping/lane.py)
+                print("# The lane: the same mapping for records decoded into its strict Struct, which")
+                print("# tries each record's fast road first (relay/mapping/lane.py).")
+                print(mapper.lane_source)
             return 0
         records, errors = _read(args.file, args.protocol, args.path, args.content_type)
     except (ConfigError, IngestError, OSError, ValueError) as exc:

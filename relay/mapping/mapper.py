@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from relay.mapping.codegen import compile_spec
+from relay.mapping.codegen import Batch, compile_spec
 from relay.mapping.parsers import PARSERS
 from relay.mapping.shape import RecordShape, record_shape
 from relay.mapping.spec import MISSING, MappingSpec
@@ -24,8 +24,10 @@ class Mapper:
         self.shape: RecordShape | None = record_shape(spec)
         self._typed_batch = compile_spec(spec, self.shape.attrs)[0] if self.shape is not None else None
         # the strict Struct's records try the lane first (lane.py)
-        self._lane_batch = (compile_spec(spec, self.shape.attrs, lane=self.shape.lane)[0]
-                            if self.shape is not None and self.shape.lane is not None else None)
+        self._lane_batch: Batch | None = None
+        self.lane_source: str | None = None  # for `relay map --show-code`
+        if self.shape is not None and self.shape.lane is not None:
+            self._lane_batch, self.lane_source = compile_spec(spec, self.shape.attrs, lane=self.shape.lane)
         rule = spec.fields.get("host")
         # some record may carry no host (`-` in a host column): the source's `host = "..."` fills it
         # then, and without one check-config and start-up warn; reads_host: a record can bring its own

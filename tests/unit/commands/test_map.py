@@ -96,6 +96,9 @@ def test_unusable_mapping_or_input_exits_2(tmp_path: Path, capsys: pytest.Captur
 def test_show_code_and_bench(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out = relay_map(capsys, "fluentbit-nginx", "--show-code")
     assert code == 0 and out.startswith("def map_batch(records, ctx, check, repairs, fast=None):")
+    assert out.count("def map_batch(") == 2 and "# The lane:" in out and "l_timestamp = r." in out
+    code, out = relay_map(capsys, "nginx-json", "--show-code")  # no lane: the one function
+    assert code == 0 and out.count("def map_batch(") == 1 and "# The lane:" not in out
     code, out = relay_map(capsys, "profound", write(tmp_path, [GOOD] * 20), *PIN, "--bench")
     assert code == 0 and "records/s (mapping + validation)" in out and "20 entries" in out
 
