@@ -54,16 +54,7 @@ def memory_limit(root: Path = Path("/")) -> int | None:
         except OSError:
             continue
         return None if text == "max" else _bytes(text)
-    v1 = [root / "sys/fs/cgroup/memory/memory.limit_in_bytes"]
-    try:
-        for line in (root / "proc/self/cgroup").read_text().splitlines():
-            _, _, rest = line.partition(":")
-            controllers, _, where = rest.partition(":")
-            if "memory" in controllers.split(",") and where.strip() not in ("", "/"):
-                v1.insert(0, root / "sys/fs/cgroup/memory" / where.strip().lstrip("/") / "memory.limit_in_bytes")
-    except OSError:
-        pass
-    for path in v1:
+    for path in _v1_files(root, "memory", "memory.limit_in_bytes"):
         try:
             return _bytes(path.read_text().strip())
         except OSError:
@@ -90,6 +81,21 @@ def _v2_files(root: Path, name: str = "cpu.max") -> list[Path]:
         pass
     files.append(root / "sys/fs/cgroup" / name)
     return [f for f in files if f.is_file()]
+
+
+def _v1_files(root: Path, controller: str, name: str) -> list[Path]:
+    # As _v2_files: our own cgroup's file under the controller's hierarchy first, then its root's.
+    files = []
+    try:
+        for line in (root / "proc/self/cgroup").read_text().splitlines():
+            _, _, rest = line.partition(":")
+            controllers, _, where = rest.partition(":")
+            if controller in controllers.split(",") and where.strip() not in ("", "/"):
+                files.append(root / "sys/fs/cgroup" / controller / where.strip().lstrip("/") / name)
+    except OSError:
+        pass
+    files.append(root / "sys/fs/cgroup" / controller / name)
+    return files
 
 
 def _ratio(quota: str, period: str) -> float | None:

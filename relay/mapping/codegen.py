@@ -285,31 +285,30 @@ class _Compiler:
     def build(self) -> tuple[str, dict[str, Any]]:
         emit = self.w.emit
         spec = self.spec
-        top = 3  # the depth of the per-record code
         # the loop body first, into self.w; the prologue needs the header names it used
         if spec.line is not None:
-            self.mark(top, "line")
-            depth = top
+            self.mark(3, "line")
+            depth = 3
             if spec.line.unless:  # a record the shipper already parsed: leave its line alone
-                self.first_present(top, "x_unless", spec.line.unless)
-                emit(top, "if x_unless is None:")
-                depth = top + 1
+                self.first_present(3, "x_unless", spec.line.unless)
+                emit(3, "if x_unless is None:")
+                depth = 4
             self.read(depth, "x_line", spec.line, "line")
         for target in self.order():
-            self.field(top, target)
+            self.field(3, target)
         for cond in spec.drop_if:
             test = self.w.const(cond.test, "_drop")
             subject = f"v_{cond.subject}" if cond.subject else self.lookup(cond.path)  # type: ignore[arg-type]
-            self.mark(top, "drop_if")
-            emit(top, f"if {test}({subject}):")
-            emit(top + 1, "filtered += 1")
-            emit(top + 1, "continue")
-        self.mark(top, None)
+            self.mark(3, "drop_if")
+            emit(3, f"if {test}({subject}):")
+            emit(4, "filtered += 1")
+            emit(4, "continue")
+        self.mark(3, None)
         if not self.fuse:  # the twin that names a field only runs for a record that raised: no need to be quick
             args = ", ".join(f"v_{t}" for t in FIELDS)
-            emit(top, f"e = check(i, {args}, repairs)")
+            emit(3, f"e = check(i, {args}, repairs)")
         else:  # check's fast path inline, check itself for the rest (fused.py)
-            self.w.lines += fused.fused_check(top, self.none)
+            self.w.lines += fused.fused_check(3, self.none)
             self.w.names.update(fused.NAMES)
         loop = self.w.lines
         derived_locals = sorted({local for locals_ in self.derived.values() for local in locals_}
@@ -327,24 +326,23 @@ class _Compiler:
         ]
         head += [f"    {local} = _header(ctx.headers, {name!r})" for name, local in self.headers.items()]
         head += ["    for i, r in enumerate(records):"]
-        if self.lane is None:
-            head += ["        et = None"]
-        if self.attrs is None:  # a Struct record is an object by construction, and has no event time
-            head += [
-                "        if r.__class__ is not dict:",
-                "            r, et = _unwrap(r)",
-                "            if r is None:",
-                "                rejected.append(_not_object(i, records[i]))",
-                "                continue",
-            ]
-        if self.lane is None:
-            head += [f"        {local} = None" for local in derived_locals]
-            head += ["        try:"]
-        else:  # the lane first; a record it does not take, the full code below (lane.py)
+        if self.lane is not None:  # the lane first; a record it does not take, the full code below (lane.py)
             assert self.attrs is not None
             head += ["        try:"]
             head += ["    " * 3 + line for line in lanes.lines(self.lane, self.attrs, self.w.const)]
             head += [f"            {local} = None" for local in ["et", *derived_locals]]
+        else:
+            head += ["        et = None"]
+            if self.attrs is None:  # a Struct record is an object by construction, and has no event time
+                head += [
+                    "        if r.__class__ is not dict:",
+                    "            r, et = _unwrap(r)",
+                    "            if r is None:",
+                    "                rejected.append(_not_object(i, records[i]))",
+                    "                continue",
+                ]
+            head += [f"        {local} = None" for local in derived_locals]
+            head += ["        try:"]
         tail = [
             "        except Exception as exc:",
             "            rejected.append(_fail(i, f, exc))" if self.track else

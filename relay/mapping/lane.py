@@ -107,11 +107,6 @@ def lines(lane: Lane, attrs: dict[str, str], const: Any) -> list[str]:
     f = lane.fields
     out: list[str] = []
 
-    def read(target: str) -> str:
-        var = f"l_{target}"
-        out.append(f"{var} = r.{attrs[f[target].key]}")  # type: ignore[index]
-        return var
-
     pre: list[str] = []  # on the values as read
     post: list[str] = []  # after the transforms
     steps: list[str] = []  # the transforms, at the depth of the first test's body
@@ -131,7 +126,7 @@ def lines(lane: Lane, attrs: dict[str, str], const: Any) -> list[str]:
             else:
                 args[target] = "_unset"
             continue
-        read(target)
+        out.append(f"{v} = r.{attrs[spec.key]}")
         esc = escape.format(v=v) if spec.unescape else ""
         if target == "timestamp":
             pre.append(f"{v}.__class__ is float and lo <= {v} <= lane_hi")
