@@ -86,7 +86,7 @@ async def _replay_group(route: Route, store: RejectedStore, queue: DiskQueue, ta
     done = [key for position, (key, _) in enumerate(group) if position not in failed]
     entries = mapped.entries
     if entries:
-        prepared = Prepared(mapped, pipeline._encode_lines(entries), len(records), [])
+        prepared = Prepared(mapped, None, len(records), [])
         # the keys leave the store in the transaction that queues their entries
         await pipeline.commit(route, prepared, queue, also=store.deleter(done))
     else:

@@ -37,7 +37,9 @@ ROOM_WAIT = 10.0  # seconds a request may wait for a CPU-starved batcher before 
 PACE_WAIT = 0.05
 MAX_ERRORS_REPORTED = 100  # per answer; the rest are summarised in one line
 
-_encode_lines = msgspec.json.Encoder().encode_lines
+_encoder = msgspec.json.Encoder()
+_encode_lines = _encoder.encode_lines
+_encode_array = _encoder.encode
 _TYPED_KINDS = frozenset(["json", "lines", "generic"])  # a JSON array, or NDJSON sent as such
 
 
@@ -74,7 +76,9 @@ class Route:
 @dataclass
 class Prepared:
     result: MapResult
-    encoded: bytes | None  # the entries, each encoded and ending in "\n"; None: encoded when asked (`lines`)
+    # the entries, each encoded and ending in "\n"; None: encoded when a commit asks (`lines`), which
+    # it does not when they fill exactly one batch for each sink (it then asks for `array`)
+    encoded: bytes | None
     received: int
     rejections: list[Rejection]
     # each rejection with what it points at (the decoded record, or the bytes of an undecodable
@@ -95,6 +99,10 @@ class Prepared:
             self.encoded = _encode_lines(entries) if entries else b""
         return self.encoded
 
+    def array(self) -> bytes:
+        """The entries as one JSON array: the bytes `bodies.from_ndjson` would make of `lines`."""
+        return _encode_array(self.result.entries)
+
 
 def prepare(route: Route, body: bytes, *, content_type: str | None, content_encoding: str | None,
             headers: Mapping[str, str], max_size: int, path: str = "") -> Prepared:
@@ -109,8 +117,7 @@ def prepare(route: Route, body: bytes, *, content_type: str | None, content_enco
                 shaped = route.mapper.map_records(found.records, ctx, route.validator, shaped=True)
                 # a rejection keeps its whole record: such a body is decoded and mapped again as dicts
                 if not shaped.rejections:
-                    lines = _encode_lines(shaped.entries) if shaped.entries else b""
-                    return Prepared(shaped, lines, len(found.records), [], [], tag, found.meta)
+                    return Prepared(shaped, None, len(found.records), [], [], tag, found.meta)
         decoded = route.decode(data, content_type=content_type, path=path, max_size=max_size)
     else:
         kind, data, whole = inflate(body, content_type=content_type, content_encoding=content_encoding,
@@ -124,34 +131,32 @@ def prepare(route: Route, body: bytes, *, content_type: str | None, content_enco
             if entries is not None:  # every entry valid as it came: nothing to map, reject or repair
                 if typed.as_sent:
                     return Prepared(MapResult(entries, []), None, len(entries), [], as_received=body)
-                return Prepared(MapResult(entries, []), _encode_lines(entries), len(entries), [])
+                return Prepared(MapResult(entries, []), None, len(entries), [])
         shape = route.mapper.shape
         # only the keys the mapping reads (mapping/shape.py); keep_records needs whole records
         if shape is not None and as_typed and not route.config.keep_records:
             records = shape.decode(data, lines=start != b"[")
             if records is not None:
                 shaped = route.mapper.map_records(records, ctx, route.validator, shaped=True)
-                lines = _encode_lines(shaped.entries) if shaped.entries else b""
                 if not shaped.rejections:
-                    return Prepared(shaped, lines, len(records), [], [], tag)
+                    return Prepared(shaped, None, len(records), [], [], tag)
                 # A rejection keeps its whole record, and a Struct holds only the keys the mapping
                 # reads: the body is decoded again as dicts for them (in C), not mapped again (the
                 # result is the same both ways; a million bad records mapped twice took 37 s)
                 decoded = decode_data(kind, data)
                 rejections = shaped.rejections
-                return Prepared(shaped, lines, len(records), rejections, _pointed_at(decoded, rejections), tag)
+                return Prepared(shaped, None, len(records), rejections, _pointed_at(decoded, rejections), tag)
         decoded = decode_data(kind, data)
     # decoding may have dropped records: indexes name the rest by their place in the body
     result = route.mapper.map_records(decoded.records, ctx, route.validator, decoded.indexes)
     rejections = result.rejections
     if decoded.errors:
         rejections = sorted([*decoded.errors, *rejections], key=lambda r: r.index)
-    lines = _encode_lines(result.entries) if result.entries else b""
     kept = None
     if route.config.keep_records and result.entries:
         records = entry_records(route, decoded.records, decoded.indexes, result, ctx)
         kept = kept_records.pack(route.name, tag, records) if records is not None else None
-    return Prepared(result, lines, len(decoded.records) + len(decoded.errors), rejections,
+    return Prepared(result, None, len(decoded.records) + len(decoded.errors), rejections,
                     _pointed_at(decoded, rejections) if rejections else [], tag, decoded.meta, kept)
 
 
@@ -211,8 +216,8 @@ async def commit(route: Route, prepared: Prepared, queue: DiskQueue, also: Also 
                 await asyncio.wait_for(outbox.wait_for_senders(), PACE_WAIT)
             except TimeoutError:
                 pass  # upstream is slow: the queue takes the request all the same
-    lines = prepared.lines if prepared.as_received is None else (lambda: prepared.lines)  # encoded if needed
-    await outbox_commit(queue, outboxes, count, lines, also, prepared.originals, prepared.as_received)
+    await outbox_commit(queue, outboxes, count, lambda: prepared.lines, also, prepared.originals,
+                        prepared.as_received, prepared.array)
 
 
 def answer(prepared: Prepared) -> IngestResult:

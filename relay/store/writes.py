@@ -35,6 +35,7 @@ class Write(msgspec.Struct, frozen=True, gc=False):
     lines: bytes  # encoded entries, each ending in "\n"
     shape: BatchShape | None = None
     body: bytes | None = None  # a sealed batch's gzip body as the request sent it (outbox.commit, as_received)
+    array: bytes | None = None  # or its entries as one JSON array, to compress (outbox.commit, array)
 
 
 class _Cache(Protocol):  # the queue's diskcache.Cache, which lives behind DiskQueue alone
@@ -64,6 +65,8 @@ def pack(writes: list[Write], originals: bytes | None, now: float) -> list[Packe
             encoding: str | None
             if write.body is not None:
                 raw, encoding = write.body, "gzip"
+            elif write.array is not None:
+                raw, encoding = bodies.compress(write.array, shape.compression, shape.level)
             else:
                 raw, encoding = bodies.from_ndjson(lines, shape.compression, shape.level)
             batch = SealedBatch(count, raw, encoding, checksum(raw), now)

@@ -9,6 +9,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from isal import igzip
@@ -112,6 +113,72 @@ def test_each_sink_takes_the_body_as_it_came_or_the_entries(tmp_path: Path) -> N
         assert whole.fresh[ref.key].body is body
         assert [r.count for r in small.ready] == [100] * 10
         assert numbers(small.fresh[small.ready[0].key].body) == list(range(100))
+        queue.close()
+
+    asyncio.run(main())
+
+
+def array_of(data: bytes) -> bytes:
+    return b"[" + data[:-1].replace(b"\n", b",") + b"]"
+
+
+def test_entries_that_make_exactly_one_batch_are_sealed_from_their_array(tmp_path: Path) -> None:
+    """No lines are encoded when every sink takes the request as one whole batch: the array is
+    compressed as it is, once per sink's own compression, to the batcher's bytes."""
+    data = lines(0, 1000)
+    arrays: list[int] = []
+
+    def array() -> bytes:
+        arrays.append(1)
+        return array_of(data)
+
+    async def main() -> None:
+        queue = DiskQueue(str(tmp_path), max_size=2**30, sync="full")
+        opened_ = queue.open()
+        gz, plain = Outbox("gz", opened_.get("gz")), Outbox("plain", opened_.get("plain"))
+        gz.shape, plain.shape = SHAPE, BatchShape(1000, "none", 1)
+        await commit(queue, [gz, plain], 1000, never_encoded, array=array)
+        assert arrays == [1]  # one array for both sinks
+        [ref] = gz.ready
+        stored = await queue.load_batch(ref)
+        expected, _ = bodies.from_lines(data.split(b"\n")[:1000], "gzip", 1)
+        assert stored is not None and stored.encoding == "gzip"
+        assert igzip.decompress(stored.body) == igzip.decompress(expected)
+        [other] = plain.ready
+        stored = await queue.load_batch(other)
+        assert stored is not None and stored.encoding is None and stored.body == array_of(data)
+        assert not gz.inbox and not plain.inbox
+        queue.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("count", [1, 999, 1000, 1001, 2000, 2500])
+def test_the_array_is_asked_for_only_when_it_is_exactly_one_batch(count: int, tmp_path: Path) -> None:
+    asked: list[str] = []
+    data = lines(0, count)
+
+    async def main() -> None:
+        queue, outbox = opened(tmp_path)
+        await commit(queue, [outbox], count, lambda: asked.append("lines") or data,
+                     array=lambda: asked.append("array") or array_of(data))
+        assert asked == (["array"] if count == 1000 else ["lines"])
+        got = []
+        for ref in outbox.ready:
+            batch = await queue.load_batch(ref)
+            assert batch is not None
+            got += numbers(batch.body)
+        assert got == list(range(count // 1000 * 1000)) and outbox.unsealed == count % 1000
+        queue.close()
+
+    asyncio.run(main())
+
+
+def test_kept_records_never_take_the_array(tmp_path: Path) -> None:
+    async def main() -> None:
+        queue, outbox = opened(tmp_path)
+        await commit(queue, [outbox], 1000, lines(0, 1000), originals=b"x" * 5000, array=never_encoded)
+        assert not outbox.ready and outbox.unsealed == 1000
         queue.close()
 
     asyncio.run(main())
