@@ -76,9 +76,7 @@ class Route:
 @dataclass
 class Prepared:
     result: MapResult
-    # the entries, each encoded and ending in "\n"; None: encoded when a commit asks (`lines`), which
-    # it does not when they fill exactly one batch for each sink (it then asks for `array`)
-    encoded: bytes | None
+    encoded: bytes | None  # the entries, each encoded and ending in "\n"; None: encoded when asked (`lines`)
     received: int
     rejections: list[Rejection]
     # each rejection with what it points at (the decoded record, or the bytes of an undecodable
@@ -91,6 +89,7 @@ class Prepared:
     # array of untouched entries, typed.check(exact=True)): a commit that seals it as one
     # whole batch stores it as it came, with no encoding and no compression of its own.
     as_received: bytes | None = None
+    joined: bytes | None = None  # the entries as one JSON array (`array`), when `prepare` encoded them so
 
     @property
     def lines(self) -> bytes:
@@ -101,7 +100,25 @@ class Prepared:
 
     def array(self) -> bytes:
         """The entries as one JSON array: the bytes `bodies.from_ndjson` would make of `lines`."""
-        return _encode_array(self.result.entries)
+        if self.joined is None:
+            self.joined = _encode_array(self.result.entries)
+        return self.joined
+
+
+def _encoded(route: Route, prepared: Prepared) -> Prepared:
+    """`prepared` with its entries encoded now, while they are in the CPU's caches: encoded at the
+    commit, after other requests have run, the same call took ~50 % longer (docs/performance.md).
+    As one JSON array when they make exactly one batch for every sink (what store/outbox.commit
+    seals as it is), else as lines; the other form is still made if a commit asks for it."""
+    entries = prepared.result.entries
+    count = len(entries)
+    outboxes = route.outboxes
+    if count and outboxes and prepared.originals is None and all(
+            outbox.shape is not None and count == outbox.shape.max_entries for outbox in outboxes):
+        prepared.joined = _encode_array(entries)
+    else:
+        prepared.encoded = _encode_lines(entries) if entries else b""
+    return prepared
 
 
 def prepare(route: Route, body: bytes, *, content_type: str | None, content_encoding: str | None,
@@ -117,7 +134,7 @@ def prepare(route: Route, body: bytes, *, content_type: str | None, content_enco
                 shaped = route.mapper.map_records(found.records, ctx, route.validator, shaped=True)
                 # a rejection keeps its whole record: such a body is decoded and mapped again as dicts
                 if not shaped.rejections:
-                    return Prepared(shaped, None, len(found.records), [], [], tag, found.meta)
+                    return _encoded(route, Prepared(shaped, None, len(found.records), [], [], tag, found.meta))
         decoded = route.decode(data, content_type=content_type, path=path, max_size=max_size)
     else:
         kind, data, whole = inflate(body, content_type=content_type, content_encoding=content_encoding,
@@ -131,7 +148,7 @@ def prepare(route: Route, body: bytes, *, content_type: str | None, content_enco
             if entries is not None:  # every entry valid as it came: nothing to map, reject or repair
                 if typed.as_sent:
                     return Prepared(MapResult(entries, []), None, len(entries), [], as_received=body)
-                return Prepared(MapResult(entries, []), None, len(entries), [])
+                return _encoded(route, Prepared(MapResult(entries, []), None, len(entries), []))
         shape = route.mapper.shape
         # only the keys the mapping reads (mapping/shape.py); keep_records needs whole records
         if shape is not None and as_typed and not route.config.keep_records:
@@ -139,13 +156,14 @@ def prepare(route: Route, body: bytes, *, content_type: str | None, content_enco
             if records is not None:
                 shaped = route.mapper.map_records(records, ctx, route.validator, shaped=True)
                 if not shaped.rejections:
-                    return Prepared(shaped, None, len(records), [], [], tag)
+                    return _encoded(route, Prepared(shaped, None, len(records), [], [], tag))
                 # A rejection keeps its whole record, and a Struct holds only the keys the mapping
                 # reads: the body is decoded again as dicts for them (in C), not mapped again (the
                 # result is the same both ways; a million bad records mapped twice took 37 s)
                 decoded = decode_data(kind, data)
                 rejections = shaped.rejections
-                return Prepared(shaped, None, len(records), rejections, _pointed_at(decoded, rejections), tag)
+                return _encoded(route, Prepared(shaped, None, len(records), rejections,
+                                                _pointed_at(decoded, rejections), tag))
         decoded = decode_data(kind, data)
     # decoding may have dropped records: indexes name the rest by their place in the body
     result = route.mapper.map_records(decoded.records, ctx, route.validator, decoded.indexes)
@@ -156,8 +174,8 @@ def prepare(route: Route, body: bytes, *, content_type: str | None, content_enco
     if route.config.keep_records and result.entries:
         records = entry_records(route, decoded.records, decoded.indexes, result, ctx)
         kept = kept_records.pack(route.name, tag, records) if records is not None else None
-    return Prepared(result, None, len(decoded.records) + len(decoded.errors), rejections,
-                    _pointed_at(decoded, rejections) if rejections else [], tag, decoded.meta, kept)
+    return _encoded(route, Prepared(result, None, len(decoded.records) + len(decoded.errors), rejections,
+                                    _pointed_at(decoded, rejections) if rejections else [], tag, decoded.meta, kept))
 
 
 def entry_records(route: Route, records: list[Any], indexes: list[int] | None, result: MapResult,
