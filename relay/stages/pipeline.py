@@ -40,6 +40,7 @@ MAX_ERRORS_REPORTED = 100  # per answer; the rest are summarised in one line
 _encoder = msgspec.json.Encoder()
 _encode_lines = _encoder.encode_lines
 _encode_array = _encoder.encode
+_elements = msgspec.json.Decoder(list[msgspec.Raw]).decode
 _TYPED_KINDS = frozenset(["json", "lines", "generic"])  # a JSON array, or NDJSON sent as such
 
 
@@ -75,8 +76,14 @@ class Route:
 
 @dataclass
 class Prepared:
+    """A request's outcome before its commit.
+
+    Its entries are encoded by `prepare` and then let go (`result.entries` is emptied; `accepted`
+    keeps their count): freed at once, while the CPU's caches still hold them, they cost a
+    fraction of what the same frees cost at the end of the request (docs/performance.md)."""
+
     result: MapResult
-    encoded: bytes | None  # the entries, each encoded and ending in "\n"; None: encoded when asked (`lines`)
+    encoded: bytes | None  # the entries, each encoded and ending in "\n"; None: made when asked (`lines`)
     received: int
     rejections: list[Rejection]
     # each rejection with what it points at (the decoded record, or the bytes of an undecodable
@@ -89,28 +96,41 @@ class Prepared:
     # array of untouched entries, typed.check(exact=True)): a commit that seals it as one
     # whole batch stores it as it came, with no encoding and no compression of its own.
     as_received: bytes | None = None
-    joined: bytes | None = None  # the entries as one JSON array (`array`), when `prepare` encoded them so
+    joined: bytes | None = None  # the entries as one JSON array; None: made when asked (`array`)
+    accepted: int = field(init=False)  # entries, also once `result.entries` is let go
+
+    def __post_init__(self) -> None:
+        self.accepted = len(self.result.entries)
 
     @property
     def lines(self) -> bytes:
         if self.encoded is None:
-            entries = self.result.entries
-            self.encoded = _encode_lines(entries) if entries else b""
+            if self.joined is not None:  # each element of the array as it was encoded, byte for byte
+                self.encoded = b"".join([bytes(entry) + b"\n" for entry in _elements(self.joined)])
+            else:
+                entries = self.result.entries
+                self.encoded = _encode_lines(entries) if entries else b""
         return self.encoded
 
     def array(self) -> bytes:
         """The entries as one JSON array: the bytes `bodies.from_ndjson` would make of `lines`."""
         if self.joined is None:
-            self.joined = _encode_array(self.result.entries)
+            if self.encoded is not None:
+                self.joined = b"[" + self.encoded[:-1].replace(b"\n", b",") + b"]" if self.encoded else b"[]"
+            else:
+                self.joined = _encode_array(self.result.entries)
         return self.joined
 
 
 def _encoded(route: Route, prepared: Prepared) -> Prepared:
-    """`prepared` with its entries encoded now, while they are in the CPU's caches: encoded at the
-    commit, after other requests have run, the same call took ~50 % longer (docs/performance.md).
-    As one JSON array when they make exactly one batch for every sink (what store/outbox.commit
-    seals as it is), else as lines; the other form is still made if a commit asks for it."""
-    entries = prepared.result.entries
+    """`prepared` with its entries encoded now, while they are in the CPU's caches, and then let go.
+
+    Encoded at the commit, after other requests have run, the same call took ~50 % longer
+    (docs/performance.md). As one JSON array when they make exactly one batch for every sink
+    (what store/outbox.commit seals as it is), else as lines; a commit that wants the other form
+    gets it from this one (`lines`, `array`)."""
+    result = prepared.result
+    entries = result.entries
     count = len(entries)
     outboxes = route.outboxes
     if count and outboxes and prepared.originals is None and all(
@@ -118,6 +138,7 @@ def _encoded(route: Route, prepared: Prepared) -> Prepared:
         prepared.joined = _encode_array(entries)
     else:
         prepared.encoded = _encode_lines(entries) if entries else b""
+    result.entries = []
     return prepared
 
 
@@ -218,7 +239,7 @@ def _pointed_at(decoded: Decoded, rejections: list[Rejection]) -> list[tuple[Rej
 async def commit(route: Route, prepared: Prepared, queue: DiskQueue, also: Also | None = None) -> None:
     """Append the entries to every routed sink's inbox in one transaction (`also`: further
     writes that must be in the same transaction, e.g. a replay removing what it re-queued)."""
-    count = len(prepared.result.entries)
+    count = prepared.accepted
     if not count:
         return
     outboxes = route.outboxes
@@ -242,7 +263,7 @@ def answer(prepared: Prepared) -> IngestResult:
     errors = [r.render() for r in prepared.rejections[:MAX_ERRORS_REPORTED]]
     if len(prepared.rejections) > MAX_ERRORS_REPORTED:
         errors.append(f"... and {len(prepared.rejections) - MAX_ERRORS_REPORTED} more rejected records")
-    return IngestResult(accepted=len(prepared.result.entries), rejected=len(prepared.rejections),
+    return IngestResult(accepted=prepared.accepted, rejected=len(prepared.rejections),
                         filtered=prepared.result.filtered, errors=errors)
 
 
@@ -250,7 +271,7 @@ def count(metrics: Metrics, route: Route, prepared: Prepared) -> None:
     name = route.name
     counters = metrics.source(name)
     counters.entries_received.inc(prepared.received)
-    counters.entries_accepted.inc(len(prepared.result.entries))
+    counters.entries_accepted.inc(prepared.accepted)
     if prepared.result.filtered:
         metrics.entries_filtered.labels(name).inc(prepared.result.filtered)
     reasons: dict[str, int] = {}

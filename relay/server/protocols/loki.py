@@ -39,7 +39,7 @@ class Loki(Protocol):
         rejections = prepared.rejections
         if not rejections:
             return web.Response(status=204)
-        kept = len(prepared.result.entries)
+        kept = prepared.accepted
         lines = [f"{len(rejections)} of {prepared.received} entries rejected ({kept} accepted; "
                  "do not resend them):"]
         lines += [r.render() for r in rejections[:MAX_LISTED]]

@@ -91,7 +91,7 @@ def test_the_fluentbit_workload_takes_the_shaped_route(monkeypatch: pytest.Monke
     monkeypatch.setattr(pipeline, "decode_data", refuse)
     prepared = pipeline.prepare(shaped, body, content_type="application/json", content_encoding=None,
                                 headers={}, max_size=LIMIT)
-    assert prepared.result.entries and not prepared.rejections
+    assert prepared.accepted and not prepared.rejections
 
 
 FLUENT_BIT_JSON = sorted(p for p in (FIXTURES / "fluent-bit").iterdir()

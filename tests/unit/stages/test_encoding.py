@@ -16,6 +16,7 @@ from isal import igzip
 from relay.config import load
 from relay.routes import compile_routes
 from relay.stages import pipeline
+from relay.store import bodies
 from relay.store.bodies import BatchShape
 from relay.store.outbox import Outbox
 from relay.store.queue import DiskQueue
@@ -43,7 +44,7 @@ def opened(tmp_path: Path, shapes: dict[str, BatchShape | None],
 def prepare(route: pipeline.Route) -> pipeline.Prepared:
     prepared = pipeline.prepare(route, BODY, content_type="application/json", content_encoding="gzip",
                                 headers={}, max_size=2**24)
-    assert len(prepared.result.entries) == 1000 and not prepared.rejections
+    assert prepared.accepted == 1000 and not prepared.rejections
     return prepared
 
 
@@ -106,6 +107,37 @@ def test_other_requests_are_encoded_as_lines_and_reach_every_sink_the_same(
         queue.close()
 
     asyncio.run(main())
+
+
+def test_a_sink_stopped_before_the_commit_gets_lines_split_from_the_array(
+        tmp_path: Path, dict_entries: list[Any]) -> None:
+    async def main() -> None:
+        queue, outboxes, route = opened(tmp_path, {"a": BatchShape(1000, "gzip", 1), "b": BatchShape(1000, "gzip", 1)})
+        prepared = prepare(route)
+        assert prepared.joined is not None and prepared.encoded is None
+        outboxes["b"].shape = None  # its dispatcher stopped (a reload) while the request was prepared
+        await pipeline.commit(route, prepared, queue)
+        assert prepared.encoded is not None
+        assert [json.loads(line) for line in prepared.encoded.splitlines()] == dict_entries
+        assert prepared.encoded.count(b"\n") == 1000 and prepared.encoded.endswith(b"\n")
+        assert await sent(queue, outboxes["a"]) == dict_entries
+        assert not outboxes["b"].ready and outboxes["b"].unsealed == 1000
+        queue.close()
+
+    asyncio.run(main())
+
+
+def test_entries_are_let_go_once_encoded_and_counted_all_the_same(tmp_path: Path) -> None:
+    _, _, route = opened(tmp_path, {"up": BatchShape(1000, "gzip", 1)})
+    prepared = prepare(route)
+    assert prepared.result.entries == [] and prepared.accepted == 1000
+    assert pipeline.answer(prepared).accepted == 1000
+    # the lines split from the array are its elements byte for byte (encoded JSON holds no raw newline)
+    assert bodies.from_ndjson(prepared.lines, "none", 1)[0] == prepared.array()
+    # and an array made from lines is the same bytes as one encoded at once
+    (tmp_path / "other").mkdir()
+    other = prepare(opened(tmp_path / "other", {"up": BatchShape(500, "gzip", 1)})[2])
+    assert other.encoded is not None and other.joined is None and other.array() == prepared.array()
 
 
 def test_kept_records_are_encoded_as_lines(tmp_path: Path) -> None:
