@@ -127,20 +127,24 @@ def test_a_sink_stopped_before_the_commit_gets_lines_split_from_the_array(
     asyncio.run(main())
 
 
+def route_of(tmp_path: Path, shape: BatchShape, extra: str = "") -> pipeline.Route:
+    queue, _, route = opened(tmp_path, {"up": shape}, extra)
+    queue.close()  # prepare reads only the outboxes' shapes
+    return route
+
+
 def test_entries_are_let_go_once_encoded_and_counted_all_the_same(tmp_path: Path) -> None:
-    _, _, route = opened(tmp_path, {"up": BatchShape(1000, "gzip", 1)})
-    prepared = prepare(route)
+    prepared = prepare(route_of(tmp_path, BatchShape(1000, "gzip", 1)))
     assert prepared.result.entries == [] and prepared.accepted == 1000
     assert pipeline.answer(prepared).accepted == 1000
     # the lines split from the array are its elements byte for byte (encoded JSON holds no raw newline)
     assert bodies.from_ndjson(prepared.lines, "none", 1)[0] == prepared.array()
     # and an array made from lines is the same bytes as one encoded at once
     (tmp_path / "other").mkdir()
-    other = prepare(opened(tmp_path / "other", {"up": BatchShape(500, "gzip", 1)})[2])
+    other = prepare(route_of(tmp_path / "other", BatchShape(500, "gzip", 1)))
     assert other.encoded is not None and other.joined is None and other.array() == prepared.array()
 
 
 def test_kept_records_are_encoded_as_lines(tmp_path: Path) -> None:
-    _, _, route = opened(tmp_path, {"up": BatchShape(1000, "gzip", 1)}, "keep_records = true\n")
-    prepared = prepare(route)
+    prepared = prepare(route_of(tmp_path, BatchShape(1000, "gzip", 1), "keep_records = true\n"))
     assert prepared.originals is not None and prepared.encoded is not None and prepared.joined is None
