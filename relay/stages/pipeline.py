@@ -9,7 +9,7 @@ commit returns.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,9 +78,10 @@ class Route:
 class Prepared:
     """A request's outcome before its commit.
 
-    Its entries are encoded by `prepare` and then let go (`result.entries` is emptied; `accepted`
-    keeps their count): freed at once, while the CPU's caches still hold them, they cost a
-    fraction of what the same frees cost at the end of the request (docs/performance.md)."""
+    `prepare` encodes its entries (or, for a body kept `as_received`, needs no encoding) and lets
+    them go: `result.entries` is emptied and `accepted` keeps their count. Freed at once, while
+    the CPU's caches still hold them, they cost a fraction of what the same frees cost at the end
+    of the request (docs/performance.md)."""
 
     result: MapResult
     encoded: bytes | None  # the entries, each encoded and ending in "\n"; None: made when asked (`lines`)
@@ -97,6 +98,8 @@ class Prepared:
     # whole batch stores it as it came, with no encoding and no compression of its own.
     as_received: bytes | None = None
     joined: bytes | None = None  # the entries as one JSON array; None: made when asked (`array`)
+    # the entries again, for an `as_received` request whose entries were let go unencoded
+    again: Callable[[], list[Any]] | None = None
     accepted: int = field(init=False)  # entries, also once `result.entries` is let go
 
     def __post_init__(self) -> None:
@@ -108,7 +111,7 @@ class Prepared:
             if self.joined is not None:  # each element of the array as it was encoded, byte for byte
                 self.encoded = b"".join([bytes(entry) + b"\n" for entry in _elements(self.joined)])
             else:
-                entries = self.result.entries
+                entries = self._entries()
                 self.encoded = _encode_lines(entries) if entries else b""
         return self.encoded
 
@@ -118,8 +121,13 @@ class Prepared:
             if self.encoded is not None:
                 self.joined = b"[" + self.encoded[:-1].replace(b"\n", b",") + b"]" if self.encoded else b"[]"
             else:
-                self.joined = _encode_array(self.result.entries)
+                self.joined = _encode_array(self._entries())
         return self.joined
+
+    def _entries(self) -> list[Any]:
+        if self.again is not None and not self.result.entries:
+            return self.again()
+        return self.result.entries
 
 
 def _encoded(route: Route, prepared: Prepared) -> Prepared:
@@ -167,8 +175,11 @@ def prepare(route: Route, body: bytes, *, content_type: str | None, content_enco
                                       exact=whole and start == b"[")
             entries = typed.entries
             if entries is not None:  # every entry valid as it came: nothing to map, reject or repair
-                if typed.as_sent:
-                    return Prepared(MapResult(entries, []), None, len(entries), [], as_received=body)
+                if typed.as_sent:  # nothing to encode: the entries are let go at once, counted
+                    prepared = Prepared(MapResult(entries, []), None, len(entries), [], as_received=body,
+                                        again=lambda: TypedRoute.again(data))
+                    prepared.result.entries = []
+                    return prepared
                 return _encoded(route, Prepared(MapResult(entries, []), None, len(entries), []))
         shape = route.mapper.shape
         # only the keys the mapping reads (mapping/shape.py); keep_records needs whole records

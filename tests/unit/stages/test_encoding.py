@@ -148,3 +148,35 @@ def test_entries_are_let_go_once_encoded_and_counted_all_the_same(tmp_path: Path
 def test_kept_records_are_encoded_as_lines(tmp_path: Path) -> None:
     prepared = prepare(route_of(tmp_path, BatchShape(1000, "gzip", 1), "keep_records = true\n"))
     assert prepared.originals is not None and prepared.encoded is not None and prepared.joined is None
+
+
+def test_a_body_kept_as_it_came_is_decoded_again_for_a_sink_that_cuts_it(tmp_path: Path) -> None:
+    """Its entries were let go unencoded: the sink that cuts batches of 300 gets them decoded from the
+    body once more, written as the relay writes them, the same as the per-record path's."""
+    body = next(build_bodies(workload("passthrough"), 1))
+    shapes = {"whole": BatchShape(1000, "gzip", 1), "cut": BatchShape(300, "gzip", 1)}
+    path = tmp_path / "relay.toml"
+    sinks = "\n".join(sink_toml(name, "http://127.0.0.1:9/v1/logs/custom", "k") for name in shapes)
+    sources = '[sources.custom]\npath = "/v1/logs/custom"\nmapping = "profound"\n'
+    kept = '[sources.kept]\npath = "/v1/logs/kept"\nmapping = "profound"\nkeep_records = true\n'  # per record
+    path.write_text(relay_toml(port=1, queue_dir=tmp_path / "queue", now=PINNED_NOW, sinks=sinks,
+                               sources=sources + kept))
+
+    async def main() -> None:
+        queue = DiskQueue(str(tmp_path / "queue"), max_size=2**30, sync="full")
+        snapshot = queue.open()
+        outboxes = {name: Outbox(name, snapshot.get(name)) for name in shapes}
+        for name, shape in shapes.items():
+            outboxes[name].shape = shape
+        routes = compile_routes(load(path, env={}), outboxes)
+        args: dict[str, Any] = {"content_type": "application/json", "content_encoding": "gzip", "headers": {},
+                                "max_size": 2**24}
+        prepared = pipeline.prepare(routes["/v1/logs/custom"], body, **args)
+        assert prepared.as_received is body and prepared.result.entries == [] and prepared.accepted == 1000
+        await pipeline.commit(routes["/v1/logs/custom"], prepared, queue)
+        expected = [json.loads(line) for line in pipeline.prepare(routes["/v1/logs/kept"], body, **args).lines.splitlines()]
+        assert await sent(queue, outboxes["cut"]) == expected[:900] and outboxes["cut"].unsealed == 100
+        assert await sent(queue, outboxes["whole"]) == json.loads(igzip.decompress(body))
+        queue.close()
+
+    asyncio.run(main())

@@ -153,6 +153,7 @@ def test_a_gzip_array_of_untouched_entries_is_kept_as_it_came() -> None:
     body = gzip.compress(text)
     out = prepare(fast, body, content_type="application/json", content_encoding="gzip", headers={}, max_size=MAX)
     assert out.as_received is body and out.encoded is None  # nothing encoded unless a commit asks
+    assert out.result.entries == [] and out.accepted == 3  # let go at once, counted
     expected = prepare(slow, body, content_type="application/json", content_encoding="gzip", headers={},
                        max_size=MAX)
     assert out.lines == expected.lines and out.encoded is not None
