@@ -177,7 +177,7 @@ def prepare(route: Route, body: bytes, *, content_type: str | None, content_enco
             if entries is not None:  # every entry valid as it came: nothing to map, reject or repair
                 if typed.as_sent:  # nothing to encode: the entries are let go at once, counted
                     prepared = Prepared(MapResult(entries, []), None, len(entries), [], as_received=body,
-                                        again=lambda: TypedRoute.again(data))
+                                        again=lambda: TypedRoute.again(decompress(body, content_encoding, max_size)))
                     prepared.result.entries = []
                     return prepared
                 return _encoded(route, Prepared(MapResult(entries, []), None, len(entries), []))
