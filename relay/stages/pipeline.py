@@ -25,6 +25,7 @@ from relay.stages.decode import decode_data, inflate
 from relay.stages.protocols import DecodeFn, ShapedDecodeFn, decoder, shaped_decoder
 from relay.stages.schema import Validator
 from relay.stages.typed import TypedRoute
+from relay.store import bodies
 from relay.store import originals as kept_records
 from relay.store.outbox import Outbox
 from relay.store.outbox import commit as outbox_commit
@@ -116,10 +117,10 @@ class Prepared:
         return self.encoded
 
     def array(self) -> bytes:
-        """The entries as one JSON array: the bytes `bodies.from_ndjson` would make of `lines`."""
+        """The entries as one JSON array: `bodies.array_of(lines)`, byte for byte."""
         if self.joined is None:
             if self.encoded is not None:
-                self.joined = b"[" + self.encoded[:-1].replace(b"\n", b",") + b"]" if self.encoded else b"[]"
+                self.joined = bodies.array_of(self.encoded)
             else:
                 self.joined = _encode_array(self._entries())
         return self.joined

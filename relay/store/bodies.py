@@ -32,11 +32,16 @@ def from_lines(lines: list[bytes], compression: str, level: int) -> tuple[bytes,
 
 
 def from_ndjson(run: bytes, compression: str, level: int) -> tuple[bytes, str | None]:
-    """The body of a run of encoded entries, each ending in "\\n" (as the inbox stores them).
+    """The body of a run of encoded entries, each ending in "\\n" (as the inbox stores them)."""
+    return compress(array_of(run), compression, level)
+
+
+def array_of(run: bytes) -> bytes:
+    """A run of encoded entries, each ending in "\\n", as one JSON array.
 
     An encoded entry holds no raw newline (JSON escapes it in strings), so the separators
     are swapped in one pass instead of splitting a run into a bytes object per entry."""
-    return compress(b"[" + run[:-1].replace(b"\n", b",") + b"]", compression, level)
+    return b"[" + run[:-1].replace(b"\n", b",") + b"]" if run else b"[]"
 
 
 def cut(lines: bytes, count: int, size: int) -> tuple[list[bytes], bytes]:
