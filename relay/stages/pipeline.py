@@ -126,9 +126,7 @@ class Prepared:
         return self.joined
 
     def _entries(self) -> list[Any]:
-        if self.again is not None and not self.result.entries:
-            return self.again()
-        return self.result.entries
+        return self.again() if self.again is not None else self.result.entries
 
 
 def _encoded(route: Route, prepared: Prepared) -> Prepared:
@@ -142,8 +140,7 @@ def _encoded(route: Route, prepared: Prepared) -> Prepared:
     entries = result.entries
     count = len(entries)
     outboxes = route.outboxes
-    if count and outboxes and prepared.originals is None and all(
-            outbox.shape is not None and count == outbox.shape.max_entries for outbox in outboxes):
+    if count and outboxes and prepared.originals is None and all(outbox.takes_one_batch(count) for outbox in outboxes):
         prepared.joined = _encode_array(entries)
     else:
         prepared.encoded = _encode_lines(entries) if entries else b""

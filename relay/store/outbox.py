@@ -101,6 +101,12 @@ class Outbox:
         if self.unsealed >= UNSEALED_HIGH_WATER:
             self._room.clear()
 
+    def takes_one_batch(self, count: int) -> bool:
+        """Whether `count` entries make exactly one of this sink's batches: `commit` seals them as
+        one, from their JSON array (`array`), and pipeline.prepare encodes them so at once."""
+        shape = self.shape
+        return shape is not None and count == shape.max_entries
+
     def takes_whole(self, count: int) -> bool:
         """Whether `commit` would seal a request body of `count` entries as it came, as one gzip batch."""
         shape = self.shape
@@ -261,8 +267,8 @@ async def commit(queue: DiskQueue, outboxes: list[Outbox], count: int, lines: by
 
     Raises QueueFull when the disk budget cannot hold them; then none is kept."""
     whole = [as_received is not None and originals is None and outbox.takes_whole(count) for outbox in outboxes]
-    one = [array is not None and originals is None and not as_is and outbox.shape is not None
-           and count == outbox.shape.max_entries for outbox, as_is in zip(outboxes, whole, strict=True)]
+    one = [array is not None and originals is None and not as_is and outbox.takes_one_batch(count)
+           for outbox, as_is in zip(outboxes, whole, strict=True)]
     needs_lines = not all(as_is or single for as_is, single in zip(whole, one, strict=True))
     encoded = (lines() if needs_lines else None) if callable(lines) else lines
     joined: bytes | None = None

@@ -34,6 +34,16 @@ def opened(path: Path, shape: BatchShape | None = SHAPE) -> tuple[DiskQueue, Out
     return queue, outbox
 
 
+def sinks(path: Path, **shapes: BatchShape) -> tuple[DiskQueue, list[Outbox]]:
+    """A queue with one outbox per sink, each sending batches of its shape."""
+    queue = DiskQueue(str(path), max_size=2**30, sync="full")
+    snapshot = queue.open()
+    outboxes = [Outbox(name, snapshot.get(name)) for name in shapes]
+    for outbox, shape in zip(outboxes, shapes.values(), strict=True):
+        outbox.shape = shape
+    return queue, outboxes
+
+
 def numbers(body: bytes) -> list[int]:
     return [entry["n"] for entry in json.loads(igzip.decompress(body))]
 
@@ -103,10 +113,7 @@ def test_each_sink_takes_the_body_as_it_came_or_the_entries(tmp_path: Path) -> N
         return data
 
     async def main() -> None:
-        queue = DiskQueue(str(tmp_path), max_size=2**30, sync="full")
-        opened_ = queue.open()
-        whole, small = Outbox("whole", opened_.get("whole")), Outbox("small", opened_.get("small"))
-        whole.shape, small.shape = SHAPE, BatchShape(100, "gzip", 1)
+        queue, (whole, small) = sinks(tmp_path, whole=SHAPE, small=BatchShape(100, "gzip", 1))
         await commit(queue, [whole, small], 1000, encode, as_received=body)
         assert asked == [1]  # encoded once, for the sink that cuts it
         [ref] = whole.ready
@@ -133,10 +140,7 @@ def test_entries_that_make_exactly_one_batch_are_sealed_from_their_array(tmp_pat
         return array_of(data)
 
     async def main() -> None:
-        queue = DiskQueue(str(tmp_path), max_size=2**30, sync="full")
-        opened_ = queue.open()
-        gz, plain = Outbox("gz", opened_.get("gz")), Outbox("plain", opened_.get("plain"))
-        gz.shape, plain.shape = SHAPE, BatchShape(1000, "none", 1)
+        queue, (gz, plain) = sinks(tmp_path, gz=SHAPE, plain=BatchShape(1000, "none", 1))
         await commit(queue, [gz, plain], 1000, never_encoded, array=array)
         assert arrays == [1]  # one array for both sinks
         [ref] = gz.ready
